@@ -1,0 +1,136 @@
+//! The CPU backend: the ring kernel is a native thread running [`dispatch::run`] over the
+//! region's memory directly — the same protocol, layout and orderings as a GPU kernel reading
+//! mapped host memory, so everything above the backend is tested without a GPU.
+#![forbid(unsafe_code)]
+
+use std::hint::spin_loop;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use super::dispatch::{self, KernelHooks};
+use super::handlers::Handler;
+use super::{Kernel, Notify};
+use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON};
+use crate::ring::{Consumer, Producer};
+use crate::sync::Ordering;
+use crate::transport::Region;
+use crate::Error;
+
+/// Spins before yielding, then yields before parking: a few microseconds of busy polling keep
+/// the latency of back-to-back messages low without burning a core when idle.
+const SPINS: u32 = 256;
+const YIELDS: u32 = 64;
+/// Longest park: a safety net only; wake-ups come from the doorbell (spec §8).
+const PARK_LIMIT: Duration = Duration::from_millis(20);
+/// Messages dispatched between two publishes at most.
+pub const DEFAULT_MAX_BATCH: u64 = 1024;
+
+struct CpuHooks {
+    epoch: Instant,
+    rounds: u32,
+    notify: Notify,
+}
+
+impl KernelHooks for CpuHooks {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn idle(&mut self, cb: &ControlBlock, ready: &mut dyn FnMut() -> bool) {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.rounds < SPINS {
+            spin_loop();
+            return;
+        }
+        if self.rounds < SPINS + YIELDS {
+            thread::yield_now();
+            return;
+        }
+        // ORDERING: (D1) SeqCst store of kernel_sleeping before the SeqCst re-check inside
+        // `ready`; pairs with the host's index store + SeqCst fence + load of kernel_sleeping
+        // (D2): either we see its index move, or it sees us asleep and unparks us.
+        cb.kernel_sleeping.store(1, Ordering::SeqCst);
+        if !ready() {
+            thread::park_timeout(PARK_LIMIT);
+        }
+        cb.kernel_sleeping.store(0, Ordering::Relaxed);
+    }
+
+    fn busy(&mut self) {
+        self.rounds = 0;
+    }
+
+    fn notify_host(&self) {
+        (self.notify)();
+    }
+}
+
+/// A ring kernel running on a host thread.
+pub struct CpuKernel {
+    region: Arc<Region>,
+    thread: Option<JoinHandle<()>>,
+    waker: Thread,
+}
+
+impl CpuKernel {
+    /// Starts the dispatch loop for `region` with `handler`; `notify` is rung whenever the
+    /// kernel publishes while the host waits, and on every state change.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] if the thread cannot be spawned.
+    pub fn launch(
+        region: Arc<Region>,
+        mut handler: Box<dyn Handler>,
+        notify: Notify,
+        max_batch: u64,
+    ) -> Result<Self, Error> {
+        let kernel_region = Arc::clone(&region);
+        let thread = thread::Builder::new()
+            .name("ringbridge-cpu-kernel".into())
+            .spawn(move || {
+                let input = Consumer::new(kernel_region.input());
+                let output = Producer::new(kernel_region.output());
+                let mut hooks = CpuHooks { epoch: Instant::now(), rounds: 0, notify };
+                let cb = kernel_region.control();
+                dispatch::run(cb, input, output, handler.as_mut(), &mut hooks, max_batch.max(1));
+            })
+            .map_err(|e| Error::Protocol(format!("cannot spawn the kernel thread: {e}")))?;
+        let waker = thread.thread().clone();
+        Ok(Self { region, thread: Some(thread), waker })
+    }
+}
+
+impl Kernel for CpuKernel {
+    fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    fn wake(&self) {
+        self.waker.unpark();
+    }
+
+    fn join(&mut self) -> Result<(), Error> {
+        let Some(thread) = self.thread.take() else { return Ok(()) };
+        let cb = self.region.control();
+        if KernelState::from_word(cb.state.load(Ordering::Acquire)) != Some(KernelState::Terminated)
+            && cb.terminate.load(Ordering::Relaxed) == 0
+        {
+            // ORDERING: (H5) release pairs with the kernel's acquire of terminate (K1).
+            cb.terminate.store(TERMINATE_ABANDON, Ordering::Release);
+        }
+        self.waker.unpark();
+        thread
+            .join()
+            .map_err(|_| Error::Protocol("the CPU kernel thread panicked outside its handler".into()))
+    }
+}
+
+impl Drop for CpuKernel {
+    fn drop(&mut self) {
+        // The region may be borrowed memory (a SharedArrayBuffer): the thread must be gone
+        // before the keep-alive is released. A join error has nowhere to go in Drop; the
+        // dispatch loop itself cannot panic (handlers run under catch_unwind).
+        let _ = self.join();
+    }
+}

@@ -1,0 +1,169 @@
+//! The cold-path error type and its stable `ERR_RINGBRIDGE_*` codes (listed in `docs/errors.md`).
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// Stable, machine-readable error codes. JavaScript sees [`ErrorCode::as_str`] as `err.code`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A configuration value is out of range (capacity, slot size, region size…).
+    InvalidArgument,
+    /// A message does not match its schema.
+    InvalidMessage,
+    /// A message is larger than a slot's payload.
+    MessageTooLarge,
+    /// The queue is full and its policy is `reject`.
+    Full,
+    /// Replies were dropped because the reply queue was full under `reject`.
+    Overflow,
+    /// The kernel or runtime is terminated or closed.
+    Closed,
+    /// The kernel reported an error (error frame or control-block error word).
+    KernelError,
+    /// The requested backend cannot run on this host.
+    BackendUnavailable,
+    /// No built-in handler has that name.
+    UnknownHandler,
+    /// A wait ran out of time.
+    Timeout,
+    /// The shared memory does not hold what the protocol requires (magic, version, sizes).
+    Protocol,
+}
+
+impl ErrorCode {
+    /// Every code, in `docs/errors.md` order.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::InvalidArgument,
+        ErrorCode::InvalidMessage,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::Full,
+        ErrorCode::Overflow,
+        ErrorCode::Closed,
+        ErrorCode::KernelError,
+        ErrorCode::BackendUnavailable,
+        ErrorCode::UnknownHandler,
+        ErrorCode::Timeout,
+        ErrorCode::Protocol,
+    ];
+
+    /// The stable string form, e.g. `ERR_RINGBRIDGE_CLOSED`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "ERR_RINGBRIDGE_INVALID_ARGUMENT",
+            ErrorCode::InvalidMessage => "ERR_RINGBRIDGE_INVALID_MESSAGE",
+            ErrorCode::MessageTooLarge => "ERR_RINGBRIDGE_MESSAGE_TOO_LARGE",
+            ErrorCode::Full => "ERR_RINGBRIDGE_FULL",
+            ErrorCode::Overflow => "ERR_RINGBRIDGE_OVERFLOW",
+            ErrorCode::Closed => "ERR_RINGBRIDGE_CLOSED",
+            ErrorCode::KernelError => "ERR_RINGBRIDGE_KERNEL_ERROR",
+            ErrorCode::BackendUnavailable => "ERR_RINGBRIDGE_BACKEND_UNAVAILABLE",
+            ErrorCode::UnknownHandler => "ERR_RINGBRIDGE_UNKNOWN_HANDLER",
+            ErrorCode::Timeout => "ERR_RINGBRIDGE_TIMEOUT",
+            ErrorCode::Protocol => "ERR_RINGBRIDGE_PROTOCOL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that can go wrong off the hot path.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value broke a rule.
+    InvalidConfig {
+        /// What was configured, e.g. "input capacity".
+        what: String,
+        /// The value given.
+        value: u64,
+        /// The rule, e.g. "a power of two from 1 to 16777216".
+        expected: String,
+    },
+    /// A payload does not fit a slot.
+    MessageTooLarge {
+        /// Payload bytes.
+        length: usize,
+        /// Largest payload a slot holds.
+        max: usize,
+    },
+    /// The memory handed in is not a valid region.
+    Protocol(String),
+    /// The kernel is terminated.
+    Closed,
+    /// A backend cannot run here.
+    BackendUnavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// Why, e.g. "libcuda.so could not be loaded".
+        reason: String,
+    },
+    /// No built-in handler has that name.
+    UnknownHandler {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: &'static [&'static str],
+    },
+    /// The kernel wrote an error word.
+    Kernel {
+        /// The `kernel_error::*` code.
+        code: u32,
+        /// How many errors it counted.
+        count: u32,
+    },
+    /// A bounded wait expired.
+    Timeout {
+        /// What was awaited.
+        what: &'static str,
+        /// After how long.
+        millis: u64,
+    },
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidConfig { .. } => ErrorCode::InvalidArgument,
+            Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
+            Error::Protocol(_) => ErrorCode::Protocol,
+            Error::Closed => ErrorCode::Closed,
+            Error::BackendUnavailable { .. } => ErrorCode::BackendUnavailable,
+            Error::UnknownHandler { .. } => ErrorCode::UnknownHandler,
+            Error::Kernel { .. } => ErrorCode::KernelError,
+            Error::Timeout { .. } => ErrorCode::Timeout,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig { what, value, expected } => {
+                write!(f, "{what} {value} is invalid: expected {expected}")
+            }
+            Error::MessageTooLarge { length, max } => {
+                write!(f, "message of {length} bytes exceeds the slot payload of {max} bytes")
+            }
+            Error::Protocol(why) => write!(f, "protocol violation: {why}"),
+            Error::Closed => f.write_str("the kernel is terminated"),
+            Error::BackendUnavailable { backend, reason } => {
+                write!(f, "backend '{backend}' is unavailable: {reason}")
+            }
+            Error::UnknownHandler { name, known } => {
+                write!(f, "no built-in handler named '{name}': expected one of {}", known.join(", "))
+            }
+            Error::Kernel { code, count } => {
+                write!(f, "kernel reported error code {code} ({count} errors in total)")
+            }
+            Error::Timeout { what, millis } => write!(f, "timed out after {millis} ms waiting for {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

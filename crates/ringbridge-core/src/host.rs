@@ -1,0 +1,215 @@
+//! The host end for Rust callers: a [`Session`] owns a launched kernel, the input ring's
+//! producer and the output ring's consumer, and implements the host steps of spec §5 (H1–H7)
+//! including the two doorbells of §8. The Node binding does the same steps in JavaScript.
+#![forbid(unsafe_code)]
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::backend::{self, BackendChoice, Kernel};
+use crate::protocol::{FrameHeader, KernelState, RingConfig, WAIT_INPUT, WAIT_OUTPUT};
+use crate::ring::{Consumer, PopError, Producer, PushError};
+use crate::sync::{fence, Ordering};
+use crate::transport::{Region, RegionRing};
+use crate::Error;
+
+/// A counter the kernel bumps to wake a waiting host thread.
+#[derive(Default)]
+struct Doorbell {
+    rings: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        let mut n = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        *n += 1;
+        self.cond.notify_all();
+    }
+
+    fn count(&self) -> u64 {
+        *self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_past(&self, seen: u64, limit: Duration) {
+        let guard = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.cond.wait_timeout_while(guard, limit, |n| *n == seen);
+    }
+}
+
+/// A launched ring kernel and the host's two ring ends.
+pub struct Session {
+    kernel: Box<dyn Kernel>,
+    choice: BackendChoice,
+    tx: Producer<RegionRing>,
+    rx: Consumer<RegionRing>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl Session {
+    /// Allocates a region for the two ring shapes and launches the built-in `handler` on `backend`.
+    ///
+    /// # Errors
+    /// Invalid ring shapes, unknown handler or backend, or a backend that cannot start.
+    pub fn launch(backend: &str, handler: &str, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
+        let region = Region::alloc(input, output)?;
+        let doorbell = Arc::new(Doorbell::default());
+        let bell = Arc::clone(&doorbell);
+        let (kernel, choice) = backend::launch(backend, Arc::clone(&region), handler, Box::new(move || bell.ring()))?;
+        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, choice, doorbell })
+    }
+
+    /// The backend running the kernel and why it was chosen.
+    pub fn backend(&self) -> &BackendChoice {
+        &self.choice
+    }
+
+    /// The shared region (control block and rings).
+    pub fn region(&self) -> &Arc<Region> {
+        self.kernel.region()
+    }
+
+    /// Stages one message without publishing it (see [`flush`](Session::flush)).
+    ///
+    /// # Errors
+    /// [`PushError::Full`] when the input ring has no free slot; [`PushError::TooLarge`].
+    pub fn stage(&mut self, type_id: u16, correlation_id: u64, payload: &[u8]) -> Result<(), PushError> {
+        self.tx.stage(FrameHeader { length: 0, type_id, flags: 0, correlation_id }, payload)
+    }
+
+    /// Free input slots (re-reading the kernel's head if needed).
+    pub fn free_slots(&mut self, wanted: u64) -> u64 {
+        self.tx.free_slots(wanted)
+    }
+
+    /// Publishes staged messages (H3) and wakes the kernel if it announced sleep (H4).
+    pub fn flush(&mut self) {
+        if self.tx.staged() == 0 {
+            return;
+        }
+        self.tx.publish();
+        self.wake_kernel_if_sleeping();
+    }
+
+    fn wake_kernel_if_sleeping(&self) {
+        // ORDERING: (D2) SeqCst fence between our index store and the load of kernel_sleeping;
+        // pairs with the kernel's SeqCst store of kernel_sleeping and re-check (D1).
+        fence(Ordering::SeqCst);
+        if self.region().control().kernel_sleeping.load(Ordering::Relaxed) != 0 {
+            self.kernel.wake();
+        }
+    }
+
+    /// Stages and publishes one message.
+    ///
+    /// # Errors
+    /// As [`stage`](Session::stage).
+    pub fn try_send(&mut self, type_id: u16, correlation_id: u64, payload: &[u8]) -> Result<(), PushError> {
+        self.stage(type_id, correlation_id, payload)?;
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends one message, waiting up to `limit` for a free slot.
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`], [`Error::Timeout`], or [`Error::Closed`] once the kernel ended.
+    pub fn send(&mut self, type_id: u16, correlation_id: u64, payload: &[u8], limit: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.try_send(type_id, correlation_id, payload) {
+                Ok(()) => return Ok(()),
+                Err(PushError::TooLarge { length, max }) => return Err(Error::MessageTooLarge { length, max }),
+                Err(PushError::Full) => self.wait(WAIT_INPUT, deadline, "input ring space", |s| s.tx.free_slots(1) > 0)?,
+            }
+        }
+    }
+
+    /// Takes the next reply if one is published, passing header and payload to `read`. Releases
+    /// the slot at once (H6) and wakes the kernel if it waits for output room.
+    pub fn try_recv_with<R>(&mut self, read: impl FnOnce(FrameHeader, &[u8]) -> R) -> Result<R, PopError> {
+        let r = self.rx.pop_with(read);
+        if self.rx.unreleased() > 0 {
+            self.rx.release();
+            self.wake_kernel_if_sleeping();
+        }
+        r
+    }
+
+    /// Waits up to `limit` for the next reply.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Closed`] if the kernel terminated with nothing left;
+    /// [`Error::Protocol`] for a corrupt frame.
+    pub fn recv_with<R>(&mut self, limit: Duration, mut read: impl FnMut(FrameHeader, &[u8]) -> R) -> Result<R, Error> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.try_recv_with(&mut read) {
+                Ok(r) => return Ok(r),
+                Err(PopError::BadFrame { length, max }) => {
+                    return Err(Error::Protocol(format!("reply frame length {length} exceeds slot payload {max}")))
+                }
+                Err(PopError::Empty) => self.wait(WAIT_OUTPUT, deadline, "a reply", |s| s.rx.available(1) > 0)?,
+            }
+        }
+    }
+
+    /// H7: announce that we wait, re-check, sleep on the doorbell; bounded by `deadline`.
+    fn wait(
+        &mut self,
+        bit: u32,
+        deadline: Instant,
+        what: &'static str,
+        mut ready: impl FnMut(&mut Self) -> bool,
+    ) -> Result<(), Error> {
+        let start = Instant::now();
+        let region = Arc::clone(self.region());
+        let cb = region.control();
+        loop {
+            let seen = self.doorbell.count();
+            // ORDERING: (H7) SeqCst store then SeqCst fence before re-reading the index; pairs
+            // with the kernel's SeqCst fence after publishing and before loading host_waiting (K7).
+            cb.host_waiting.store(bit, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if ready(self) {
+                cb.host_waiting.store(0, Ordering::Relaxed);
+                return Ok(());
+            }
+            if backend::state(cb) == Some(KernelState::Terminated) && !ready(self) {
+                cb.host_waiting.store(0, Ordering::Relaxed);
+                return Err(Error::Closed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                cb.host_waiting.store(0, Ordering::Relaxed);
+                return Err(Error::Timeout { what, millis: limit_ms(deadline, start) });
+            }
+            self.doorbell.wait_past(seen, (deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Replies published and not yet taken.
+    pub fn pending_replies(&mut self) -> u64 {
+        self.rx.available(u64::MAX)
+    }
+
+    /// Asks the kernel to stop (draining or abandoning, spec §9), waits for it, and returns how
+    /// many sent messages it never took.
+    ///
+    /// # Errors
+    /// What the kernel's runner left behind.
+    pub fn terminate(mut self, drain: bool) -> Result<u64, Error> {
+        self.flush();
+        backend::request_terminate(self.region().control(), drain);
+        self.kernel.wake();
+        self.kernel.join()?;
+        let cb = self.region().control();
+        let head = cb.input_head.value.load(Ordering::Acquire);
+        let tail = cb.input_tail.value.load(Ordering::Relaxed);
+        Ok(tail - head)
+    }
+}
+
+fn limit_ms(deadline: Instant, start: Instant) -> u64 {
+    deadline.saturating_duration_since(start).as_millis() as u64
+}

@@ -1,0 +1,232 @@
+//! Where a region's bytes live and how the kernel reaches them.
+//!
+//! A [`Region`] is one block holding a control block and both slot arrays (spec §3). On the CPU
+//! backend it is host memory (owned, or borrowed from a JavaScript `SharedArrayBuffer`) that the
+//! kernel thread reads directly — the same arrangement as the `mapped` GPU transport. The `dma`
+//! and `managed` transports of the CUDA backend add their own modules beside this one.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::protocol::{
+    ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
+};
+use crate::ring::RingMemory;
+use crate::sync::{AtomicU64, Ordering};
+use crate::Error;
+
+enum Owner {
+    /// Allocated by [`Region::alloc`] with this layout.
+    Heap(Layout),
+    /// Borrowed; the box keeps the memory alive until the region drops.
+    External(#[allow(dead_code)] Box<dyn Send + Sync>),
+}
+
+/// One control block plus its input and output slot arrays, in one block of memory.
+pub struct Region {
+    base: NonNull<u8>,
+    layout: RegionLayout,
+    owner: Owner,
+}
+
+// SAFETY: the region is plain memory; every concurrently mutated byte is either an atomic of the
+// control block or a slot whose ownership the ring protocol (I2, I3) hands between threads.
+unsafe impl Send for Region {}
+// SAFETY: as above; shared references only reach memory through atomics or owned slots.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Allocates a zeroed, 128-byte-aligned region in host memory and initialises its control block.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if either ring's shape breaks the spec's limits.
+    pub fn alloc(input: RingConfig, output: RingConfig) -> Result<Arc<Self>, Error> {
+        let layout = RegionLayout::new(input, output)?;
+        let mem = Layout::from_size_align(layout.total_bytes, REGION_ALIGN)
+            .map_err(|e| Error::Protocol(format!("region layout: {e}")))?;
+        // SAFETY: `mem` has a non-zero size (a control block at least).
+        let raw = unsafe { alloc_zeroed(mem) };
+        let base = NonNull::new(raw).ok_or_else(|| Error::Protocol(format!("out of memory for {} bytes", mem.size())))?;
+        let region = Self { base, layout, owner: Owner::Heap(mem) };
+        region.init_control();
+        Ok(Arc::new(region))
+    }
+
+    /// Wraps memory owned by someone else (a `SharedArrayBuffer`, pinned host memory) and
+    /// initialises its control block.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] if `ptr` is not 128-byte aligned or `len` is too small for `layout`.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay valid for reads and writes until `keep_alive` drops, and while the
+    /// region lives nothing may write it except through the protocol (atomics of the control
+    /// block, slots owned under I2/I3).
+    pub unsafe fn from_external(
+        ptr: *mut u8,
+        len: usize,
+        layout: RegionLayout,
+        keep_alive: Box<dyn Send + Sync>,
+    ) -> Result<Arc<Self>, Error> {
+        if ptr as usize % REGION_ALIGN != 0 {
+            return Err(Error::Protocol(format!(
+                "region base {ptr:p} is not {REGION_ALIGN}-byte aligned"
+            )));
+        }
+        if len < layout.total_bytes {
+            return Err(Error::Protocol(format!(
+                "region of {len} bytes is smaller than the {} bytes its rings need",
+                layout.total_bytes
+            )));
+        }
+        let base = NonNull::new(ptr).ok_or_else(|| Error::Protocol("region base is null".into()))?;
+        let region = Self { base, layout, owner: Owner::External(keep_alive) };
+        region.init_control();
+        Ok(Arc::new(region))
+    }
+
+    /// The layout this region was built with.
+    pub fn layout(&self) -> &RegionLayout {
+        &self.layout
+    }
+
+    /// Base address (what a mapped kernel adds offsets to).
+    pub fn base_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// The control block at the region's start.
+    pub fn control(&self) -> &ControlBlock {
+        // SAFETY: the base is 128-aligned and at least CONTROL_BLOCK_BYTES long (checked at
+        // construction); every field is an atomic, so shared access alongside other writers
+        // (kernel thread, JavaScript) is sound.
+        unsafe { &*(self.base.as_ptr() as *const ControlBlock) }
+    }
+
+    /// The input ring's memory.
+    pub fn input(self: &Arc<Self>) -> RegionRing {
+        RegionRing { region: Arc::clone(self), which: Which::Input }
+    }
+
+    /// The output ring's memory.
+    pub fn output(self: &Arc<Self>) -> RegionRing {
+        RegionRing { region: Arc::clone(self), which: Which::Output }
+    }
+
+    /// Writes the setup line and zeroes commands, status and indices (spec §9, "Init").
+    fn init_control(&self) {
+        let cb = self.control();
+        let l = &self.layout;
+        let r = Ordering::Relaxed;
+        cb.magic.store(MAGIC, r);
+        cb.version.store(VERSION, r);
+        cb.input_capacity.store(l.input.capacity, r);
+        cb.input_slot_size.store(l.input.slot_size, r);
+        cb.output_capacity.store(l.output.capacity, r);
+        cb.output_slot_size.store(l.output.slot_size, r);
+        cb.user_arg.store(0, r);
+        cb.input_buffer.store(self.base.as_ptr() as u64 + l.input_offset as u64, r);
+        cb.output_buffer.store(self.base.as_ptr() as u64 + l.output_offset as u64, r);
+        cb.active.store(1, r);
+        cb.terminate.store(TERMINATE_NONE, r);
+        cb.host_waiting.store(0, r);
+        cb.state.store(KernelState::Launching as u32, r);
+        cb.error_code.store(0, r);
+        cb.error_count.store(0, r);
+        cb.kernel_sleeping.store(0, r);
+        cb.messages_processed.store(0, r);
+        cb.last_activity.store(0, r);
+        for index in [&cb.input_head, &cb.input_tail, &cb.output_head, &cb.output_tail] {
+            index.value.store(0, r);
+        }
+        // ORDERING: (L1) the kernel starts after this store (thread spawn / kernel launch is a
+        // happens-before edge); the fence also orders it for JavaScript views created later.
+        crate::sync::fence(Ordering::SeqCst);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Owner::Heap(mem) = self.owner {
+            // SAFETY: allocated in `alloc` with exactly this layout; no ring end outlives the
+            // region because each holds an `Arc` to it.
+            unsafe { dealloc(self.base.as_ptr(), mem) };
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Input,
+    Output,
+}
+
+/// One ring of a [`Region`], as [`RingMemory`] for a [`crate::ring::Producer`] or
+/// [`crate::ring::Consumer`]. Holds the region alive.
+#[derive(Clone)]
+pub struct RegionRing {
+    region: Arc<Region>,
+    which: Which,
+}
+
+impl RegionRing {
+    fn config(&self) -> RingConfig {
+        match self.which {
+            Which::Input => self.region.layout.input,
+            Which::Output => self.region.layout.output,
+        }
+    }
+
+    fn slot_ptr(&self, slot: usize) -> *mut u8 {
+        let l = &self.region.layout;
+        let offset = match self.which {
+            Which::Input => l.input_offset,
+            Which::Output => l.output_offset,
+        };
+        debug_assert!(slot < self.config().capacity as usize);
+        self.region.base.as_ptr().wrapping_add(offset + slot * self.config().slot_size as usize)
+    }
+}
+
+// SAFETY: head/tail are fixed fields of the region's control block; slots are the disjoint
+// `slot_size` chunks of the slot array the layout placed inside the region's bytes.
+unsafe impl RingMemory for RegionRing {
+    fn head(&self) -> &AtomicU64 {
+        let cb = self.region.control();
+        match self.which {
+            Which::Input => &cb.input_head.value,
+            Which::Output => &cb.output_head.value,
+        }
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        let cb = self.region.control();
+        match self.which {
+            Which::Input => &cb.input_tail.value,
+            Which::Output => &cb.output_tail.value,
+        }
+    }
+
+    fn capacity(&self) -> u32 {
+        self.config().capacity
+    }
+
+    fn slot_size(&self) -> usize {
+        self.config().slot_size as usize
+    }
+
+    unsafe fn with_slot_mut<R>(&self, slot: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        // SAFETY: the slot lies inside the region (layout) and the caller owns it (I2), so no
+        // other reference to these bytes exists while `f` runs.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.slot_ptr(slot), self.slot_size()) };
+        f(bytes)
+    }
+
+    unsafe fn with_slot<R>(&self, slot: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        // SAFETY: the slot lies inside the region and the caller owns it for reading (I3): the
+        // producer does not write it until the consumer releases it.
+        let bytes = unsafe { std::slice::from_raw_parts(self.slot_ptr(slot), self.slot_size()) };
+        f(bytes)
+    }
+}
