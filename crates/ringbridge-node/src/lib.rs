@@ -1,1 +1,71 @@
+//! Node binding of ringbridge: converts, validates and forwards to `ringbridge-core`. Private to
+//! the package; the TypeScript facade in `ts/` is the public API.
 
+mod error;
+mod ring;
+mod sab;
+
+use napi_derive::napi;
+use ringbridge_core::protocol::{self, FIELD_OFFSETS};
+use ringbridge_core::ErrorCode;
+
+/// Protocol constants JavaScript needs to read and write a region (spec §3).
+#[napi(object)]
+pub struct ProtocolConstants {
+    /// Protocol version.
+    pub version: u32,
+    /// Magic word.
+    pub magic: u32,
+    /// Bytes of the frame header.
+    pub frame_header_bytes: u32,
+    /// Alignment of a region inside its SharedArrayBuffer.
+    pub region_page: u32,
+    /// Error frame flag.
+    pub flag_error: u32,
+    /// `host_waiting` bit for replies.
+    pub wait_output: u32,
+    /// `host_waiting` bit for input room.
+    pub wait_input: u32,
+    /// Terminate command values.
+    pub terminate_drain: u32,
+    /// Terminate command values.
+    pub terminate_abandon: u32,
+    /// `[name, byte offset]` of every control-block field, in spec order.
+    pub fields: Vec<(String, u32)>,
+}
+
+/// The protocol constants, from the Rust definitions (one source of truth).
+#[napi]
+pub fn protocol_constants() -> ProtocolConstants {
+    ProtocolConstants {
+        version: protocol::VERSION,
+        magic: protocol::MAGIC,
+        frame_header_bytes: protocol::FRAME_HEADER_BYTES as u32,
+        region_page: sab::REGION_PAGE as u32,
+        flag_error: protocol::FLAG_ERROR as u32,
+        wait_output: protocol::WAIT_OUTPUT,
+        wait_input: protocol::WAIT_INPUT,
+        terminate_drain: protocol::TERMINATE_DRAIN,
+        terminate_abandon: protocol::TERMINATE_ABANDON,
+        fields: FIELD_OFFSETS.iter().map(|(n, o)| ((*n).to_owned(), *o as u32)).collect(),
+    }
+}
+
+/// Every stable error code, in `docs/errors.md` order.
+#[napi]
+pub fn error_codes() -> Vec<String> {
+    ErrorCode::ALL.iter().map(|c| c.as_str().to_owned()).collect()
+}
+
+/// Names of the built-in handlers.
+#[napi]
+pub fn builtin_handlers() -> Vec<String> {
+    ringbridge_core::backend::handlers::BUILTIN_NAMES.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Resolves a backend name to the backend that would run here, with the reason.
+#[napi]
+pub fn choose_backend(name: String) -> error::Result<Vec<String>> {
+    let c = ringbridge_core::backend::choose(&name).map_err(error::to_js)?;
+    Ok(vec![c.name.to_owned(), c.reason])
+}

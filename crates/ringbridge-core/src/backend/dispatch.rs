@@ -8,7 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use super::handlers::{Handler, Outcome};
 use crate::protocol::{
     kernel_error, ControlBlock, ErrorRecord, FrameHeader, KernelState, FLAG_ERROR, TERMINATE_ABANDON,
-    TERMINATE_DRAIN,
+    TERMINATE_DRAIN, TERMINATE_NONE,
 };
 use crate::ring::{Consumer, PopError, Producer, RingMemory};
 use crate::sync::{fence, Ordering};
@@ -45,7 +45,8 @@ pub fn run<I: RingMemory, O: RingMemory>(
         if terminate == TERMINATE_ABANDON {
             break;
         }
-        if cb.active.load(Ordering::Acquire) == 0 {
+        // A terminate command overrides pause: drain finishes the ring, abandon exits above.
+        if cb.active.load(Ordering::Acquire) == 0 && terminate == TERMINATE_NONE {
             if state != KernelState::Paused {
                 state = KernelState::Paused;
                 set_state(cb, hooks, state);

@@ -1,0 +1,241 @@
+//! Model checks of the ring's orderings under loom, one model per spec invariant, named after it.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ringbridge-core
+//! --test loom --release`. Under `--cfg loom` the crate's atomics are loom's, so the models drive
+//! the real [`Producer`] / [`Consumer`]; the slots are loom cells, so a slot access that the
+//! orderings do not hand over is reported as a data race.
+#![cfg(loom)]
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::fence;
+use loom::sync::Arc;
+use loom::thread;
+use ringbridge_core::protocol::{FrameHeader, FRAME_HEADER_BYTES};
+use ringbridge_core::ring::{Consumer, PopError, Producer, PushError, RingMemory};
+use ringbridge_core::{AtomicU64, Ordering};
+
+/// Smallest legal slot: a header and 16 bytes of payload.
+const SLOT: usize = 32;
+
+struct Slots {
+    head: AtomicU64,
+    tail: AtomicU64,
+    slots: Vec<UnsafeCell<[u8; SLOT]>>,
+}
+
+// SAFETY: slots are only reached through `with_slot`/`with_slot_mut`, whose callers own the slot
+// under (I2)/(I3); the loom cells check exactly that claim in every explored execution.
+unsafe impl Sync for Slots {}
+
+/// One ring in loom-checked memory; clones share it (one for each end).
+#[derive(Clone)]
+struct LoomRing(Arc<Slots>);
+
+impl LoomRing {
+    fn new(capacity: usize) -> Self {
+        Self(Arc::new(Slots {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            slots: (0..capacity).map(|_| UnsafeCell::new([0; SLOT])).collect(),
+        }))
+    }
+}
+
+// SAFETY: head and tail are fixed fields of the shared `Slots`; each slot is its own cell of
+// `SLOT` bytes, so slots overlap neither each other nor the indices.
+unsafe impl RingMemory for LoomRing {
+    fn head(&self) -> &AtomicU64 {
+        &self.0.head
+    }
+
+    fn tail(&self) -> &AtomicU64 {
+        &self.0.tail
+    }
+
+    fn capacity(&self) -> u32 {
+        self.0.slots.len() as u32
+    }
+
+    fn slot_size(&self) -> usize {
+        SLOT
+    }
+
+    unsafe fn with_slot_mut<R>(&self, slot: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.0.slots[slot].with_mut(|bytes| {
+            // SAFETY: the caller owns the slot (I2); loom fails the model if another thread's
+            // access is not ordered before this one.
+            f(unsafe { &mut *bytes })
+        })
+    }
+
+    unsafe fn with_slot<R>(&self, slot: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        self.0.slots[slot].with(|bytes| {
+            // SAFETY: the caller owns the slot for reading (I3); loom checks it as above.
+            f(unsafe { &*bytes })
+        })
+    }
+}
+
+/// The frame the models send as message `seq`: its id and a payload of 16 distinct bytes.
+fn frame(seq: u64) -> (FrameHeader, [u8; SLOT - FRAME_HEADER_BYTES]) {
+    let header = FrameHeader { length: 0, type_id: 7, flags: 0, correlation_id: 100 + seq };
+    (header, std::array::from_fn(|i| (seq as u8).wrapping_mul(31).wrapping_add(i as u8)))
+}
+
+/// Pushes `seq`, yielding to the consumer while the ring is full.
+fn push_spinning(tx: &mut Producer<LoomRing>, seq: u64) {
+    let (header, payload) = frame(seq);
+    loop {
+        match tx.push(header, &payload) {
+            Ok(()) => return,
+            Err(PushError::Full) => thread::yield_now(),
+            Err(e) => panic!("push of message {seq}: {e:?}"),
+        }
+    }
+}
+
+/// Pops one frame, checks it is message `seq` in full, and releases its slot.
+fn pop_spinning(rx: &mut Consumer<LoomRing>, seq: u64) {
+    let (want_header, want_payload) = frame(seq);
+    loop {
+        match rx.pop_with(|h, p| (h.correlation_id, h.length, p.to_vec())) {
+            Ok((id, length, payload)) => {
+                assert_eq!(id, want_header.correlation_id, "message {seq}: wrong frame");
+                assert_eq!(length as usize, want_payload.len(), "message {seq}: length");
+                assert_eq!(payload, want_payload, "message {seq}: payload");
+                rx.release();
+                return;
+            }
+            Err(PopError::Empty) => thread::yield_now(),
+            Err(e) => panic!("pop of message {seq}: {e:?}"),
+        }
+    }
+}
+
+fn bounded() -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder
+}
+
+/// (I2)(I3): three frames through a ring of two slots — full once, wrapping once — arrive whole,
+/// in order, and every slot changes hands without a race.
+#[test]
+fn i2_i3_spsc_transfer() {
+    bounded().check(|| {
+        let ring = LoomRing::new(2);
+        let mut tx = Producer::new(ring.clone());
+        let mut rx = Consumer::new(ring.clone());
+        let producer = thread::spawn(move || {
+            for seq in 0..3 {
+                push_spinning(&mut tx, seq);
+            }
+        });
+        for seq in 0..3 {
+            pop_spinning(&mut rx, seq);
+        }
+        producer.join().unwrap();
+        assert_eq!(ring.0.head.load(Ordering::Relaxed), 3);
+        assert_eq!(ring.0.tail.load(Ordering::Relaxed), 3);
+    });
+}
+
+/// (P4)(C2): a consumer that sees the published tail sees the whole frame written before it;
+/// one that does not sees nothing at all.
+#[test]
+fn p4_c2_publish_makes_slot_visible() {
+    loom::model(|| {
+        let ring = LoomRing::new(1);
+        let mut tx = Producer::new(ring.clone());
+        let mut rx = Consumer::new(ring);
+        let producer = thread::spawn(move || {
+            let (header, payload) = frame(0);
+            tx.stage(header, &payload).unwrap();
+            tx.publish();
+        });
+        let (want_header, want_payload) = frame(0);
+        match rx.pop_with(|h, p| (h.correlation_id, p.to_vec())) {
+            Ok((id, payload)) => {
+                assert_eq!(id, want_header.correlation_id);
+                assert_eq!(payload, want_payload);
+            }
+            Err(PopError::Empty) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// (C4)(P2): the producer reuses a slot only after the consumer's release, so the consumer's
+/// read of the old frame never races the producer's write of the next one (capacity 1: every
+/// frame reuses the slot).
+#[test]
+fn c4_p2_release_before_reuse() {
+    loom::model(|| {
+        let ring = LoomRing::new(1);
+        let mut tx = Producer::new(ring.clone());
+        let mut rx = Consumer::new(ring);
+        let producer = thread::spawn(move || {
+            push_spinning(&mut tx, 0);
+            push_spinning(&mut tx, 1);
+        });
+        pop_spinning(&mut rx, 0);
+        pop_spinning(&mut rx, 1);
+        producer.join().unwrap();
+    });
+}
+
+/// (D1)(D2): the kernel announces sleep (SeqCst store of `kernel_sleeping`, SeqCst fence) and
+/// re-checks the input tail (SeqCst load); the host publishes the tail (Release), fences (SeqCst)
+/// and loads `kernel_sleeping`. In no execution does the kernel go to sleep while the host skips
+/// the wake.
+///
+/// NB: `CpuHooks::idle` today has no fence between its SeqCst store and SeqCst load. That pair
+/// is enough under the C++20 model (the store, the load and the host's fence cannot be ordered
+/// in S otherwise), but loom treats SeqCst accesses as AcqRel (loom README, "Unsupported
+/// features"; tokio-rs/loom#180) and reports a lost wake-up for it. The model checks the fenced
+/// form, which the GPU kernel needs anyway (`fence.sc`); the fence is proposed for the CPU side.
+#[test]
+fn d1_d2_no_lost_wakeup() {
+    loom::model(|| {
+        let kernel_sleeping = Arc::new(AtomicU64::new(0));
+        let tail = Arc::new(AtomicU64::new(0));
+        let kernel = {
+            let (kernel_sleeping, tail) = (Arc::clone(&kernel_sleeping), Arc::clone(&tail));
+            thread::spawn(move || {
+                kernel_sleeping.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                tail.load(Ordering::SeqCst) == 0
+            })
+        };
+        tail.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let host_wakes = kernel_sleeping.load(Ordering::Relaxed) != 0;
+        let kernel_sleeps = kernel.join().unwrap();
+        assert!(!(kernel_sleeps && !host_wakes), "lost wake-up: the kernel sleeps on a published tail");
+    });
+}
+
+/// (H7)(K7): the host announces it waits (`host_waiting`, SeqCst store + SeqCst fence) and
+/// re-checks the output tail; the kernel publishes the tail (Release), fences (SeqCst) and loads
+/// `host_waiting`. In no execution does the host sleep on a reply the kernel does not ring for.
+#[test]
+fn h7_k7_no_lost_reply_wakeup() {
+    loom::model(|| {
+        let host_waiting = Arc::new(AtomicU64::new(0));
+        let tail = Arc::new(AtomicU64::new(0));
+        let host = {
+            let (host_waiting, tail) = (Arc::clone(&host_waiting), Arc::clone(&tail));
+            thread::spawn(move || {
+                host_waiting.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                tail.load(Ordering::Acquire) == 0
+            })
+        };
+        tail.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let kernel_rings = host_waiting.load(Ordering::Relaxed) != 0;
+        let host_sleeps = host.join().unwrap();
+        assert!(!(host_sleeps && !kernel_rings), "lost wake-up: the host sleeps on a published reply");
+    });
+}

@@ -1,0 +1,47 @@
+/**
+ * ringbridge: typed messages between Node.js and persistent ring kernels, through ring buffers
+ * in shared memory. Start with {@link Runtime.open}.
+ * @module ringbridge
+ */
+export { Runtime, type BackendName, type RuntimeOptions } from './ts/runtime'
+export {
+  RingKernel,
+  KERNEL_ERROR_NAMES,
+  type KernelState,
+  type KernelStats,
+  type LaunchOptions,
+  type TerminateMode,
+  type TerminateReport,
+  type WaitOptions,
+} from './ts/kernel'
+export { MessageQueue, BACKPRESSURE_POLICIES, type Backpressure, type OfferResult, type QueueOptions } from './ts/queue'
+export {
+  array,
+  bool,
+  bytes,
+  f32,
+  f64,
+  i16,
+  i32,
+  i64,
+  i8,
+  struct,
+  u16,
+  u32,
+  u64,
+  u8,
+  type FieldLayout,
+  type Fields,
+  type Infer,
+  type Schema,
+  type StructSchema,
+  type StructValue,
+} from './ts/codec'
+export {
+  ERROR_CODES,
+  RingbridgeError,
+  RingbridgeRangeError,
+  RingbridgeTypeError,
+  type AnyRingbridgeError,
+  type RingbridgeErrorCode,
+} from './ts/errors'

@@ -1,0 +1,272 @@
+/**
+ * Message schemas: one declaration gives the TypeScript type ({@link Infer}), the encoder and
+ * decoder that read and write ring slots in place, and the C byte layout (natural alignment,
+ * explicit padding) that a CUDA struct must match.
+ * @module
+ */
+import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
+
+/**
+ * A message type: how values of `T` are laid out in a slot's payload.
+ * Implementations must check every value completely before writing a byte that matters:
+ * the frame is only published after `encode` returns, so a throw leaves nothing behind.
+ */
+export interface Schema<T> {
+  /** Kind name for messages and layouts, e.g. `u32`, `struct`, `bytes`. */
+  readonly kind: string
+  /** Bytes of an encoded value; `undefined` for variable-length schemas. */
+  readonly size: number | undefined
+  /** Alignment in bytes. */
+  readonly align: number
+  /** Largest encoded size (for choosing slot sizes). */
+  readonly maxSize: number
+  /** Writes `value` at `offset`; returns the bytes written. Throws on a wrong shape or when more than `capacity` bytes are needed. */
+  encode(view: DataView, offset: number, value: T, capacity: number, path?: string): number
+  /** Reads a value of `length` bytes at `offset`. */
+  decode(view: DataView, offset: number, length: number): T
+}
+
+/** The TypeScript type a schema describes. */
+export type Infer<S> = S extends Schema<infer T> ? T : never
+
+/** One field of a struct layout. */
+export interface FieldLayout {
+  /** Field name. */
+  readonly name: string
+  /** Byte offset inside the struct. */
+  readonly offset: number
+  /** Bytes. */
+  readonly size: number
+  /** Schema kind. */
+  readonly kind: string
+}
+
+function invalid(path: string, expected: string, got: unknown): never {
+  throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_MESSAGE', `${path}: expected ${expected}, got ${describe(got)}`)
+}
+
+function tooLarge(path: string, need: number, capacity: number): never {
+  throw new RingbridgeRangeError(
+    'ERR_RINGBRIDGE_MESSAGE_TOO_LARGE',
+    `${path}: message of ${need} bytes exceeds the slot payload of ${capacity} bytes`,
+  )
+}
+
+function checkLength(path: string, kind: string, expected: number, length: number): void {
+  if (length !== expected) {
+    throw new RingbridgeRangeError(
+      'ERR_RINGBRIDGE_PROTOCOL',
+      `${path}: a ${kind} frame must carry ${expected} bytes, the frame carries ${length} (schemas of sender and kernel disagree)`,
+    )
+  }
+}
+
+interface Fixed<T> extends Schema<T> {
+  readonly size: number
+}
+
+function scalar<T>(kind: string, size: number, check: (v: unknown, path: string) => T, write: (dv: DataView, o: number, v: T) => void, read: (dv: DataView, o: number) => T): Fixed<T> {
+  return {
+    kind,
+    size,
+    align: size,
+    maxSize: size,
+    encode(view, offset, value, capacity, path = 'message') {
+      if (size > capacity) tooLarge(path, size, capacity)
+      write(view, offset, check(value, path))
+      return size
+    },
+    decode(view, offset, length) {
+      checkLength('reply', kind, size, length)
+      return read(view, offset)
+    },
+  }
+}
+
+function intCheck(kind: string, min: number, max: number) {
+  return (v: unknown, path: string): number => {
+    if (typeof v !== 'number' || !Number.isInteger(v)) invalid(path, `an integer (${kind})`, v)
+    if (v < min || v > max) throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_MESSAGE', `${path}: ${v} is out of range for ${kind} (${min}..${max})`)
+    return v
+  }
+}
+
+function bigCheck(kind: string, min: bigint, max: bigint) {
+  return (v: unknown, path: string): bigint => {
+    if (typeof v !== 'bigint') invalid(path, `a bigint (${kind})`, v)
+    if (v < min || v > max) throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_MESSAGE', `${path}: ${v} is out of range for ${kind} (${min}..${max})`)
+    return v
+  }
+}
+
+const numCheck = (kind: string) => (v: unknown, path: string): number => {
+  if (typeof v !== 'number') invalid(path, `a number (${kind})`, v)
+  return v
+}
+
+/** Unsigned 8-bit integer. */
+export const u8: Schema<number> = scalar('u8', 1, intCheck('u8', 0, 0xff), (d, o, v) => d.setUint8(o, v), (d, o) => d.getUint8(o))
+/** Unsigned 16-bit integer. */
+export const u16: Schema<number> = scalar('u16', 2, intCheck('u16', 0, 0xffff), (d, o, v) => d.setUint16(o, v, true), (d, o) => d.getUint16(o, true))
+/** Unsigned 32-bit integer. */
+export const u32: Schema<number> = scalar('u32', 4, intCheck('u32', 0, 0xffffffff), (d, o, v) => d.setUint32(o, v, true), (d, o) => d.getUint32(o, true))
+/** Unsigned 64-bit integer, as a `bigint`. */
+export const u64: Schema<bigint> = scalar('u64', 8, bigCheck('u64', 0n, 0xffffffffffffffffn), (d, o, v) => d.setBigUint64(o, v, true), (d, o) => d.getBigUint64(o, true))
+/** Signed 8-bit integer. */
+export const i8: Schema<number> = scalar('i8', 1, intCheck('i8', -0x80, 0x7f), (d, o, v) => d.setInt8(o, v), (d, o) => d.getInt8(o))
+/** Signed 16-bit integer. */
+export const i16: Schema<number> = scalar('i16', 2, intCheck('i16', -0x8000, 0x7fff), (d, o, v) => d.setInt16(o, v, true), (d, o) => d.getInt16(o, true))
+/** Signed 32-bit integer. */
+export const i32: Schema<number> = scalar('i32', 4, intCheck('i32', -0x80000000, 0x7fffffff), (d, o, v) => d.setInt32(o, v, true), (d, o) => d.getInt32(o, true))
+/** Signed 64-bit integer, as a `bigint`. */
+export const i64: Schema<bigint> = scalar('i64', 8, bigCheck('i64', -(1n << 63n), (1n << 63n) - 1n), (d, o, v) => d.setBigInt64(o, v, true), (d, o) => d.getBigInt64(o, true))
+/** 32-bit float (values are rounded to f32 on encode). */
+export const f32: Schema<number> = scalar('f32', 4, numCheck('f32'), (d, o, v) => d.setFloat32(o, v, true), (d, o) => d.getFloat32(o, true))
+/** 64-bit float. */
+export const f64: Schema<number> = scalar('f64', 8, numCheck('f64'), (d, o, v) => d.setFloat64(o, v, true), (d, o) => d.getFloat64(o, true))
+/** Boolean stored as one byte (0 or 1). */
+export const bool: Schema<boolean> = scalar(
+  'bool',
+  1,
+  (v, path) => (typeof v === 'boolean' ? v : invalid(path, 'a boolean', v)),
+  (d, o, v) => d.setUint8(o, v ? 1 : 0),
+  (d, o) => d.getUint8(o) !== 0,
+)
+
+function fixedOf<T>(schema: Schema<T>, where: string): Fixed<T> {
+  if (schema === null || typeof schema !== 'object' || typeof schema.encode !== 'function') {
+    throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${where}: expected a schema (u32, f32, array(...), struct({...})), got ${describe(schema)}`)
+  }
+  if (schema.size === undefined) {
+    throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${where}: a variable-length ${schema.kind} cannot be nested; use a fixed array`)
+  }
+  return schema as Fixed<T>
+}
+
+/** A fixed-length array of `length` elements. Encodes any array-like of that length. */
+export function array<T>(element: Schema<T>, length: number): Schema<T[]> {
+  const el = fixedOf(element, 'array element')
+  if (!Number.isInteger(length) || length < 1 || length > 1 << 20) {
+    throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `array length: expected an integer from 1 to ${1 << 20}, got ${describe(length)}`)
+  }
+  const size = el.size * length
+  return {
+    kind: `array<${el.kind},${length}>`,
+    size,
+    align: el.align,
+    maxSize: size,
+    encode(view, offset, value, capacity, path = 'message') {
+      if (size > capacity) tooLarge(path, size, capacity)
+      const v = value as ArrayLike<T> | undefined
+      if (v === null || typeof v !== 'object' || typeof v.length !== 'number') invalid(path, `an array of ${length}`, value)
+      if (v.length !== length) invalid(path, `an array of ${length}`, value)
+      for (let i = 0; i < length; i++) el.encode(view, offset + i * el.size, v[i] as T, el.size, `${path}[${i}]`)
+      return size
+    },
+    decode(view, offset, len) {
+      checkLength('reply', this.kind, size, len)
+      const out = new Array<T>(length)
+      for (let i = 0; i < length; i++) out[i] = el.decode(view, offset + i * el.size, el.size)
+      return out
+    },
+  }
+}
+
+/** Field schemas of a struct, by name. */
+export type Fields = Record<string, Schema<any>>
+
+/** The value type of a struct with `F` fields. */
+export type StructValue<F extends Fields> = { [K in keyof F]: Infer<F[K]> }
+
+/** A struct schema, with its C layout. */
+export interface StructSchema<F extends Fields> extends Schema<StructValue<F>> {
+  /** Bytes, trailing padding included. */
+  readonly size: number
+  /** Field offsets, in declaration order. */
+  readonly layout: readonly FieldLayout[]
+}
+
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a
+
+/**
+ * A struct with C layout: fields in declaration order, each at its natural alignment, the size
+ * rounded up to the largest alignment.
+ * @example
+ * ```ts
+ * const Particle = struct({ id: u32, x: f32, v: array(f32, 3) })
+ * type Particle = Infer<typeof Particle> // { id: number; x: number; v: number[] }
+ * ```
+ */
+export function struct<F extends Fields>(fields: F): StructSchema<F> {
+  if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) badFields(fields)
+  const names = Object.keys(fields)
+  if (names.length === 0) badFields(fields)
+  let offset = 0
+  let align = 1
+  const layout: FieldLayout[] = []
+  const parts: { name: string; schema: Fixed<unknown>; offset: number }[] = []
+  for (const name of names) {
+    const s = fixedOf(fields[name] as Schema<unknown>, `field '${name}'`)
+    offset = alignUp(offset, s.align)
+    layout.push({ name, offset, size: s.size, kind: s.kind })
+    parts.push({ name, schema: s, offset })
+    offset += s.size
+    align = Math.max(align, s.align)
+  }
+  const size = alignUp(offset, align)
+  return {
+    kind: 'struct',
+    size,
+    align,
+    maxSize: size,
+    layout,
+    encode(view, base, value, capacity, path = 'message') {
+      if (size > capacity) tooLarge(path, size, capacity)
+      if (value === null || typeof value !== 'object') invalid(path, `an object with fields ${names.join(', ')}`, value)
+      const v = value as Record<string, unknown>
+      for (const p of parts) {
+        if (!(p.name in v)) invalid(`${path}.${p.name}`, `a ${p.schema.kind} (field is missing)`, undefined)
+        p.schema.encode(view, base + p.offset, v[p.name], p.schema.size, `${path}.${p.name}`)
+      }
+      return size
+    },
+    decode(view, base, len) {
+      checkLength('reply', 'struct', size, len)
+      const out: Record<string, unknown> = {}
+      for (const p of parts) out[p.name] = p.schema.decode(view, base + p.offset, p.schema.size)
+      return out as StructValue<F>
+    },
+  }
+}
+
+function badFields(got: unknown): never {
+  throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `struct fields: expected an object of field schemas with at least one field, got ${describe(got)}`)
+}
+
+/**
+ * Raw bytes of any length up to the slot payload (and up to `max`, if given). Decoded replies
+ * are fresh copies, never views into the ring.
+ */
+export function bytes(max = 1 << 20): Schema<Uint8Array> {
+  if (!Number.isInteger(max) || max < 0) {
+    throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `bytes max: expected a non-negative integer, got ${describe(max)}`)
+  }
+  return {
+    kind: 'bytes',
+    size: undefined,
+    align: 1,
+    maxSize: max,
+    encode(view, offset, value, capacity, path = 'message') {
+      if (!(value instanceof Uint8Array)) invalid(path, 'a Uint8Array', value)
+      const limit = Math.min(capacity, max)
+      if (value.length > limit) tooLarge(path, value.length, limit)
+      new Uint8Array(view.buffer, view.byteOffset + offset, value.length).set(value)
+      return value.length
+    },
+    decode(view, offset, length) {
+      const out = new Uint8Array(length)
+      out.set(new Uint8Array(view.buffer, view.byteOffset + offset, length))
+      return out
+    },
+  }
+}

@@ -1,0 +1,770 @@
+/**
+ * `RingKernel<TIn, TOut>`: one launched ring kernel, seen from JavaScript. Messages are encoded
+ * straight into the input ring's slots in the SharedArrayBuffer and replies decoded straight
+ * out of the output ring's slots: no per-message call into native code on the hot path.
+ * @module
+ */
+import native from './binding'
+import type { Schema } from './codec'
+import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
+import { MessageQueue, queueOptions, type QueueOptions } from './queue'
+import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
+
+/** Life-cycle state of a kernel, as its control block reports it. */
+export type KernelState = 'launching' | 'running' | 'paused' | 'terminated'
+const STATES: readonly KernelState[] = ['launching', 'running', 'paused', 'terminated']
+
+/** Names of the kernel-level error codes of the spec (§12), by code. */
+export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault']
+
+/** How to stop a kernel. */
+export type TerminateMode = 'drain' | 'abandon'
+
+/** What {@link RingKernel.launch} needs. */
+export interface LaunchOptions<TIn, TOut> {
+  /** Built-in handler: `echo` or `saxpy` (see `builtinHandlers()`). */
+  handler: string
+  /** Schema of the messages sent. */
+  input: Schema<TIn>
+  /** Schema of the replies. */
+  output: Schema<TOut>
+  /** Input ring slots, a power of two (default 1024). */
+  capacity?: number
+  /** Output ring slots, a power of two (default: `capacity`). */
+  outputCapacity?: number
+  /** Input slot bytes, header included, a power of two from 32 (default: fits the input schema; 256 for `bytes()`). */
+  slotSize?: number
+  /** Output slot bytes (default: fits the output schema; 256 for `bytes()`). */
+  outputSlotSize?: number
+  /** Message type id written in every frame, 0..65535 (default 1). */
+  typeId?: number
+  /** Host queue in front of the input ring, used when the ring is full (default 4096, `block`). */
+  sendQueue?: QueueOptions
+  /** Host queue of replies not yet received (default 65536, `block`: a full queue stops draining the ring, which stops the kernel). */
+  replyQueue?: QueueOptions
+  /** Limit in ms for life-cycle waits: activate, deactivate, terminate (default 10000). */
+  timeoutMs?: number
+}
+
+/** Options of a single wait. */
+export interface WaitOptions {
+  /** Give up after this many ms with `ERR_RINGBRIDGE_TIMEOUT` (default: no limit). */
+  timeoutMs?: number
+}
+
+/** Counters and depths of one kernel. */
+export interface KernelStats {
+  /** The backend running it. */
+  backend: string
+  /** Life-cycle state. */
+  state: KernelState
+  /** Messages accepted into the input ring. */
+  sent: number
+  /** Messages the kernel took and handled (its own counter). */
+  processed: number
+  /** Replies taken from the output ring. */
+  replied: number
+  /** Error frames received and errors the kernel counted. */
+  errors: { replies: number; kernel: number; firstKernelError: string }
+  /** Messages dropped by the queue policies (never silently). */
+  dropped: { send: number; reply: number }
+  /** Replies that came after their request timed out. */
+  lateReplies: number
+  /** Messages waiting in each stage. */
+  depth: { sendQueue: number; inputRing: number; outputRing: number; replyQueue: number }
+  /** Requests awaiting their reply. */
+  pendingRequests: number
+}
+
+/** What {@link RingKernel.terminate} hands back. */
+export interface TerminateReport<TIn> {
+  /** How it stopped. */
+  mode: TerminateMode
+  /** Messages the kernel handled over its life. */
+  processed: number
+  /** Messages sent but never handled, oldest first (empty after a drain). */
+  undelivered: TIn[]
+}
+
+type Entry<T> = { ok: true; value: T } | { ok: false; error: Error }
+interface Waiter<T> {
+  resolve: (v: T) => void
+  reject: (e: Error) => void
+  timer?: ReturnType<typeof setTimeout>
+}
+interface Queued {
+  id: number
+  bytes: Uint8Array
+}
+
+const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
+const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 1)))
+
+function slotFor(schema: Schema<unknown>, given: number | undefined, name: string): number {
+  if (given !== undefined) {
+    if (!Number.isInteger(given)) badOption(name, 'an integer power of two from 32', given)
+    return given
+  }
+  const payload = schema.size ?? Math.min(schema.maxSize, 256 - FRAME_HEADER_BYTES)
+  return Math.max(32, nextPow2(payload + FRAME_HEADER_BYTES))
+}
+
+function checkSchema(s: unknown, name: string): void {
+  const schema = s as Schema<unknown> | undefined
+  if (!schema || typeof schema !== 'object' || typeof schema.encode !== 'function' || typeof schema.decode !== 'function') {
+    badOption(name, 'a schema (u32, struct({...}), bytes(), …)', s)
+  }
+}
+
+/**
+ * A launched ring kernel: send messages, receive replies, make requests, control its life.
+ *
+ * Order is kept end to end: replies arrive in the order the kernel produced them, and the
+ * kernel takes messages in the order they were sent.
+ * @hideconstructor
+ * @example
+ * ```ts
+ * const rt = await Runtime.open({ backend: 'cpu' })
+ * const k = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+ * await k.send(7)
+ * console.log(await k.receive()) // 7
+ * console.log(await k.request(8)) // 8
+ * await k.terminate()
+ * ```
+ */
+export class RingKernel<TIn, TOut> {
+  /** The backend running this kernel (`cpu` or `cuda`). */
+  readonly backend: string
+  /** Why that backend was chosen. */
+  readonly backendReason: string
+  /** Input ring slots. */
+  readonly capacity: number
+
+  readonly #native: InstanceType<typeof native.NativeKernel>
+  readonly #cb: ControlBlockView
+  readonly #in: InputRing
+  readonly #out: OutputRing
+  readonly #bytes: Uint8Array
+  readonly #input: Schema<TIn>
+  readonly #output: Schema<TOut>
+  readonly #typeId: number
+  readonly #timeoutMs: number
+  readonly #sendQueue: MessageQueue<Queued>
+  readonly #replies: MessageQueue<Entry<TOut>>
+  readonly #pending = new Map<number, Waiter<TOut>>()
+  readonly #expired = new Set<number>()
+  readonly #receivers: Waiter<TOut>[] = []
+  readonly #spaceWaiters: Waiter<void>[] = []
+  readonly #stateWaiters: (Waiter<void> & { until: () => boolean })[] = []
+  readonly #sleepingIdx: number
+  readonly #waitingIdx: number
+  #nextId = 1
+  #sent = 0
+  #replied = 0
+  #errorReplies = 0
+  #droppedReplies = 0
+  #overflowed = 0
+  #late = 0
+  #waiting = 0
+  #pumping = false
+  #terminating = false
+  #report: Promise<TerminateReport<TIn>> | undefined
+  #closed = false
+  #keepAlive: ReturnType<typeof setInterval> | undefined
+
+  /** @internal Use `Runtime.launch`. */
+  constructor(options: LaunchOptions<TIn, TOut>, backend: string) {
+    if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
+    if (typeof options.handler !== 'string') badOption('handler', `a built-in handler name (${native.builtinHandlers().join(', ')})`, options.handler)
+    checkSchema(options.input, 'input')
+    checkSchema(options.output, 'output')
+    const capacity = options.capacity ?? 1024
+    const typeId = options.typeId ?? 1
+    if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
+      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `typeId: expected an integer from 0 to 65535, got ${String(typeId)}`)
+    }
+    const timeoutMs = options.timeoutMs ?? 10_000
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) badOption('timeoutMs', 'a positive number of milliseconds', timeoutMs)
+    for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
+      if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
+    }
+    const shape = {
+      backend,
+      handler: options.handler,
+      inputCapacity: capacity,
+      inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
+      outputCapacity: options.outputCapacity ?? capacity,
+      outputSlotSize: slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+    }
+    let layout
+    try {
+      layout = native.regionLayout(shape)
+    } catch (e) {
+      throw fromNative(e)
+    }
+    for (const [schema, slot, name] of [[options.input, shape.inputSlotSize, 'input'], [options.output, shape.outputSlotSize, 'output']] as const) {
+      if (schema.size !== undefined && schema.size > slot - FRAME_HEADER_BYTES) {
+        throw new RingbridgeRangeError(
+          'ERR_RINGBRIDGE_MESSAGE_TOO_LARGE',
+          `${name} schema of ${schema.size} bytes exceeds the slot payload of ${slot - FRAME_HEADER_BYTES} bytes (slot size ${slot})`,
+        )
+      }
+    }
+    this.#sendQueue = new MessageQueue(queueOptions('sendQueue', options.sendQueue, { capacity: 4096, policy: 'block' }))
+    this.#replies = new MessageQueue(queueOptions('replyQueue', options.replyQueue, { capacity: 65536, policy: 'block' }))
+
+    const buffer = new SharedArrayBuffer(layout.totalBytes + PROTOCOL.regionPage)
+    // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
+    // native finalizer can stop the thread.
+    const self = new WeakRef(this)
+    try {
+      this.#native = new native.NativeKernel(new Uint8Array(buffer), shape, () => {
+        const kernel = self.deref()
+        if (kernel) kernel.#pump()
+      })
+    } catch (e) {
+      throw fromNative(e)
+    }
+    const base = this.#native.regionOffset
+    this.#cb = new ControlBlockView(buffer, base)
+    if (this.#cb.load32('magic') !== PROTOCOL.magic || this.#cb.load32('version') !== PROTOCOL.version) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
+    }
+    this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
+    this.#out = new OutputRing(buffer, { slotsOffset: base + layout.outputOffset, capacity: shape.outputCapacity, slotSize: shape.outputSlotSize }, this.#cb)
+    this.#bytes = new Uint8Array(buffer)
+    this.#input = options.input
+    this.#output = options.output
+    this.#typeId = typeId
+    this.#timeoutMs = timeoutMs
+    this.#sleepingIdx = this.#cb.index32('kernel_sleeping')
+    this.#waitingIdx = this.#cb.index32('host_waiting')
+    this.backend = this.#native.backend
+    this.backendReason = this.#native.backendReason
+    this.capacity = shape.inputCapacity
+  }
+
+  /** Current life-cycle state. */
+  get state(): KernelState {
+    return STATES[this.#cb.load32('state')] ?? 'launching'
+  }
+
+  /** Whether the kernel is terminated (or terminating): sends are refused. */
+  get closed(): boolean {
+    return this.#closed || this.#terminating
+  }
+
+  /**
+   * Sends `message` if it fits in the input ring now, without queueing.
+   * @returns `false` when the ring is full (or messages are queued ahead of it).
+   * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_MESSAGE` when `message` does not match the input schema (nothing is sent).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE` when it does not fit a slot.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED` after terminate.
+   */
+  trySend(message: TIn): boolean {
+    this.#checkOpen('trySend')
+    if (this.#sendQueue.length > 0 || this.#in.free(1) === 0) return false
+    this.#stage(message, this.#nextId++)
+    this.#publish()
+    return true
+  }
+
+  /**
+   * Sends `message`. Resolves once it is in the input ring or the send queue; when both are
+   * full the send queue's policy applies (`block` waits, `reject` throws, the dropping
+   * policies count the drop).
+   * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_MESSAGE` (nothing is sent).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE`.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_FULL` under `reject`; `ERR_RINGBRIDGE_CLOSED` after terminate.
+   */
+  send(message: TIn): Promise<void> {
+    try {
+      if (this.trySend(message)) return Promise.resolve()
+      return this.#enqueue({ id: this.#nextId++, bytes: this.#encode(message) })
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
+   * Sends many messages with one publish of the ring's tail. All are checked before any is
+   * sent: one bad message rejects the whole batch and sends nothing.
+   * @throws as {@link RingKernel.send}.
+   */
+  sendBatch(messages: readonly TIn[]): Promise<void> {
+    try {
+      this.#checkOpen('sendBatch')
+      if (!Array.isArray(messages)) badOption('sendBatch messages', 'an array', messages)
+      const staged = this.#sendQueue.length > 0 ? 0 : Math.min(messages.length, this.#in.free(messages.length))
+      let rest: Queued[] = []
+      const firstId = this.#nextId
+      try {
+        for (let i = 0; i < staged; i++) this.#stage(messages[i] as TIn, firstId + i)
+        rest = messages.slice(staged).map((m, i) => ({ id: firstId + staged + i, bytes: this.#encode(m, `messages[${staged + i}]`) }))
+      } catch (e) {
+        this.#in.next = this.#in.published // unstage: nothing of the batch was published
+        throw e
+      }
+      this.#nextId += messages.length
+      this.#publish()
+      if (rest.length === 0) return Promise.resolve()
+      return (async () => {
+        for (const q of rest) await this.#enqueue(q)
+      })()
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
+   * Sends `message` and resolves with the reply that carries its correlation id.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_KERNEL_ERROR` when the kernel answers with an error frame; `ERR_RINGBRIDGE_TIMEOUT` after `timeoutMs`; `ERR_RINGBRIDGE_CLOSED` if the kernel ends first; `ERR_RINGBRIDGE_FULL` as {@link RingKernel.send}.
+   * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_MESSAGE`.
+   */
+  request(message: TIn, options?: WaitOptions): Promise<TOut> {
+    try {
+      this.#checkOpen('request')
+      const timeoutMs = waitLimit(options)
+      const id = this.#nextId++
+      const fast = this.#sendQueue.length === 0 && this.#in.free(1) > 0
+      const bytes = fast ? undefined : this.#encode(message)
+      if (fast) this.#stage(message, id)
+      const reply = new Promise<TOut>((resolve, reject) => {
+        const w: Waiter<TOut> = { resolve, reject }
+        if (timeoutMs !== undefined) {
+          w.timer = setTimeout(() => {
+            if (this.#pending.delete(id)) {
+              this.#expired.add(id)
+              reject(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `request ${id}: no reply within ${timeoutMs} ms`))
+              this.#pump()
+            }
+          }, timeoutMs)
+        }
+        this.#pending.set(id, w)
+      })
+      if (fast) this.#publish()
+      else this.#enqueue({ id, bytes: bytes! }).catch((e: Error) => this.#settle(id, { ok: false, error: e }))
+      this.#pump()
+      return reply
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
+   * The next reply not claimed by a {@link RingKernel.request}.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_KERNEL_ERROR` for an error frame; `ERR_RINGBRIDGE_OVERFLOW` once after replies were dropped under the reply queue's `reject` policy; `ERR_RINGBRIDGE_TIMEOUT`; `ERR_RINGBRIDGE_CLOSED` when the kernel is terminated and no reply is left.
+   */
+  receive(options?: WaitOptions): Promise<TOut> {
+    try {
+      const timeoutMs = waitLimit(options)
+      this.#pump()
+      const now = this.#takeReply()
+      if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(now.error)
+      if (this.#closed) return Promise.reject(closedError('receive'))
+      return new Promise<TOut>((resolve, reject) => {
+        const w: Waiter<TOut> = { resolve, reject }
+        if (timeoutMs !== undefined) {
+          w.timer = setTimeout(() => {
+            const i = this.#receivers.indexOf(w)
+            if (i >= 0) {
+              this.#receivers.splice(i, 1)
+              reject(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `receive: no reply within ${timeoutMs} ms`))
+              this.#pump()
+            }
+          }, timeoutMs)
+        }
+        this.#receivers.push(w)
+        this.#pump()
+      })
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
+   * Takes up to `max` replies that are ready now, without waiting.
+   * @throws {RingbridgeError} the first error reply, if it comes before any value.
+   */
+  tryReceiveMany(max = Infinity): TOut[] {
+    this.#pump()
+    const out: TOut[] = []
+    while (out.length < max) {
+      const front = this.#replies.peek()
+      if (!front) break
+      if (!front.ok) {
+        if (out.length > 0) break
+        this.#takeReply()
+        throw front.error
+      }
+      out.push((this.#takeReply() as { value: TOut }).value)
+    }
+    if (out.length > 0) this.#pump()
+    return out
+  }
+
+  /** Replies as an async iterator; ends when the kernel is terminated and drained. */
+  async *replies(): AsyncGenerator<TOut, void, undefined> {
+    for (;;) {
+      let batch: TOut[]
+      try {
+        batch = this.tryReceiveMany(1024)
+        if (batch.length === 0) batch = [await this.receive()]
+      } catch (e) {
+        if ((e as RingbridgeError).code === 'ERR_RINGBRIDGE_CLOSED') return
+        throw e
+      }
+      yield* batch
+    }
+  }
+
+  /**
+   * Resumes a paused kernel; resolves when it runs again.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED`; `ERR_RINGBRIDGE_TIMEOUT` if the kernel does not answer.
+   */
+  async activate(): Promise<void> {
+    this.#checkOpen('activate')
+    this.#cb.store32('active', 1)
+    this.#native.wake()
+    await this.#until(() => this.state !== 'paused', 'activate')
+  }
+
+  /**
+   * Pauses the kernel after the batch in hand; resolves once it has stopped taking messages.
+   * Messages sent meanwhile wait in the ring.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED`; `ERR_RINGBRIDGE_TIMEOUT` if the kernel does not answer.
+   */
+  async deactivate(): Promise<void> {
+    this.#checkOpen('deactivate')
+    this.#cb.store32('active', 0)
+    this.#native.wake()
+    await this.#until(() => this.state === 'paused' || this.state === 'terminated', 'deactivate')
+  }
+
+  /**
+   * Stops the kernel. `drain` (default) hands every queued message to the kernel and waits until
+   * it has handled them all; `abandon` stops after the batch in hand and returns what was not
+   * handled. Replies already produced stay receivable. Pending requests without a reply reject
+   * with `ERR_RINGBRIDGE_CLOSED`. Idempotent: later calls return the same report.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for an unknown mode.
+   */
+  terminate(options?: { mode?: TerminateMode }): Promise<TerminateReport<TIn>> {
+    const mode = options?.mode ?? 'drain'
+    if (mode !== 'drain' && mode !== 'abandon') return Promise.reject(new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `terminate mode: expected 'drain' or 'abandon', got ${String(mode)}`))
+    this.#report ??= this.#terminate(mode)
+    return this.#report
+  }
+
+  /** Stops the kernel at once (abandon) and releases it; synchronous. Prefer {@link RingKernel.terminate}. */
+  dispose(): void {
+    if (this.#closed) return
+    this.#terminating = true
+    this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+    this.#finish()
+  }
+
+  /** Counters and depths (cheap: reads a few words). */
+  stats(): KernelStats {
+    const cb = this.#cb
+    const firstError = cb.load32('error_code')
+    return {
+      backend: this.backend,
+      state: this.state,
+      sent: this.#sent,
+      processed: cb.load64('messages_processed'),
+      replied: this.#replied,
+      errors: { replies: this.#errorReplies, kernel: cb.load32('error_count'), firstKernelError: KERNEL_ERROR_NAMES[firstError] ?? `code-${firstError}` },
+      dropped: { send: this.#sendQueue.dropped, reply: this.#droppedReplies },
+      lateReplies: this.#late,
+      depth: {
+        sendQueue: this.#sendQueue.length,
+        inputRing: this.#in.published - cb.load64('input_head'),
+        outputRing: cb.load64('output_tail') - this.#out.next,
+        replyQueue: this.#replies.length,
+      },
+      pendingRequests: this.#pending.size,
+    }
+  }
+
+  // ---- host steps -------------------------------------------------------------------------
+
+  #checkOpen(what: string): void {
+    if (this.#closed || this.#terminating) throw closedError(what)
+  }
+
+  #stage(message: TIn, id: number): void {
+    this.#in.stage(this.#typeId, id, (view, offset, capacity) => this.#input.encode(view, offset, message, capacity))
+  }
+
+  #encode(message: TIn, path = 'message'): Uint8Array {
+    const scratch = new Uint8Array(this.#in.maxPayload)
+    const n = this.#input.encode(new DataView(scratch.buffer), 0, message, scratch.length, path)
+    return scratch.subarray(0, n)
+  }
+
+  /** H3 + H4: publish the staged frames, wake the kernel if it announced sleep. */
+  #publish(): void {
+    const n = this.#in.staged
+    if (this.#in.publish()) {
+      this.#sent += n
+      this.#wakeKernel()
+    }
+  }
+
+  #wakeKernel(): void {
+    // D2: our Atomics.store of the index is seq_cst, so this load cannot pass it.
+    if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0) this.#native.wake()
+  }
+
+  async #enqueue(item: Queued): Promise<void> {
+    for (;;) {
+      this.#checkOpen('send')
+      const r = this.#sendQueue.offer(item)
+      if (r.status === 'queued') break
+      if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') {
+        this.#settle(r.dropped.id, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_FULL', `message ${r.dropped.id} dropped by the send queue's '${this.#sendQueue.policy}' policy`) })
+        break
+      }
+      if (this.#sendQueue.policy === 'reject') {
+        throw new RingbridgeError('ERR_RINGBRIDGE_FULL', `input ring and send queue are full (${this.#sendQueue.capacity} queued, policy 'reject')`, {
+          details: { capacity: this.#sendQueue.capacity },
+        })
+      }
+      await new Promise<void>((resolve, reject) => {
+        this.#spaceWaiters.push({ resolve, reject })
+        this.#pump()
+      })
+    }
+    this.#pump()
+  }
+
+  /** Moves queued messages into the ring while it has room. */
+  #flushSendQueue(): number {
+    let n = 0
+    while (this.#sendQueue.length > 0 && this.#in.free(1) > 0) {
+      const q = this.#sendQueue.shift() as Queued
+      this.#in.stage(this.#typeId, q.id, (view, offset) => {
+        this.#bytes.set(q.bytes, view.byteOffset + offset)
+        return q.bytes.length
+      })
+      n++
+    }
+    if (n > 0) this.#publish()
+    while (this.#spaceWaiters.length > 0 && !this.#sendQueue.full) (this.#spaceWaiters.shift() as Waiter<void>).resolve()
+    return n
+  }
+
+  #canDrain(): boolean {
+    return this.#terminating || this.#receivers.length > 0 || !this.#replies.full || this.#replies.policy !== 'block'
+  }
+
+  /** C1–C4 for replies: route each to its request, a waiting receiver or the reply queue. */
+  #drainOutput(): number {
+    const out = this.#out
+    let n = 0
+    let available = out.available(1)
+    while (available > 0) {
+      const f = out.peek()
+      if (!this.#pending.has(f.correlationId) && !this.#canDrain()) break
+      const entry = this.#decode(f)
+      out.advance()
+      n++
+      this.#replied++
+      this.#route(f.correlationId, entry)
+      if (--available === 0) available = out.available(1)
+    }
+    if (out.release()) this.#wakeKernel()
+    return n
+  }
+
+  #decode(f: FrameRef): Entry<TOut> {
+    if (f.flags & PROTOCOL.flagError) {
+      this.#errorReplies++
+      const code = f.length >= 8 ? this.#out.view.getUint32(f.offset, true) : 0
+      const detail = f.length >= 8 ? this.#out.view.getUint32(f.offset + 4, true) : 0
+      const name = KERNEL_ERROR_NAMES[code] ?? `handler-${code}`
+      return {
+        ok: false,
+        error: new RingbridgeError('ERR_RINGBRIDGE_KERNEL_ERROR', `kernel rejected message ${f.correlationId}: ${name} (code ${code}, detail ${detail})`, {
+          details: { kernelCode: code, kernelError: name, detail, correlationId: f.correlationId },
+        }),
+      }
+    }
+    try {
+      return { ok: true, value: this.#output.decode(this.#out.view, f.offset, f.length) }
+    } catch (e) {
+      return { ok: false, error: e as Error }
+    }
+  }
+
+  #route(id: number, entry: Entry<TOut>): void {
+    if (this.#settle(id, entry)) return
+    if (this.#expired.delete(id)) {
+      this.#late++
+      return
+    }
+    const r = this.#receivers.shift()
+    if (r) {
+      if (r.timer) clearTimeout(r.timer)
+      if (entry.ok) r.resolve(entry.value)
+      else r.reject(entry.error)
+      return
+    }
+    if (this.#terminating) {
+      this.#replies.force(entry)
+      return
+    }
+    const res = this.#replies.offer(entry)
+    if (res.status === 'full') {
+      this.#droppedReplies++
+      this.#overflowed++
+    } else if (res.status !== 'queued') {
+      this.#droppedReplies++
+    }
+  }
+
+  #settle(id: number, entry: Entry<TOut>): boolean {
+    const p = this.#pending.get(id)
+    if (!p) return false
+    this.#pending.delete(id)
+    if (p.timer) clearTimeout(p.timer)
+    if (entry.ok) p.resolve(entry.value)
+    else p.reject(entry.error)
+    return true
+  }
+
+  #takeReply(): Entry<TOut> | undefined {
+    if (this.#overflowed > 0) {
+      const n = this.#overflowed
+      this.#overflowed = 0
+      return { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_OVERFLOW', `${n} replies were dropped: the reply queue was full under policy 'reject'`, { details: { dropped: n } }) }
+    }
+    return this.#replies.shift()
+  }
+
+  /**
+   * The host's event loop step, run on every doorbell and after every call: drain replies,
+   * refill the ring from the send queue, settle waiters, then announce what we wait for (H7)
+   * and re-check so no doorbell can be missed.
+   */
+  #pump(): void {
+    if (this.#pumping || this.#closed) return
+    this.#pumping = true
+    try {
+      for (;;) {
+        const progress = this.#drainOutput() + this.#flushSendQueue()
+        while (this.#receivers.length > 0 && this.#replies.length + this.#overflowed > 0) {
+          const r = this.#receivers.shift() as Waiter<TOut>
+          const e = this.#takeReply() as Entry<TOut>
+          if (r.timer) clearTimeout(r.timer)
+          if (e.ok) r.resolve(e.value)
+          else r.reject(e.error)
+        }
+        this.#settleStateWaiters()
+        if (progress > 0) continue
+        const wantOutput = (this.#receivers.length > 0 || this.#pending.size > 0 || this.#stateWaiters.length > 0) && this.#canDrain()
+        const wantInput = this.#sendQueue.length > 0
+        this.#announce((wantOutput ? PROTOCOL.waitOutput : 0) | (wantInput ? PROTOCOL.waitInput : 0) | (this.#stateWaiters.length > 0 ? PROTOCOL.waitOutput : 0))
+        if ((wantOutput && this.#out.available(1) > 0) || (wantInput && this.#in.free(1) > 0)) continue
+        break
+      }
+    } finally {
+      this.#pumping = false
+    }
+  }
+
+  /** H7: store what we wait for; keep the process alive while we wait on the kernel. */
+  #announce(bits: number): void {
+    if (bits !== this.#waiting) {
+      Atomics.store(this.#cb.u32, this.#waitingIdx, bits)
+      this.#waiting = bits
+    }
+    if (bits !== 0 && this.#keepAlive === undefined) this.#keepAlive = setInterval(() => this.#pump(), 1000)
+    else if (bits === 0 && this.#keepAlive !== undefined) {
+      clearInterval(this.#keepAlive)
+      this.#keepAlive = undefined
+    }
+  }
+
+  #settleStateWaiters(): void {
+    for (let i = this.#stateWaiters.length - 1; i >= 0; i--) {
+      const w = this.#stateWaiters[i]!
+      if (w.until()) {
+        this.#stateWaiters.splice(i, 1)
+        if (w.timer) clearTimeout(w.timer)
+        w.resolve()
+      }
+    }
+  }
+
+  #until(until: () => boolean, what: string): Promise<void> {
+    if (until()) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      const w = { resolve, reject, until } as Waiter<void> & { until: () => boolean }
+      w.timer = setTimeout(() => {
+        const i = this.#stateWaiters.indexOf(w)
+        if (i >= 0) this.#stateWaiters.splice(i, 1)
+        reject(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `${what}: the kernel did not answer within ${this.#timeoutMs} ms (state ${this.state})`))
+      }, this.#timeoutMs)
+      this.#stateWaiters.push(w)
+      this.#pump()
+    })
+  }
+
+  async #terminate(mode: TerminateMode): Promise<TerminateReport<TIn>> {
+    if (this.#closed) return { mode, processed: this.#cb.load64('messages_processed'), undelivered: [] }
+    this.#terminating = true
+    for (const w of this.#spaceWaiters.splice(0)) w.reject(closedError('send'))
+    try {
+      if (mode === 'drain') await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
+      this.#cb.store32('terminate', mode === 'drain' ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
+      this.#native.wake()
+      await this.#until(() => this.state === 'terminated', 'terminate')
+    } catch (e) {
+      // The kernel did not stop in time: abandon it (join stops it for certain) and report.
+      this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+      if ((e as RingbridgeError).code !== 'ERR_RINGBRIDGE_TIMEOUT') throw e
+    }
+    return this.#finish(mode)
+  }
+
+  /** Joins the kernel, drains what it produced, and reports what it never handled. */
+  #finish(mode: TerminateMode = 'abandon'): TerminateReport<TIn> {
+    try {
+      this.#native.join()
+    } catch (e) {
+      throw fromNative(e)
+    } finally {
+      this.#drainOutput()
+      const head = this.#cb.load64('input_head')
+      const undelivered: TIn[] = []
+      for (let p = head; p < this.#in.published; p++) {
+        const f = this.#in.frameAt(p)
+        undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
+      }
+      for (const q of this.#sendQueue.drain()) {
+        undelivered.push(this.#input.decode(new DataView(q.bytes.buffer, q.bytes.byteOffset, q.bytes.length), 0, q.bytes.length))
+      }
+      this.#closed = true
+      this.#announce(0)
+      for (const [id] of this.#pending) this.#settle(id, { ok: false, error: closedError(`request ${id}`) })
+      if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(closedError('receive'))
+      for (const w of this.#stateWaiters.splice(0)) {
+        if (w.timer) clearTimeout(w.timer)
+        w.reject(closedError('wait'))
+      }
+      this.#undelivered = { mode, processed: this.#cb.load64('messages_processed'), undelivered }
+    }
+    return this.#undelivered
+  }
+
+  #undelivered!: TerminateReport<TIn>
+}
+
+function waitLimit(options: WaitOptions | undefined): number | undefined {
+  if (options === undefined) return undefined
+  if (options === null || typeof options !== 'object') badOption('options', 'an object { timeoutMs? }', options)
+  const t = options.timeoutMs
+  if (t !== undefined && (typeof t !== 'number' || !(t >= 0) || !Number.isFinite(t))) badOption('timeoutMs', 'a non-negative finite number of milliseconds', t)
+  return t
+}

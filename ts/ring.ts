@@ -1,0 +1,253 @@
+/**
+ * The host's ends of a region's two rings, in JavaScript, over the kernel's SharedArrayBuffer
+ * (spec §5). `InputRing` is the producer of the input ring (owns `input.tail`), `OutputRing` the
+ * consumer of the output ring (owns `output.head`). Both cache the opposite index and re-read it
+ * only when the ring looks full or empty; both publish once per batch.
+ *
+ * `Atomics.load` / `Atomics.store` are sequentially consistent, which covers the release and
+ * acquire orderings the spec asks of the host (P2, P4, C2, C4) and the fences of the doorbell
+ * handshakes (D2, H7).
+ * @internal
+ * @module
+ */
+import native from './binding'
+import { RingbridgeError } from './errors'
+
+const C = native.protocolConstants()
+const FIELD = new Map(C.fields)
+
+function field(name: string): number {
+  const o = FIELD.get(name)
+  if (o === undefined) throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `native protocol lacks field '${name}'`)
+  return o
+}
+
+/** Protocol constants from the native module (one source of truth: protocol.rs). */
+export const PROTOCOL = C
+/** Bytes of a frame header. */
+export const FRAME_HEADER_BYTES = C.frameHeaderBytes
+/** Positions stay exact as JS numbers up to 2^53. */
+const POSITION_LIMIT = Number.MAX_SAFE_INTEGER
+
+/** 32-bit and 64-bit atomic views of one control block. */
+export class ControlBlockView {
+  readonly #u32: Int32Array
+  readonly #u64: BigUint64Array
+
+  constructor(buffer: SharedArrayBuffer, regionOffset: number) {
+    this.#u32 = new Int32Array(buffer, regionOffset, 1024 / 4)
+    this.#u64 = new BigUint64Array(buffer, regionOffset, 1024 / 8)
+  }
+
+  /** Atomically reads a 32-bit word. */
+  load32(name: string): number {
+    return Atomics.load(this.#u32, field(name) >> 2) >>> 0
+  }
+
+  /** Atomically writes a 32-bit word (seq_cst). */
+  store32(name: string, value: number): void {
+    Atomics.store(this.#u32, field(name) >> 2, value | 0)
+  }
+
+  /** Atomically reads a 64-bit word as a number (exact below 2^53). */
+  load64(name: string): number {
+    return Number(Atomics.load(this.#u64, field(name) >> 3))
+  }
+
+  /** Index of a 32-bit word, for hot loops. */
+  index32(name: string): number {
+    return field(name) >> 2
+  }
+
+  /** Index of a 64-bit word, for hot loops. */
+  index64(name: string): number {
+    return field(name) >> 3
+  }
+
+  /** The raw 32-bit view. */
+  get u32(): Int32Array {
+    return this.#u32
+  }
+
+  /** The raw 64-bit view. */
+  get u64(): BigUint64Array {
+    return this.#u64
+  }
+}
+
+/** Shape and place of one ring inside the SharedArrayBuffer. */
+export interface RingPlace {
+  /** Byte offset of the slot array from the buffer's start. */
+  slotsOffset: number
+  capacity: number
+  slotSize: number
+}
+
+abstract class RingEnd {
+  readonly view: DataView
+  readonly capacity: number
+  readonly slotSize: number
+  readonly maxPayload: number
+  protected readonly mask: number
+  protected readonly slots: number
+
+  constructor(buffer: SharedArrayBuffer, place: RingPlace) {
+    this.view = new DataView(buffer)
+    this.capacity = place.capacity
+    this.slotSize = place.slotSize
+    this.maxPayload = place.slotSize - FRAME_HEADER_BYTES
+    this.mask = place.capacity - 1
+    this.slots = place.slotsOffset
+  }
+
+  /** Byte offset of the slot holding `position`. */
+  protected slotAt(position: number): number {
+    // `& mask` on a number above 2^31 would go through int32: use modulo (capacity is a power of two).
+    return this.slots + (position % this.capacity) * this.slotSize
+  }
+}
+
+/** The input ring's producer end. */
+export class InputRing extends RingEnd {
+  readonly #cb: ControlBlockView
+  readonly #head: number
+  readonly #tail: number
+  /** Next position to write, staged frames included. */
+  next: number
+  published: number
+  #cachedHead: number
+
+  constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
+    super(buffer, place)
+    this.#cb = cb
+    this.#head = cb.index64('input_head')
+    this.#tail = cb.index64('input_tail')
+    this.next = this.published = Number(Atomics.load(cb.u64, this.#tail))
+    this.#cachedHead = Number(Atomics.load(cb.u64, this.#head))
+  }
+
+  /** Free slots, re-reading `head` (P2) only when the cache shows fewer than `wanted`. */
+  free(wanted = 1): number {
+    let n = this.capacity - (this.next - this.#cachedHead)
+    if (n < wanted) {
+      this.#cachedHead = Number(Atomics.load(this.#cb.u64, this.#head))
+      n = this.capacity - (this.next - this.#cachedHead)
+    }
+    return n
+  }
+
+  /**
+   * Stages one frame: `write(view, payloadOffset, maxPayload)` encodes the payload in place and
+   * returns its length. A throw from `write` stages nothing (the slot is not published).
+   * The caller checked {@link free}.
+   */
+  stage(typeId: number, correlationId: number, write: (view: DataView, offset: number, capacity: number) => number): void {
+    if (this.next >= POSITION_LIMIT) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
+    }
+    const at = this.slotAt(this.next)
+    const length = write(this.view, at + FRAME_HEADER_BYTES, this.maxPayload)
+    const v = this.view
+    v.setUint32(at, length, true)
+    v.setUint16(at + 4, typeId, true)
+    v.setUint16(at + 6, 0, true)
+    v.setBigUint64(at + 8, BigInt(correlationId), true)
+    this.next++
+  }
+
+  /** Frames staged and not yet published. */
+  get staged(): number {
+    return this.next - this.published
+  }
+
+  /** P4: makes staged frames visible with one store of `tail`. Returns whether it stored. */
+  publish(): boolean {
+    if (this.next === this.published) return false
+    Atomics.store(this.#cb.u64, this.#tail, BigInt(this.next))
+    this.published = this.next
+    return true
+  }
+
+  /** Reads frame `position` back (for reporting undelivered messages after the kernel ended). */
+  frameAt(position: number): { typeId: number; correlationId: number; offset: number; length: number } {
+    const at = this.slotAt(position)
+    return {
+      length: this.view.getUint32(at, true),
+      typeId: this.view.getUint16(at + 4, true),
+      correlationId: Number(this.view.getBigUint64(at + 8, true)),
+      offset: at + FRAME_HEADER_BYTES,
+    }
+  }
+}
+
+/** One reply frame, read in place. */
+export interface FrameRef {
+  length: number
+  typeId: number
+  flags: number
+  correlationId: number
+  /** Byte offset of the payload in the SharedArrayBuffer. */
+  offset: number
+}
+
+/** The output ring's consumer end. */
+export class OutputRing extends RingEnd {
+  readonly #cb: ControlBlockView
+  readonly #head: number
+  readonly #tail: number
+  next: number
+  released: number
+  #cachedTail: number
+
+  constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
+    super(buffer, place)
+    this.#cb = cb
+    this.#head = cb.index64('output_head')
+    this.#tail = cb.index64('output_tail')
+    this.next = this.released = Number(Atomics.load(cb.u64, this.#head))
+    this.#cachedTail = Number(Atomics.load(cb.u64, this.#tail))
+  }
+
+  /** Published frames not yet consumed, re-reading `tail` (C2) only when needed. */
+  available(wanted = 1): number {
+    let n = this.#cachedTail - this.next
+    if (n < wanted) {
+      this.#cachedTail = Number(Atomics.load(this.#cb.u64, this.#tail))
+      n = this.#cachedTail - this.next
+    }
+    return n
+  }
+
+  /**
+   * The next frame, without consuming it. The caller checked {@link available}.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_PROTOCOL` if the frame's length overruns its slot.
+   */
+  peek(): FrameRef {
+    const at = this.slotAt(this.next)
+    const v = this.view
+    const length = v.getUint32(at, true)
+    if (length > this.maxPayload) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply frame at position ${this.next} has length ${length}, over the slot payload of ${this.maxPayload}`)
+    }
+    return {
+      length,
+      typeId: v.getUint16(at + 4, true),
+      flags: v.getUint16(at + 6, true),
+      correlationId: Number(v.getBigUint64(at + 8, true)),
+      offset: at + FRAME_HEADER_BYTES,
+    }
+  }
+
+  /** Consumes the frame returned by the last {@link peek}. */
+  advance(): void {
+    this.next++
+  }
+
+  /** C4: hands consumed slots back with one store of `head`. Returns whether it stored. */
+  release(): boolean {
+    if (this.next === this.released) return false
+    Atomics.store(this.#cb.u64, this.#head, BigInt(this.next))
+    this.released = this.next
+    return true
+  }
+}
