@@ -26,13 +26,11 @@ typedef unsigned short uint16_t;
 typedef unsigned int uint32_t;
 typedef unsigned long long uint64_t;
 #endif  // RB_HAVE_STDINT
-#define RB_OFFSETOF(type, field) __builtin_offsetof(type, field)
 #else
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <cmath>
-#define RB_OFFSETOF(type, field) offsetof(type, field)
 #endif  // __CUDACC_RTC__
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
@@ -169,6 +167,14 @@ struct rb_error_record {
 
 static_assert(sizeof(rb_control_block) == RB_CONTROL_BLOCK_BYTES, "control block size");
 static_assert(alignof(rb_control_block) == RB_LINE_BYTES, "control block alignment");
+static_assert(sizeof(rb_frame_header) == RB_FRAME_HEADER_BYTES, "frame header size");
+static_assert(sizeof(rb_error_record) == RB_ERROR_RECORD_BYTES, "error record size");
+
+// NB: NVRTC 13.0 accepts neither __builtin_offsetof nor the null-pointer offsetof idiom in a
+// constant expression (checked with the nvidia-cuda-nvrtc 13.0.88 wheel), so the offset checks
+// run under nvcc and host C++ only; the struct text is the same in all three.
+#if !defined(__CUDACC_RTC__)
+#define RB_OFFSETOF(type, field) offsetof(type, field)
 static_assert(RB_OFFSETOF(rb_control_block, magic) == 0, "magic");
 static_assert(RB_OFFSETOF(rb_control_block, version) == 4, "version");
 static_assert(RB_OFFSETOF(rb_control_block, input_capacity) == 8, "input_capacity");
@@ -193,12 +199,12 @@ static_assert(RB_OFFSETOF(rb_control_block, input_head) == 384, "input_head");
 static_assert(RB_OFFSETOF(rb_control_block, input_tail) == 512, "input_tail");
 static_assert(RB_OFFSETOF(rb_control_block, output_head) == 640, "output_head");
 static_assert(RB_OFFSETOF(rb_control_block, output_tail) == 768, "output_tail");
-static_assert(sizeof(rb_frame_header) == RB_FRAME_HEADER_BYTES, "frame header size");
 static_assert(RB_OFFSETOF(rb_frame_header, length) == 0, "frame length");
 static_assert(RB_OFFSETOF(rb_frame_header, type_id) == 4, "frame type_id");
 static_assert(RB_OFFSETOF(rb_frame_header, flags) == 6, "frame flags");
 static_assert(RB_OFFSETOF(rb_frame_header, correlation_id) == 8, "frame correlation_id");
-static_assert(sizeof(rb_error_record) == RB_ERROR_RECORD_BYTES, "error record size");
+static_assert(RB_OFFSETOF(rb_error_record, detail) == 4, "error record detail");
+#endif  // !__CUDACC_RTC__
 
 // ---------------------------------------------------------------------------------------------
 // Index arithmetic (spec §7): positions are free-running u64; all differences wrap mod 2^64.

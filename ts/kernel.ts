@@ -403,6 +403,19 @@ export class RingKernel<TIn, TOut> {
     return out
   }
 
+  /**
+   * Waits for at least one reply, then returns every reply ready (up to `max`): the
+   * high-throughput way to receive.
+   * @throws as {@link RingKernel.receive}.
+   */
+  async receiveBatch(max = 1024, options?: WaitOptions): Promise<TOut[]> {
+    if (!Number.isInteger(max) || max < 1) badOption('receiveBatch max', 'a positive integer', max)
+    const now = this.tryReceiveMany(max)
+    if (now.length > 0) return now
+    const first = await this.receive(options)
+    return max > 1 ? [first, ...this.tryReceiveMany(max - 1)] : [first]
+  }
+
   /** Replies as an async iterator; ends when the kernel is terminated and drained. */
   async *replies(): AsyncGenerator<TOut, void, undefined> {
     for (;;) {

@@ -112,17 +112,11 @@ fn pop_spinning(rx: &mut Consumer<LoomRing>, seq: u64) {
     }
 }
 
-fn bounded() -> loom::model::Builder {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(3);
-    builder
-}
-
 /// (I2)(I3): three frames through a ring of two slots — full once, wrapping once — arrive whole,
 /// in order, and every slot changes hands without a race.
 #[test]
 fn i2_i3_spsc_transfer() {
-    bounded().check(|| {
+    loom::model(|| {
         let ring = LoomRing::new(2);
         let mut tx = Producer::new(ring.clone());
         let mut rx = Consumer::new(ring.clone());
