@@ -7,6 +7,7 @@
 import native from './binding'
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
+import type { Runtime } from './runtime'
 import { MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
@@ -20,7 +21,7 @@ export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-
 /** How to stop a kernel. */
 export type TerminateMode = 'drain' | 'abandon'
 
-/** What {@link RingKernel.launch} needs. */
+/** What {@link Runtime.launch} needs. */
 export interface LaunchOptions<TIn, TOut> {
   /** Built-in handler: `echo` or `saxpy` (see `builtinHandlers()`). */
   handler: string

@@ -1,0 +1,81 @@
+/**
+ * `npm run bench`: the echo kernel on this host's backend beside the baseline a Node.js user
+ * would otherwise reach for — a worker thread answering `postMessage` — measured in the same
+ * process. Prints tinybench's table, then one `name value unit` line per figure, ratios last.
+ */
+import { Worker } from 'node:worker_threads'
+import { performance } from 'node:perf_hooks'
+import { Runtime, f64, struct, u32 } from '../index'
+
+const Msg = struct({ seq: u32, pad: u32, value: f64 })
+const STREAM = 200_000
+const BATCH = 512
+
+function workerEcho(): Worker {
+  return new Worker("require('node:worker_threads').parentPort.on('message', (m) => require('node:worker_threads').parentPort.postMessage(m))", { eval: true })
+}
+
+async function main(): Promise<void> {
+  // tinybench is ESM-only; this file compiles to CommonJS.
+  const { Bench } = (await import('tinybench')) as typeof import('tinybench')
+  const runtime = await Runtime.open()
+  const kernel = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: 4096 })
+  const worker = workerEcho()
+  let pending: ((v: unknown) => void) | undefined
+  worker.on('message', (m) => pending?.(m))
+  const viaWorker = (m: unknown) => new Promise((resolve) => { pending = resolve; worker.postMessage(m) })
+
+  // Correctness before timing.
+  const probe = { seq: 7, pad: 0, value: 1.5 }
+  const echoed = await kernel.request(probe, { timeoutMs: 5000 })
+  if (echoed.seq !== 7 || echoed.value !== 1.5) throw new Error('echo kernel returned a wrong reply')
+
+  const bench = new Bench({ time: 1500, warmup: true })
+  let i = 0
+  bench
+    .add('ringbridge await request()', async () => { await kernel.request({ seq: i++ & 0xffff, pad: 0, value: 1 }) })
+    .add('worker_threads postMessage round trip', async () => { await viaWorker({ seq: i++ & 0xffff, pad: 0, value: 1 }) })
+  await bench.run()
+  console.table(bench.table())
+
+  // Streaming throughput, same message count both ways.
+  let t = performance.now()
+  const batch = Array.from({ length: BATCH }, (_, k) => ({ seq: k, pad: 0, value: k }))
+  const sender = (async () => { for (let s = 0; s < STREAM; s += BATCH) await kernel.sendBatch(batch) })()
+  for (let got = 0; got < STREAM; ) got += (await kernel.receiveBatch(8192, { timeoutMs: 10_000 })).length
+  await sender
+  const ringRate = STREAM / ((performance.now() - t) / 1000)
+
+  t = performance.now()
+  await new Promise<void>((resolve) => {
+    let got = 0
+    worker.removeAllListeners('message')
+    worker.on('message', (m: unknown[]) => { got += m.length; if (got >= STREAM) resolve() })
+    for (let s = 0; s < STREAM; s += BATCH) worker.postMessage(batch)
+  })
+  const workerRate = STREAM / ((performance.now() - t) / 1000)
+
+  const p50 = (name: string) => {
+    const task = bench.tasks.find((x) => x.name === name)
+    const result = task?.result as { latency?: { p50?: number } } | undefined
+    return (result?.latency?.p50 ?? NaN) * 1000
+  }
+  const rbP50 = p50('ringbridge await request()')
+  const wkP50 = p50('worker_threads postMessage round trip')
+  const lines: [string, number, string][] = [
+    [`${kernel.backend}_request_p50`, rbP50, 'us'],
+    ['worker_postmessage_rtt_p50', wkP50, 'us'],
+    [`${kernel.backend}_stream_echo_24B`, ringRate / 1e6, 'M_msg_per_s'],
+    ['worker_postmessage_stream_24B_batch512', workerRate / 1e6, 'M_msg_per_s'],
+    ['ratio_request_p50_vs_worker', rbP50 / wkP50, 'x'],
+    ['ratio_stream_vs_worker', ringRate / workerRate, 'x'],
+  ]
+  for (const [name, value, unit] of lines) console.log(`${name} ${value.toFixed(3)} ${unit}`)
+  await worker.terminate()
+  await runtime.close()
+}
+
+main().catch((err) => {
+  console.error(err)
+  process.exitCode = 1
+})
