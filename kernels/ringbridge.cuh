@@ -787,10 +787,10 @@ RB_DEVICE void rb_ring_release_warp(rb_consumer* c) {
 }
 
 /// P1–P3 (warp): gives each lane with `want` its own slot, in lane order, and stages them. The
-/// caller has checked `rb_ring_free_warp(p, 32, …) >= ` the number of wanting lanes. A lane's
-/// `want` must be known before its handler runs (e.g. "the input frame is valid"), so a
-/// handler at warp granularity must answer every valid message: RB_OUTCOME_NO_REPLY is for
-/// thread granularity only.
+/// caller guarantees that many free slots, e.g. by popping no more frames than
+/// rb_ring_free_warp returned. A lane's `want` must be known before its handler runs (e.g. "the
+/// input frame is valid"), so a handler at warp granularity must answer every valid message:
+/// RB_OUTCOME_NO_REPLY is for thread granularity only.
 /// @param p the producer end (identical on every lane)
 /// @param want whether this lane produces a frame
 /// @return this lane's slot to write, or nullptr if it does not want one

@@ -193,21 +193,58 @@ impl Session {
         self.rx.available(u64::MAX)
     }
 
-    /// Asks the kernel to stop (draining or abandoning, spec §9), waits for it, and returns how
-    /// many sent messages it never took.
+    /// Asks the kernel to stop (draining or abandoning, spec §9) and waits for it, taking every
+    /// reply it produces meanwhile: a drain needs the host to keep consuming (§9), or a full
+    /// output ring would stall the kernel. If the kernel has not stopped within `limit`, it is
+    /// abandoned.
     ///
     /// # Errors
     /// What the kernel's runner left behind.
-    pub fn terminate(mut self, drain: bool) -> Result<u64, Error> {
+    pub fn terminate(mut self, drain: bool, limit: Duration) -> Result<Termination, Error> {
         self.flush();
         backend::request_terminate(self.region().control(), drain);
         self.kernel.wake();
+        let deadline = Instant::now() + limit;
+        let mut replies = Vec::new();
+        loop {
+            let seen = self.doorbell.count();
+            while let Ok(reply) = self.try_recv_with(|h, p| (h, p.to_vec())) {
+                replies.push(reply);
+            }
+            if backend::state(self.region().control()) == Some(KernelState::Terminated) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                backend::request_terminate(self.region().control(), false);
+                self.kernel.wake();
+                break;
+            }
+            // H7: announce, re-check, then sleep on the doorbell.
+            self.region().control().host_waiting.store(WAIT_OUTPUT, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.rx.available(1) == 0 && backend::state(self.region().control()) != Some(KernelState::Terminated) {
+                self.doorbell.wait_past(seen, Duration::from_millis(10));
+            }
+        }
         self.kernel.join()?;
+        while let Ok(reply) = self.try_recv_with(|h, p| (h, p.to_vec())) {
+            replies.push(reply);
+        }
         let cb = self.region().control();
+        cb.host_waiting.store(0, Ordering::Relaxed);
         let head = cb.input_head.value.load(Ordering::Acquire);
         let tail = cb.input_tail.value.load(Ordering::Relaxed);
-        Ok(tail - head)
+        Ok(Termination { undelivered: tail - head, replies })
     }
+}
+
+/// What [`Session::terminate`] hands back.
+#[derive(Debug)]
+pub struct Termination {
+    /// Messages sent that the kernel never took.
+    pub undelivered: u64,
+    /// Replies taken while the kernel stopped, in order (header and payload).
+    pub replies: Vec<(FrameHeader, Vec<u8>)>,
 }
 
 fn limit_ms(deadline: Instant, start: Instant) -> u64 {

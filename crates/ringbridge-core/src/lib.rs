@@ -13,7 +13,7 @@
 //! session.send(7, 42, b"hello", Duration::from_secs(5))?;
 //! let (id, bytes) = session.recv_with(Duration::from_secs(5), |h, p| (h.correlation_id, p.to_vec()))?;
 //! assert_eq!((id, bytes.as_slice()), (42, &b"hello"[..]));
-//! assert_eq!(session.terminate(true)?, 0);
+//! assert_eq!(session.terminate(true, Duration::from_secs(5))?.undelivered, 0);
 //! # Ok::<(), ringbridge_core::Error>(())
 //! ```
 //!

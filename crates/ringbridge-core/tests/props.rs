@@ -69,7 +69,7 @@ fn config(cases: u32) -> ProptestConfig {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     /// One thread plays both ends in a random order; a model predicts every Full, Empty and
     /// TooLarge, the published tail and the released head.
@@ -143,7 +143,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(32))]
+    #![proptest_config(config(96))]
 
     /// A producer thread and a consumer thread, each batching by its own random pattern.
     #[test]

@@ -13,7 +13,7 @@ use super::handlers::Handler;
 use super::{Kernel, Notify};
 use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON};
 use crate::ring::{Consumer, Producer};
-use crate::sync::Ordering;
+use crate::sync::{fence, Ordering};
 use crate::transport::Region;
 use crate::Error;
 
@@ -51,6 +51,9 @@ impl KernelHooks for CpuHooks {
         // `ready`; pairs with the host's index store + SeqCst fence + load of kernel_sleeping
         // (D2): either we see its index move, or it sees us asleep and unparks us.
         cb.kernel_sleeping.store(1, Ordering::SeqCst);
+        // NB: the fence is implied by SeqCst store + SeqCst load under the C++20 model, but
+        // this is the form the loom model `d1_d2_no_lost_wakeup` checks and the GPU side uses.
+        fence(Ordering::SeqCst);
         if !ready() {
             thread::park_timeout(PARK_LIMIT);
         }

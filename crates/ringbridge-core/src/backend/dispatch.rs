@@ -87,6 +87,9 @@ pub fn run<I: RingMemory, O: RingMemory>(
                         || cb.terminate.load(Ordering::SeqCst) == TERMINATE_ABANDON
                 });
                 if cb.terminate.load(Ordering::Acquire) == TERMINATE_ABANDON {
+                    // Count the part of the batch already handled before leaving.
+                    processed += done;
+                    cb.messages_processed.store(processed, Ordering::Relaxed);
                     break 'dispatch;
                 }
                 continue;
