@@ -4,7 +4,7 @@
  * explicit padding) that a CUDA struct must match.
  * @module
  */
-import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
+import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
 
 /**
  * A message type: how values of `T` are laid out in a slot's payload.
@@ -54,7 +54,7 @@ function tooLarge(path: string, need: number, capacity: number): never {
 
 function checkLength(path: string, kind: string, expected: number, length: number): void {
   if (length !== expected) {
-    throw new RingbridgeRangeError(
+    throw new RingbridgeError(
       'ERR_RINGBRIDGE_PROTOCOL',
       `${path}: a ${kind} frame must carry ${expected} bytes, the frame carries ${length} (schemas of sender and kernel disagree)`,
     )

@@ -155,7 +155,7 @@ export class RingKernel<TIn, TOut> {
   readonly #pending = new Map<number, Waiter<TOut>>()
   readonly #expired = new Set<number>()
   readonly #receivers: Waiter<TOut>[] = []
-  readonly #spaceWaiters: Waiter<void>[] = []
+  readonly #blocked: (Waiter<void> & { item: Queued })[] = []
   readonly #stateWaiters: (Waiter<void> & { until: () => boolean })[] = []
   readonly #sleepingIdx: number
   readonly #waitingIdx: number
@@ -300,7 +300,7 @@ export class RingKernel<TIn, TOut> {
       let rest: Queued[] = []
       const firstId = this.#nextId
       try {
-        for (let i = 0; i < staged; i++) this.#stage(messages[i] as TIn, firstId + i)
+        for (let i = 0; i < staged; i++) this.#stage(messages[i] as TIn, firstId + i, `messages[${i}]`)
         rest = messages.slice(staged).map((m, i) => ({ id: firstId + staged + i, bytes: this.#encode(m, `messages[${staged + i}]`) }))
       } catch (e) {
         this.#in.next = this.#in.published // unstage: nothing of the batch was published
@@ -309,9 +309,9 @@ export class RingKernel<TIn, TOut> {
       this.#nextId += messages.length
       this.#publish()
       if (rest.length === 0) return Promise.resolve()
-      return (async () => {
-        for (const q of rest) await this.#enqueue(q)
-      })()
+      // Offer every message now, in order: awaiting each before offering the next let a send()
+      // made meanwhile slip into the middle of the batch.
+      return Promise.all(rest.map((q) => this.#enqueue(q))).then(() => undefined)
     } catch (e) {
       return Promise.reject(e)
     }
@@ -391,6 +391,11 @@ export class RingKernel<TIn, TOut> {
     this.#pump()
     const out: TOut[] = []
     while (out.length < max) {
+      if (this.#overflowed > 0) {
+        // The overflow error comes before the replies that survived it, as in receive().
+        if (out.length > 0) break
+        throw (this.#takeReply() as { ok: false; error: Error }).error
+      }
       const front = this.#replies.peek()
       if (!front) break
       if (!front.ok) {
@@ -506,8 +511,8 @@ export class RingKernel<TIn, TOut> {
     if (this.#closed || this.#terminating) throw closedError(what)
   }
 
-  #stage(message: TIn, id: number): void {
-    this.#in.stage(this.#typeId, id, (view, offset, capacity) => this.#input.encode(view, offset, message, capacity))
+  #stage(message: TIn, id: number, path?: string): void {
+    this.#in.stage(this.#typeId, id, (view, offset, capacity) => this.#input.encode(view, offset, message, capacity, path))
   }
 
   #encode(message: TIn, path = 'message'): Uint8Array {
@@ -531,40 +536,51 @@ export class RingKernel<TIn, TOut> {
   }
 
   async #enqueue(item: Queued): Promise<void> {
-    for (;;) {
-      this.#checkOpen('send')
+    this.#checkOpen('send')
+    // Under `block`, a message waiting for room stays ahead of every later one: later messages
+    // wait in line behind it instead of taking the room it waits for.
+    if (this.#blocked.length === 0) {
       const r = this.#sendQueue.offer(item)
-      if (r.status === 'queued') break
       if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') {
         this.#settle(r.dropped.id, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_FULL', `message ${r.dropped.id} dropped by the send queue's '${this.#sendQueue.policy}' policy`) })
-        break
+      }
+      if (r.status !== 'full') {
+        this.#pump()
+        return
       }
       if (this.#sendQueue.policy === 'reject') {
         throw new RingbridgeError('ERR_RINGBRIDGE_FULL', `input ring and send queue are full (${this.#sendQueue.capacity} queued, policy 'reject')`, {
           details: { capacity: this.#sendQueue.capacity },
         })
       }
-      await new Promise<void>((resolve, reject) => {
-        this.#spaceWaiters.push({ resolve, reject })
-        this.#pump()
-      })
     }
-    this.#pump()
+    await new Promise<void>((resolve, reject) => {
+      this.#blocked.push({ item, resolve, reject })
+      this.#pump()
+    })
   }
 
-  /** Moves queued messages into the ring while it has room. */
+  /** Moves queued messages into the ring while it has room, and blocked sends into the queue. */
   #flushSendQueue(): number {
     let n = 0
-    while (this.#sendQueue.length > 0 && this.#in.free(1) > 0) {
-      const q = this.#sendQueue.shift() as Queued
-      this.#in.stage(this.#typeId, q.id, (view, offset) => {
-        this.#bytes.set(q.bytes, view.byteOffset + offset)
-        return q.bytes.length
-      })
-      n++
+    for (;;) {
+      while (this.#sendQueue.length > 0 && this.#in.free(1) > 0) {
+        const q = this.#sendQueue.shift() as Queued
+        this.#in.stage(this.#typeId, q.id, (view, offset) => {
+          this.#bytes.set(q.bytes, view.byteOffset + offset)
+          return q.bytes.length
+        })
+        n++
+      }
+      if (this.#blocked.length === 0 || this.#sendQueue.full) break
+      // Blocked messages take the room in the order they were sent.
+      while (this.#blocked.length > 0 && !this.#sendQueue.full) {
+        const b = this.#blocked.shift() as Waiter<void> & { item: Queued }
+        this.#sendQueue.offer(b.item)
+        b.resolve()
+      }
     }
     if (n > 0) this.#publish()
-    while (this.#spaceWaiters.length > 0 && !this.#sendQueue.full) (this.#spaceWaiters.shift() as Waiter<void>).resolve()
     return n
   }
 
@@ -592,6 +608,15 @@ export class RingKernel<TIn, TOut> {
   }
 
   #decode(f: FrameRef): Entry<TOut> {
+    if (f.corrupt) {
+      this.#errorReplies++
+      return {
+        ok: false,
+        error: new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply frame ${f.correlationId} has length ${f.corrupt}, over the slot payload of ${this.#out.maxPayload}; skipped`, {
+          details: { length: f.corrupt, max: this.#out.maxPayload },
+        }),
+      }
+    }
     if (f.flags & PROTOCOL.flagError) {
       this.#errorReplies++
       const code = f.length >= 8 ? this.#out.view.getUint32(f.offset, true) : 0
@@ -726,11 +751,18 @@ export class RingKernel<TIn, TOut> {
   }
 
   async #terminate(mode: TerminateMode): Promise<TerminateReport<TIn>> {
-    if (this.#closed) return { mode, processed: this.#cb.load64('messages_processed'), undelivered: [] }
+    // Already stopped by dispose(): its report says what it abandoned.
+    if (this.#closed) return this.#undelivered
     this.#terminating = true
-    for (const w of this.#spaceWaiters.splice(0)) w.reject(closedError('send'))
+    for (const w of this.#blocked.splice(0)) w.reject(closedError('send'))
     try {
-      if (mode === 'drain') await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
+      if (mode === 'drain') {
+        // A paused kernel takes nothing, so the send queue would never flush: drain overrides
+        // pause, as the kernel does for the ring (dispatch.rs).
+        this.#cb.store32('active', 1)
+        this.#native.wake()
+        await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
+      }
       this.#cb.store32('terminate', mode === 'drain' ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
       this.#native.wake()
       await this.#until(() => this.state === 'terminated', 'terminate')
@@ -761,6 +793,7 @@ export class RingKernel<TIn, TOut> {
       }
       this.#closed = true
       this.#announce(0)
+      for (const w of this.#blocked.splice(0)) w.reject(closedError('send'))
       for (const [id] of this.#pending) this.#settle(id, { ok: false, error: closedError(`request ${id}`) })
       if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(closedError('receive'))
       for (const w of this.#stateWaiters.splice(0)) {

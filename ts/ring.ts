@@ -190,6 +190,8 @@ export interface FrameRef {
   correlationId: number
   /** Byte offset of the payload in the SharedArrayBuffer. */
   offset: number
+  /** The length field found when it overruns the slot (the frame is unusable), else 0. */
+  corrupt: number
 }
 
 /** The output ring's consumer end. */
@@ -221,22 +223,22 @@ export class OutputRing extends RingEnd {
   }
 
   /**
-   * The next frame, without consuming it. The caller checked {@link available}.
-   * @throws {RingbridgeError} `ERR_RINGBRIDGE_PROTOCOL` if the frame's length overruns its slot.
+   * The next frame, without consuming it. The caller checked {@link available}. A frame whose
+   * length overruns its slot comes back with `corrupt` set (and `length` 0) so the caller can
+   * skip it: throwing here would leave it in place and wedge the ring.
    */
   peek(): FrameRef {
     const at = this.slotAt(this.next)
     const v = this.view
     const length = v.getUint32(at, true)
-    if (length > this.maxPayload) {
-      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply frame at position ${this.next} has length ${length}, over the slot payload of ${this.maxPayload}`)
-    }
+    const corrupt = length > this.maxPayload
     return {
-      length,
+      length: corrupt ? 0 : length,
       typeId: v.getUint16(at + 4, true),
       flags: v.getUint16(at + 6, true),
       correlationId: v.getUint32(at + 8, true) + v.getUint32(at + 12, true) * 0x100000000,
       offset: at + FRAME_HEADER_BYTES,
+      corrupt: corrupt ? length : 0,
     }
   }
 

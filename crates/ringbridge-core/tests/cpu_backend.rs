@@ -523,3 +523,29 @@ fn terminate_with_drain_returns_when_unread_replies_exceed_the_output_ring() {
     assert_eq!(ids, (0..8).collect::<Vec<u64>>(), "every reply handed back, in order");
     assert_eq!(region.control().messages_processed.load(Ordering::Acquire), 8);
 }
+
+// Regression: a kernel stalled in K4 (output ring full, host not reading) only watched
+// output_head and ABANDON, so a pause was not honoured until the host read a reply.
+#[test]
+fn pause_takes_effect_while_stalled_on_a_full_output_ring() {
+    let input = ring(16, 64);
+    let max = input.max_payload();
+    let mut session = launch("echo", input, ring(1, 64));
+    for seq in 0..4 {
+        send(&mut session, seq, max);
+    }
+    let region = Arc::clone(session.region());
+    let cb = region.control();
+    wait_for("the one-slot output ring to fill", || cb.output_tail.value.load(Ordering::Acquire) == 1);
+    cb.active.store(0, Ordering::Release);
+    session.flush();
+    wait_for("state Paused while stalled", || control_state(&session) == Some(KernelState::Paused));
+    let processed = cb.messages_processed.load(Ordering::Acquire);
+    assert_eq!(processed, 1, "only the message whose reply fit was handled");
+    // Resume and read: everything arrives, in order.
+    cb.active.store(1, Ordering::Release);
+    for seq in 0..4 {
+        let id = session.recv_with(LIMIT, |h, _| h.correlation_id).unwrap_or_else(|e| panic!("reply {seq}: {e}"));
+        assert_eq!(id, seq);
+    }
+}

@@ -85,7 +85,13 @@ pub fn run<I: RingMemory, O: RingMemory>(
                 hooks.idle(cb, &mut || {
                     head.load(Ordering::SeqCst) != seen
                         || cb.terminate.load(Ordering::SeqCst) == TERMINATE_ABANDON
+                        || cb.active.load(Ordering::SeqCst) == 0
                 });
+                if cb.active.load(Ordering::Acquire) == 0 && cb.terminate.load(Ordering::Acquire) == TERMINATE_NONE {
+                    // K4: a pause while stalled on a full output ring takes effect now; the
+                    // rest of the batch stays in the input ring (K2 parks the kernel).
+                    break;
+                }
                 if cb.terminate.load(Ordering::Acquire) == TERMINATE_ABANDON {
                     // Count the part of the batch already handled before leaving.
                     processed += done;

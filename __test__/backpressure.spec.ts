@@ -1,0 +1,386 @@
+// Backpressure: every send-queue and reply-queue policy against the CPU backend, and property
+// tests of MessageQueue against a plain array model.
+import assert from 'node:assert/strict'
+
+import test, { type ExecutionContext } from 'ava'
+import fc from 'fast-check'
+
+import { BACKPRESSURE_POLICIES, MessageQueue, Runtime, u32, type Backpressure, type LaunchOptions, type RingKernel } from '../index'
+
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([p, limit])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Polls `cond` until it holds; fails with `what` after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`still not true after ${ms} ms: ${what}`)
+    await sleep(2)
+  }
+}
+
+/** Whether `p` is still pending after `ms`. */
+async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const marker = Symbol('pending')
+  const r = await Promise.race([p.then(() => 'settled', () => 'settled'), sleep(ms).then(() => marker)])
+  return r === marker
+}
+
+const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
+
+async function launch(t: ExecutionContext, options: Partial<LaunchOptions<number, number>>): Promise<RingKernel<number, number>> {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
+  return rt.launch({ handler: 'echo', input: u32, output: u32, ...options })
+}
+
+/** Receives exactly `n` replies (each wait bounded), then checks that no other reply comes. */
+async function receiveAll(k: RingKernel<number, number>, n: number): Promise<number[]> {
+  const got: number[] = []
+  while (got.length < n) {
+    try {
+      got.push(...(await k.receiveBatch(n - got.length, { timeoutMs: 5000 })))
+    } catch (e) {
+      throw new Error(`waiting for reply ${got.length} of ${n}: ${(e as Error).message}`, { cause: e })
+    }
+  }
+  return got
+}
+
+async function assertNoMoreReplies(t: ExecutionContext, k: RingKernel<number, number>): Promise<void> {
+  const e = await t.throwsAsync(k.receive({ timeoutMs: 100 }))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_TIMEOUT', 'no reply beyond the expected ones')
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i)
+
+/** A paused kernel whose input ring (4 slots) and send queue (4 items, `policy`) hold 0..7. */
+async function pausedAndFull(t: ExecutionContext, policy: Backpressure, queued = range(4, 8)): Promise<RingKernel<number, number>> {
+  const k = await launch(t, { capacity: 4, sendQueue: { capacity: 4, policy } })
+  await within(k.deactivate(), 5000, 'deactivate')
+  t.is(k.state, 'paused')
+  for (let i = 0; i < 4; i++) t.true(k.trySend(i), `trySend ${i}`)
+  for (const v of queued) await within(k.send(v), 1000, `send ${v} into the send queue`)
+  const s = k.stats()
+  t.is(s.sent, 4)
+  t.is(s.depth.inputRing, 4)
+  t.is(s.depth.sendQueue, queued.length)
+  return k
+}
+
+// ---- send queue -----------------------------------------------------------------------------
+
+test("send queue 'block': send waits for room, nothing is lost", async (t) => {
+  const k = await pausedAndFull(t, 'block')
+  const blocked = range(8, 20).map((v) => k.send(v))
+  const blockedRequest = k.request(20, { timeoutMs: 10_000 })
+  t.true(await pendingAfter(blocked[0]!, 50), 'send waits while ring and queue are full')
+  t.true(await pendingAfter(Promise.race(blocked), 10))
+  t.is(k.stats().sent, 4)
+  t.is(k.stats().depth.sendQueue, 4)
+  await within(k.activate(), 5000, 'activate')
+  await within(Promise.all(blocked), 5000, 'blocked sends resolve after activate')
+  t.is(await within(blockedRequest, 5000, 'blocked request'), 20)
+  t.deepEqual(await receiveAll(k, 20), range(0, 20))
+  await assertNoMoreReplies(t, k)
+  t.is(k.stats().dropped.send, 0)
+  t.is(k.stats().sent, 21)
+})
+
+// Regression: a send blocked under 'block' was woken together with every other waiter, and a
+// send made before its wake-up ran took the room first, so unawaited sends arrived out of order.
+test("send queue 'block': thousands of unawaited sends arrive in the order they were made", async (t) => {
+  const k = await launch(t, { capacity: 4, sendQueue: { capacity: 4, policy: 'block' } })
+  const n = 5000
+  const sends = range(0, n).map((v) => k.send(v))
+  const got = await receiveAll(k, n)
+  const firstWrong = got.findIndex((v, i) => v !== i)
+  t.is(firstWrong, -1, `reply ${firstWrong} is ${got[firstWrong]}`)
+  await within(Promise.all(sends), 5000, 'every send resolves')
+  await assertNoMoreReplies(t, k)
+})
+
+// Regression: sendBatch queued its overflow one message per microtask, so a send() made right
+// after it landed in the middle of the batch.
+test('a send made right after a sendBatch that overflows the ring arrives after the whole batch', async (t) => {
+  const k = await launch(t, { capacity: 4, sendQueue: { capacity: 64, policy: 'block' } })
+  await within(k.deactivate(), 5000, 'deactivate')
+  const batch = k.sendBatch(range(0, 40))
+  const after = k.send(1000)
+  const request = k.request(2000, { timeoutMs: 10_000 })
+  await within(k.activate(), 5000, 'activate')
+  await within(Promise.all([batch, after]), 5000, 'sends resolve')
+  t.is(await within(request, 5000, 'request'), 2000)
+  t.deepEqual(await receiveAll(k, 41), [...range(0, 40), 1000])
+})
+
+test("send queue 'reject': a send that finds ring and queue full throws ERR_RINGBRIDGE_FULL and is not sent", async (t) => {
+  const k = await pausedAndFull(t, 'reject')
+  const e = await t.throwsAsync(within(k.send(8), 2000, 'k.send(8)'))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_FULL')
+  t.is((e as { details?: Record<string, unknown> }).details?.capacity, 4)
+  t.is(codeOf(await t.throwsAsync(k.request(9, { timeoutMs: 5000 }))), 'ERR_RINGBRIDGE_FULL')
+  t.is(codeOf(await t.throwsAsync(within(k.sendBatch([10, 11]), 2000, 'k.sendBatch([10, 11])'))), 'ERR_RINGBRIDGE_FULL')
+  t.false(k.trySend(12))
+  const s = k.stats()
+  t.is(s.sent, 4)
+  t.is(s.depth.sendQueue, 4)
+  t.is(s.pendingRequests, 0)
+  t.is(s.dropped.send, 0, "'reject' refuses; it does not drop")
+  await within(k.activate(), 5000, 'activate')
+  t.deepEqual(await receiveAll(k, 8), range(0, 8))
+  await assertNoMoreReplies(t, k)
+  // Room again: sends go through.
+  await within(k.send(13), 1000, 'send after the queue emptied')
+  t.deepEqual(await receiveAll(k, 1), [13])
+})
+
+test("send queue 'drop-newest': the new message is dropped and counted; a dropped request rejects ERR_RINGBRIDGE_FULL", async (t) => {
+  const k = await pausedAndFull(t, 'drop-newest')
+  for (const v of [8, 9, 10]) await within(k.send(v), 1000, `send ${v}`)
+  t.is(k.stats().dropped.send, 3)
+  const e = await t.throwsAsync(within(k.request(11, { timeoutMs: 5000 }), 6000, 'dropped request'))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_FULL')
+  t.is(k.stats().dropped.send, 4)
+  t.is(k.stats().pendingRequests, 0)
+  t.is(k.stats().depth.sendQueue, 4)
+  await within(k.activate(), 5000, 'activate')
+  t.deepEqual(await receiveAll(k, 8), range(0, 8))
+  await assertNoMoreReplies(t, k)
+  t.is(k.stats().processed, 8)
+})
+
+test("send queue 'drop-oldest': the oldest queued message is dropped and counted; a dropped request rejects ERR_RINGBRIDGE_FULL", async (t) => {
+  // Queue holds [request 100, 4, 5, 6] behind the full ring [0, 1, 2, 3].
+  const k = await pausedAndFull(t, 'drop-oldest', [])
+  const request = k.request(100, { timeoutMs: 10_000 })
+  for (const v of [4, 5, 6]) await within(k.send(v), 1000, `send ${v}`)
+  t.is(k.stats().depth.sendQueue, 4)
+  t.is(k.stats().dropped.send, 0)
+  await within(k.send(7), 1000, 'send 7')
+  t.is(codeOf(await t.throwsAsync(within(request, 1000, 'dropped request'))), 'ERR_RINGBRIDGE_FULL')
+  for (const v of [8, 9]) await within(k.send(v), 1000, `send ${v}`)
+  const s = k.stats()
+  t.is(s.dropped.send, 3)
+  t.is(s.depth.sendQueue, 4)
+  t.is(s.pendingRequests, 0)
+  await within(k.activate(), 5000, 'activate')
+  t.deepEqual(await receiveAll(k, 8), [0, 1, 2, 3, 6, 7, 8, 9])
+  await assertNoMoreReplies(t, k)
+})
+
+// ---- reply queue ----------------------------------------------------------------------------
+
+test("reply queue 'block': nobody receiving stalls the kernel; receiving resumes it with every reply in order", async (t) => {
+  const n = 40
+  const k = await launch(t, { capacity: 4, replyQueue: { capacity: 2, policy: 'block' } })
+  await within(k.sendBatch(range(0, n)), 5000, 'sendBatch')
+  // Stalled: the reply queue is full, so the host stops draining; the output ring fills up.
+  await until(() => k.stats().depth.replyQueue === 2 && k.stats().depth.outputRing === 4, 5000, 'reply queue and output ring full')
+  const stalled = k.stats().processed
+  for (let i = 0; i < 10; i++) {
+    await sleep(10)
+    t.is(k.stats().processed, stalled, 'the kernel stays stalled')
+  }
+  const s = k.stats()
+  t.true(stalled < n, `processed ${stalled} of ${n}`)
+  // Every handled message's reply sits in the output ring or the reply queue: at most 4 + 2.
+  t.true(stalled <= 6, `processed ${stalled}`)
+  t.is(s.depth.replyQueue, 2)
+  t.is(s.dropped.reply, 0)
+  t.deepEqual(await receiveAll(k, n), range(0, n))
+  await assertNoMoreReplies(t, k)
+  t.is(k.stats().processed, n)
+  t.is(k.stats().dropped.reply, 0)
+})
+
+/** Sends 0..19 with nobody receiving and waits until every reply is out of the kernel. */
+async function twentyReplies(t: ExecutionContext, policy: Backpressure): Promise<RingKernel<number, number>> {
+  const k = await launch(t, { capacity: 64, replyQueue: { capacity: 4, policy } })
+  await within(k.sendBatch(range(0, 20)), 5000, 'sendBatch')
+  await until(() => {
+    const s = k.stats()
+    return s.processed === 20 && s.replied + s.depth.outputRing === 20
+  }, 5000, 'all 20 replies produced')
+  return k
+}
+
+test("reply queue 'drop-oldest': the newest replies survive and the drops are counted", async (t) => {
+  const k = await twentyReplies(t, 'drop-oldest')
+  t.deepEqual(k.tryReceiveMany(), [16, 17, 18, 19])
+  t.is(k.stats().dropped.reply, 16)
+  t.is(k.stats().replied, 20)
+  await assertNoMoreReplies(t, k)
+})
+
+test("reply queue 'drop-newest': the oldest replies survive and the drops are counted", async (t) => {
+  const k = await twentyReplies(t, 'drop-newest')
+  t.deepEqual(await receiveAll(k, 4), [0, 1, 2, 3])
+  t.is(k.stats().dropped.reply, 16)
+  await assertNoMoreReplies(t, k)
+})
+
+test("reply queue 'reject': the next receive rejects once with ERR_RINGBRIDGE_OVERFLOW, then the queued replies follow", async (t) => {
+  const k = await twentyReplies(t, 'reject')
+  const e = await t.throwsAsync(k.receive({ timeoutMs: 1000 }))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_OVERFLOW')
+  t.is((e as { details?: Record<string, unknown> }).details?.dropped, 16)
+  t.is(k.stats().dropped.reply, 16)
+  for (const v of [0, 1, 2, 3]) t.is(await within(k.receive({ timeoutMs: 1000 }), 2000, `receive ${v}`), v)
+  await assertNoMoreReplies(t, k)
+})
+
+// Regression: tryReceiveMany (and receiveBatch) took the overflow marker as a value and returned
+// `undefined` in place of the error.
+test("reply queue 'reject': tryReceiveMany and receiveBatch report the overflow before the replies", async (t) => {
+  const k = await twentyReplies(t, 'reject')
+  t.is(codeOf(t.throws(() => k.tryReceiveMany())), 'ERR_RINGBRIDGE_OVERFLOW')
+  t.deepEqual(k.tryReceiveMany(), [0, 1, 2, 3])
+  const k2 = await twentyReplies(t, 'reject')
+  t.is(codeOf(await t.throwsAsync(k2.receiveBatch(100, { timeoutMs: 1000 }))), 'ERR_RINGBRIDGE_OVERFLOW')
+  t.deepEqual(await within(k2.receiveBatch(100, { timeoutMs: 1000 }), 2000, 'receiveBatch'), [0, 1, 2, 3])
+})
+
+test('queue options are validated at launch', async (t) => {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
+  const bad = [
+    { sendQueue: { capacity: 0 } },
+    { sendQueue: { capacity: 1.5 } },
+    { replyQueue: { capacity: (1 << 24) + 1 } },
+    { sendQueue: { policy: 'drop-all' as Backpressure } },
+    { replyQueue: { policy: 'Block' as Backpressure } },
+  ]
+  for (const options of bad) {
+    const e = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32, ...options }), undefined, JSON.stringify(options))
+    t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_ARGUMENT', JSON.stringify(options))
+  }
+  t.is(rt.kernels.length, 0)
+})
+
+// ---- MessageQueue properties ----------------------------------------------------------------
+
+type Op = { kind: 'offer'; value: number } | { kind: 'push'; value: number } | { kind: 'shift' } | { kind: 'peek' } | { kind: 'drain' }
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 6, arbitrary: fc.integer().map((value) => ({ kind: 'offer' as const, value })) },
+  { weight: 1, arbitrary: fc.integer().map((value) => ({ kind: 'push' as const, value })) },
+  { weight: 4, arbitrary: fc.constant({ kind: 'shift' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'peek' as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: 'drain' as const }) },
+)
+
+test('MessageQueue behaves like a bounded array under every policy', (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 8 }), fc.constantFrom(...BACKPRESSURE_POLICIES), fc.array(opArb, { maxLength: 200 }), (capacity, policy, ops) => {
+      const q = new MessageQueue<number>({ capacity, policy })
+      const model: number[] = []
+      let dropped = 0
+      for (const op of ops) {
+        switch (op.kind) {
+          case 'offer':
+          case 'push': {
+            let expected: unknown
+            if (model.length < capacity) {
+              model.push(op.value)
+              expected = { status: 'queued' }
+            } else if (policy === 'drop-newest') {
+              dropped++
+              expected = { status: 'dropped-newest', dropped: op.value }
+            } else if (policy === 'drop-oldest') {
+              dropped++
+              expected = { status: 'dropped-oldest', dropped: model.shift() }
+              model.push(op.value)
+            } else {
+              expected = { status: 'full' }
+            }
+            if (op.kind === 'offer') {
+              assert.deepEqual(q.offer(op.value), expected)
+            } else if ((expected as { status: string }).status === 'full') {
+              assert.throws(() => q.push(op.value), { code: 'ERR_RINGBRIDGE_FULL' })
+            } else {
+              assert.deepEqual(q.push(op.value), expected)
+            }
+            break
+          }
+          case 'shift':
+            assert.equal(q.shift(), model.shift())
+            break
+          case 'peek':
+            assert.equal(q.peek(), model[0])
+            break
+          case 'drain':
+            assert.deepEqual(q.drain(), model.splice(0))
+            break
+        }
+        assert.equal(q.length, model.length, `length after ${JSON.stringify(op)}`)
+        assert.equal(q.dropped, dropped, `dropped after ${JSON.stringify(op)}`)
+        assert.equal(q.full, model.length >= capacity, `full after ${JSON.stringify(op)}`)
+        assert.equal(q.peek(), model[0], `peek after ${JSON.stringify(op)}`)
+      }
+      assert.deepEqual(q.drain(), model)
+      assert.equal(q.length, 0)
+    }),
+    { numRuns: 300 },
+  )
+  t.pass()
+})
+
+test('MessageQueue keeps FIFO order across its internal compaction', (t) => {
+  // Long runs go past the 1024-item compaction threshold of shift().
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 3000 }), fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 20 }), (capacity, chunks) => {
+      const q = new MessageQueue<number>({ capacity, policy: 'drop-oldest' })
+      let next = 0
+      let expectedHead = 0
+      let taken = 0
+      for (const [i, size] of chunks.entries()) {
+        for (let j = 0; j < size; j++) q.offer(next++)
+        expectedHead = Math.max(expectedHead, next - capacity)
+        const take = i % 2 === 0 ? Math.floor(q.length / 2) : q.length
+        for (let j = 0; j < take; j++) {
+          const v = q.shift()
+          assert.equal(v, expectedHead)
+          expectedHead++
+          taken++
+        }
+      }
+      // Every item offered was taken, dropped, or is still queued.
+      assert.equal(q.length, next - expectedHead)
+      assert.equal(q.dropped, next - taken - q.length)
+    }),
+    { numRuns: 100 },
+  )
+  t.pass()
+})
+
+test('MessageQueue.force ignores the capacity; options are validated', (t) => {
+  const q = new MessageQueue<number>({ capacity: 1, policy: 'reject' })
+  t.deepEqual(q.offer(1), { status: 'queued' })
+  t.deepEqual(q.offer(2), { status: 'full' })
+  q.force(3)
+  t.is(q.length, 2)
+  t.deepEqual(q.drain(), [1, 3])
+  const d = new MessageQueue<number>()
+  t.is(d.capacity, 4096)
+  t.is(d.policy, 'block')
+  for (const capacity of [0, -1, 1.5, (1 << 24) + 1, Number.NaN]) {
+    const e = t.throws(() => new MessageQueue({ capacity }))
+    t.true(e instanceof RangeError, String(capacity))
+    t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  }
+  const e = t.throws(() => new MessageQueue({ policy: 'fifo' as Backpressure }))
+  t.true(e instanceof TypeError)
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+})
