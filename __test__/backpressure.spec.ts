@@ -6,43 +6,10 @@ import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
 import { BACKPRESSURE_POLICIES, MessageQueue, Runtime, u32, type Backpressure, type LaunchOptions, type RingKernel } from '../index'
+import { codeOf, pendingAfter, sleep, until, within, launchOn } from './helpers'
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([p, limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-
-/** Polls `cond` until it holds; fails with `what` after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`still not true after ${ms} ms: ${what}`)
-    await sleep(2)
-  }
-}
-
-/** Whether `p` is still pending after `ms`. */
-async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boolean> {
-  const marker = Symbol('pending')
-  const r = await Promise.race([p.then(() => 'settled', () => 'settled'), sleep(ms).then(() => marker)])
-  return r === marker
-}
-
-const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
-
-async function launch(t: ExecutionContext, options: Partial<LaunchOptions<number, number>>): Promise<RingKernel<number, number>> {
-  const rt = await Runtime.open({ backend: 'cpu' })
-  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
-  return rt.launch({ handler: 'echo', input: u32, output: u32, ...options })
+function launch(t: ExecutionContext, options: Partial<LaunchOptions<number, number>>): Promise<RingKernel<number, number>> {
+  return launchOn(t, { handler: 'echo', input: u32, output: u32, ...options })
 }
 
 /** Receives exactly `n` replies (each wait bounded), then checks that no other reply comes. */

@@ -25,26 +25,7 @@ import {
   type RingKernel,
   type Schema,
 } from '../index'
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([p, limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
-
-async function launch<TIn, TOut>(t: ExecutionContext, options: LaunchOptions<TIn, TOut>): Promise<RingKernel<TIn, TOut>> {
-  const rt = await Runtime.open({ backend: 'cpu' })
-  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
-  return rt.launch(options)
-}
+import { codeOf, within, launchOn as launch } from './helpers'
 
 /** Sends every value through echo and returns the replies, in order. */
 async function roundTrip<T>(t: ExecutionContext, schema: Schema<T>, values: T[]): Promise<T[]> {

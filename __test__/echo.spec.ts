@@ -3,6 +3,7 @@
 import test, { type ExecutionContext } from 'ava'
 
 import { Runtime, struct, u32, type LaunchOptions, type RingKernel } from '../index'
+import { within, launchOn as launch } from './helpers'
 
 const Msg = struct({ seq: u32, check: u32 })
 type Msg = { seq: number; check: number }
@@ -10,25 +11,6 @@ type Msg = { seq: number; check: number }
 /** A cheap integer hash, so a corrupted, misrouted or duplicated reply cannot pass by accident. */
 const hash = (seq: number) => Math.imul(seq ^ 0x9e3779b9, 0x85ebca6b) >>> 0
 const msg = (seq: number): Msg => ({ seq, check: hash(seq) })
-
-/** Rejects with `what` if `p` does not settle within `ms`: a bug fails the test instead of hanging it. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([p, limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-async function launch<TIn, TOut>(t: ExecutionContext, options: LaunchOptions<TIn, TOut>): Promise<RingKernel<TIn, TOut>> {
-  const rt = await Runtime.open({ backend: 'cpu' })
-  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
-  return rt.launch(options)
-}
 
 /**
  * Streams `total` messages through `kernel` with sendBatch/receiveBatch and checks each reply in

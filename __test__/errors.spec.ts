@@ -21,27 +21,8 @@ import {
   type RingbridgeErrorCode,
   type TerminateMode,
 } from '../index'
+import { until, within } from './helpers'
 import native from '../ts/binding'
-
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([p, limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`still not true after ${ms} ms: ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 2))
-  }
-}
 
 // ---- one list -------------------------------------------------------------------------------
 

@@ -6,37 +6,9 @@ import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
 import { Runtime, array, bytes, f32, struct, u32, type LaunchOptions, type RingKernel } from '../index'
+import { codeOf, sleep, until, within, launchOn as launch } from './helpers'
 
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([p, limit])
-  } finally {
-    clearTimeout(timer)
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`still not true after ${ms} ms: ${what}`)
-    await sleep(2)
-  }
-}
-
-const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
 const detailsOf = (e: unknown) => (e as { details?: Record<string, unknown> } | undefined)?.details
-
-async function launch<TIn, TOut>(t: ExecutionContext, options: LaunchOptions<TIn, TOut>): Promise<RingKernel<TIn, TOut>> {
-  const rt = await Runtime.open({ backend: 'cpu' })
-  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
-  return rt.launch(options)
-}
 
 // ---- correlation ----------------------------------------------------------------------------
 

@@ -1,0 +1,44 @@
+// Shared by the ava specs: bounded waits, so a bug fails a test instead of hanging it.
+import type { ExecutionContext } from 'ava'
+
+import { Runtime, type LaunchOptions, type RingKernel } from '../index'
+
+/** Resolves as `p`, or rejects naming `what` after `ms`. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms: ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([p, limit])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Polls `cond` until it holds; fails with `what` after `ms`. */
+export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`still not true after ${ms} ms: ${what}`)
+    await sleep(2)
+  }
+}
+
+/** Whether `p` is still pending after `ms`. */
+export async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boolean> {
+  const marker = Symbol('pending')
+  const r = await Promise.race([p.then(() => 'settled', () => 'settled'), sleep(ms).then(() => marker)])
+  return r === marker
+}
+
+export const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
+
+/** Opens a CPU runtime closed at the test's end and launches one kernel on it. */
+export async function launchOn<TIn, TOut>(t: ExecutionContext, options: LaunchOptions<TIn, TOut>): Promise<RingKernel<TIn, TOut>> {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
+  return rt.launch(options)
+}
