@@ -47,7 +47,7 @@ typedef unsigned long long uint64_t;
 /// `"RBG1"` little-endian: the first word of every control block.
 #define RB_MAGIC 0x31474252u
 /// Protocol version; bumped on any layout or ordering change.
-#define RB_VERSION 1u
+#define RB_VERSION 2u
 /// One cache line as the protocol counts it (the GPU's 128-byte L2 line).
 #define RB_LINE_BYTES 128u
 /// Size of the control block: seven lines, one per writer group.
@@ -67,6 +67,10 @@ typedef unsigned long long uint64_t;
 
 /// Frame flag: the payload is an rb_error_record, not a reply.
 #define RB_FLAG_ERROR 1u
+/// `handler_id` of the built-in echo handler.
+#define RB_HANDLER_ECHO 0u
+/// `handler_id` of the built-in saxpy handler.
+#define RB_HANDLER_SAXPY 1u
 
 /// `terminate` word: keep running.
 #define RB_TERMINATE_NONE 0u
@@ -122,10 +126,12 @@ struct alignas(128) rb_control_block {
   uint32_t output_capacity;
   uint32_t output_slot_size;
   uint32_t user_arg;
-  uint32_t reserved0;
+  uint32_t handler_id;        ///< RB_HANDLER_* of the built-in kernel
   uint64_t input_buffer;
   uint64_t output_buffer;
-  uint8_t pad0[80];
+  uint64_t input_tail_addr;   ///< where the kernel polls the input tail (dma: a device word)
+  uint64_t output_tail_addr;  ///< where the kernel publishes its output tail (dma: a mirror)
+  uint8_t pad0[64];
   // line 1, commands: written by the host only (I1).
   uint32_t active;
   uint32_t terminate;
@@ -182,9 +188,11 @@ static_assert(RB_OFFSETOF(rb_control_block, input_slot_size) == 12, "input_slot_
 static_assert(RB_OFFSETOF(rb_control_block, output_capacity) == 16, "output_capacity");
 static_assert(RB_OFFSETOF(rb_control_block, output_slot_size) == 20, "output_slot_size");
 static_assert(RB_OFFSETOF(rb_control_block, user_arg) == 24, "user_arg");
-static_assert(RB_OFFSETOF(rb_control_block, reserved0) == 28, "reserved0");
+static_assert(RB_OFFSETOF(rb_control_block, handler_id) == 28, "handler_id");
 static_assert(RB_OFFSETOF(rb_control_block, input_buffer) == 32, "input_buffer");
 static_assert(RB_OFFSETOF(rb_control_block, output_buffer) == 40, "output_buffer");
+static_assert(RB_OFFSETOF(rb_control_block, input_tail_addr) == 48, "input_tail_addr");
+static_assert(RB_OFFSETOF(rb_control_block, output_tail_addr) == 56, "output_tail_addr");
 static_assert(RB_OFFSETOF(rb_control_block, active) == 128, "active");
 static_assert(RB_OFFSETOF(rb_control_block, terminate) == 132, "terminate");
 static_assert(RB_OFFSETOF(rb_control_block, host_waiting) == 136, "host_waiting");

@@ -7,7 +7,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `"RBG1"` little-endian: the first word of every control block.
 pub const MAGIC: u32 = 0x3147_4252;
 /// Protocol version; bumped on any layout or ordering change (see the spec's changelog).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of one cache line as the protocol counts it (128 B: the GPU's L2 line, two x86 lines).
 pub const LINE_BYTES: usize = 128;
 /// Size of the control block: seven 128-byte lines, one per writer group (spec §3).
@@ -22,6 +22,11 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Alignment of a region's base and of each slot array.
 pub const REGION_ALIGN: usize = LINE_BYTES;
+
+/// `handler_id` of the built-in echo handler.
+pub const HANDLER_ECHO: u32 = 0;
+/// `handler_id` of the built-in saxpy handler.
+pub const HANDLER_SAXPY: u32 = 1;
 
 /// Frame flag: the payload is an [`ErrorRecord`] from the handler, not a reply.
 pub const FLAG_ERROR: u16 = 1;
@@ -106,13 +111,19 @@ pub struct ControlBlock {
     pub output_slot_size: AtomicU32,
     /// Kernel-specific argument (built-in handlers ignore it).
     pub user_arg: AtomicU32,
-    /// Reserved, zero.
-    pub reserved0: AtomicU32,
+    /// Built-in handler a GPU kernel dispatches to (`HANDLER_*`).
+    pub handler_id: AtomicU32,
     /// Address of the input slot array as the kernel sees it.
     pub input_buffer: AtomicU64,
     /// Address of the output slot array as the kernel sees it.
     pub output_buffer: AtomicU64,
-    _pad0: [u8; LINE_BYTES - 48],
+    /// Address the kernel polls for the input tail: `input_tail` itself, or (dma) a device
+    /// word the bridge's copy engine writes after the slots.
+    pub input_tail_addr: AtomicU64,
+    /// Address the kernel publishes its output tail to: `output_tail` itself, or (dma) a
+    /// mirror the bridge polls before copying replies out.
+    pub output_tail_addr: AtomicU64,
+    _pad0: [u8; LINE_BYTES - 64],
     // line 1, commands: written by the host only.
     /// 1: dispatch messages; 0: pause.
     pub active: AtomicU32,
@@ -157,8 +168,11 @@ pub mod offsets {
     pub const OUTPUT_CAPACITY: usize = 16;
     pub const OUTPUT_SLOT_SIZE: usize = 20;
     pub const USER_ARG: usize = 24;
+    pub const HANDLER_ID: usize = 28;
     pub const INPUT_BUFFER: usize = 32;
     pub const OUTPUT_BUFFER: usize = 40;
+    pub const INPUT_TAIL_ADDR: usize = 48;
+    pub const OUTPUT_TAIL_ADDR: usize = 56;
     pub const ACTIVE: usize = 128;
     pub const TERMINATE: usize = 132;
     pub const HOST_WAITING: usize = 136;
@@ -189,8 +203,11 @@ pub const FIELD_OFFSETS: &[(&str, usize)] = &[
     ("output_capacity", offsets::OUTPUT_CAPACITY),
     ("output_slot_size", offsets::OUTPUT_SLOT_SIZE),
     ("user_arg", offsets::USER_ARG),
+    ("handler_id", offsets::HANDLER_ID),
     ("input_buffer", offsets::INPUT_BUFFER),
     ("output_buffer", offsets::OUTPUT_BUFFER),
+    ("input_tail_addr", offsets::INPUT_TAIL_ADDR),
+    ("output_tail_addr", offsets::OUTPUT_TAIL_ADDR),
     ("active", offsets::ACTIVE),
     ("terminate", offsets::TERMINATE),
     ("host_waiting", offsets::HOST_WAITING),
@@ -218,8 +235,11 @@ const _: () = {
     assert!(offset_of!(ControlBlock, output_capacity) == offsets::OUTPUT_CAPACITY);
     assert!(offset_of!(ControlBlock, output_slot_size) == offsets::OUTPUT_SLOT_SIZE);
     assert!(offset_of!(ControlBlock, user_arg) == offsets::USER_ARG);
+    assert!(offset_of!(ControlBlock, handler_id) == offsets::HANDLER_ID);
     assert!(offset_of!(ControlBlock, input_buffer) == offsets::INPUT_BUFFER);
     assert!(offset_of!(ControlBlock, output_buffer) == offsets::OUTPUT_BUFFER);
+    assert!(offset_of!(ControlBlock, input_tail_addr) == offsets::INPUT_TAIL_ADDR);
+    assert!(offset_of!(ControlBlock, output_tail_addr) == offsets::OUTPUT_TAIL_ADDR);
     assert!(offset_of!(ControlBlock, active) == offsets::ACTIVE);
     assert!(offset_of!(ControlBlock, terminate) == offsets::TERMINATE);
     assert!(offset_of!(ControlBlock, host_waiting) == offsets::HOST_WAITING);

@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::protocol::{
-    ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
+    offsets, ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
 };
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU64, Ordering};
@@ -126,8 +126,12 @@ impl Region {
         cb.output_capacity.store(l.output.capacity, r);
         cb.output_slot_size.store(l.output.slot_size, r);
         cb.user_arg.store(0, r);
-        cb.input_buffer.store(self.base.as_ptr() as u64 + l.input_offset as u64, r);
-        cb.output_buffer.store(self.base.as_ptr() as u64 + l.output_offset as u64, r);
+        cb.handler_id.store(0, r);
+        let base = self.base.as_ptr() as u64;
+        cb.input_buffer.store(base + l.input_offset as u64, r);
+        cb.output_buffer.store(base + l.output_offset as u64, r);
+        cb.input_tail_addr.store(base + offsets::INPUT_TAIL as u64, r);
+        cb.output_tail_addr.store(base + offsets::OUTPUT_TAIL as u64, r);
         cb.active.store(1, r);
         cb.terminate.store(TERMINATE_NONE, r);
         cb.host_waiting.store(0, r);
