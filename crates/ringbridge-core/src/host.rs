@@ -146,8 +146,11 @@ impl Session {
         loop {
             match self.try_recv_with(&mut read) {
                 Ok(r) => return Ok(r),
-                Err(PopError::BadFrame { length, max }) => {
-                    return Err(Error::Protocol(format!("reply frame length {length} exceeds slot payload {max}")))
+                Err(PopError::BadFrame { header, max }) => {
+                    return Err(Error::Protocol(format!(
+                        "reply frame length {} exceeds slot payload {max}",
+                        header.length
+                    )))
                 }
                 Err(PopError::Empty) => self.wait(WAIT_OUTPUT, deadline, "a reply", |s| s.rx.available(1) > 0)?,
             }

@@ -62,8 +62,8 @@ pub enum PopError {
     Empty,
     /// The frame's `length` exceeds its slot (the frame was consumed and skipped).
     BadFrame {
-        /// The `length` field found.
-        length: u32,
+        /// The header found (its `length` is the bad one; its ids may be garbage too).
+        header: FrameHeader,
         /// Largest payload a slot holds.
         max: usize,
     },
@@ -251,7 +251,7 @@ impl<M: RingMemory> Consumer<M> {
             self.memory.with_slot(slot, |bytes| {
                 let header = FrameHeader::read_from(bytes);
                 if header.length as usize > max {
-                    return Err(PopError::BadFrame { length: header.length, max });
+                    return Err(PopError::BadFrame { header, max });
                 }
                 let payload = &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.length as usize];
                 Ok(read(header, payload))

@@ -549,3 +549,27 @@ fn pause_takes_effect_while_stalled_on_a_full_output_ring() {
         assert_eq!(id, seq);
     }
 }
+
+// I6: a corrupt input frame (length over the slot) is answered with a BAD_FRAME error frame,
+// so every input position has exactly one output position.
+#[test]
+fn corrupt_input_frame_gets_a_bad_frame_error_reply() {
+    let shape = ring(4, 64);
+    let max = shape.max_payload();
+    let mut session = launch("echo", shape, shape);
+    let region = Arc::clone(session.region());
+    session.stage(3, 77, &[1, 2, 3]).expect("stage");
+    let slot0 = region.base_ptr().wrapping_add(region.layout().input_offset);
+    // SAFETY: slot 0 is staged, not yet published: this producer still owns it (I2).
+    unsafe { slot0.cast::<u32>().write_unaligned(max as u32 + 5) };
+    session.flush();
+    let (h, record) = session
+        .recv_with(LIMIT, |h, p| (h, ErrorRecord::from_bytes(p)))
+        .expect("an answer to the corrupt frame");
+    assert_eq!((h.correlation_id, h.type_id, h.flags), (77, 3, FLAG_ERROR));
+    assert_eq!(record, Some(ErrorRecord { code: kernel_error::BAD_FRAME, detail: max as u32 + 5 }));
+    // The ring keeps going.
+    send(&mut session, 8, max);
+    let id = session.recv_with(LIMIT, |h, _| h.correlation_id).expect("next reply");
+    assert_eq!(id, 8);
+}

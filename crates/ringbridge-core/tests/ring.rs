@@ -205,7 +205,7 @@ fn bad_frame_is_consumed_and_skipped() {
     expect_frame(&mut rx, 0);
     assert_eq!(
         rx.pop_with(|_, _| panic!("a corrupt frame reached the reader")),
-        Err(PopError::BadFrame { length: MAX_PAYLOAD as u32 + 1, max: MAX_PAYLOAD })
+        Err(PopError::BadFrame { header: FrameHeader { length: MAX_PAYLOAD as u32 + 1, ..header(1) }, max: MAX_PAYLOAD })
     );
     expect_frame(&mut rx, 2);
     rx.release();

@@ -151,8 +151,22 @@ fn dispatch_one<I: RingMemory, O: RingMemory>(
     });
     match popped {
         Ok(staged) => debug_assert!(staged.is_ok(), "a free output slot was checked before dispatch"),
-        // A frame with a corrupt length cannot be answered (its id may be garbage): count it.
-        Err(PopError::BadFrame { .. }) => record_error(cb, kernel_error::BAD_FRAME),
+        // K3: every input frame gets exactly one output frame (I6), a corrupt one an error frame
+        // carrying whatever ids its header holds.
+        Err(PopError::BadFrame { header, .. }) => {
+            record_error(cb, kernel_error::BAD_FRAME);
+            let staged = output.stage_with(|area| {
+                let record = ErrorRecord { code: kernel_error::BAD_FRAME, detail: header.length };
+                area[..ErrorRecord::BYTES].copy_from_slice(&record.to_bytes());
+                Some(FrameHeader {
+                    length: ErrorRecord::BYTES as u32,
+                    type_id: header.type_id,
+                    flags: FLAG_ERROR,
+                    correlation_id: header.correlation_id,
+                })
+            });
+            debug_assert!(staged.is_ok(), "a free output slot was checked before dispatch");
+        }
         Err(PopError::Empty) => debug_assert!(false, "available() counted this frame"),
     }
 }
