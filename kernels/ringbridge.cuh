@@ -71,6 +71,9 @@ typedef unsigned long long uint64_t;
 #define RB_HANDLER_ECHO 0u
 /// `handler_id` of the built-in saxpy handler.
 #define RB_HANDLER_SAXPY 1u
+/// `handler_id` of the test-only handler that executes `__trap()` on its first message, so a
+/// host can check that a faulting kernel becomes a clear error.
+#define RB_HANDLER_TRAP 255u
 
 /// `terminate` word: keep running.
 #define RB_TERMINATE_NONE 0u
@@ -483,6 +486,33 @@ RB_DEVICE void rb_st_relaxed_sys_u32(uint32_t* p, uint32_t v) {
 /// @param v the value
 RB_DEVICE void rb_st_relaxed_sys_u64(uint64_t* p, uint64_t v) {
   asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// Acquire-release system-scope fence. After relaxed polls that saw an index or command move,
+/// it makes those loads acquires (relaxed load + fence = acquire pattern, spec §5 C2/K1) without
+/// loading the word again, which would cost another PCIe round trip on `mapped`.
+RB_DEVICE void rb_fence_acq_rel_sys() { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
+
+/// Loads 16 bytes of a slot, caching in L2 only. On `dma` the copy engine writes input slots
+/// into device memory behind the SMs' L1, so slot loads must not hit a line cached on an earlier
+/// lap; `.cg` bypasses L1 (spec §11).
+/// @param p a 16-aligned global address
+/// @return the 16 bytes as four little-endian words
+RB_DEVICE uint4 rb_ld_slot_v4(const uint8_t* p) {
+  uint4 v;
+  asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+/// Loads one 32-bit word of a slot, caching in L2 only (see rb_ld_slot_v4).
+/// @param p a 4-aligned global address
+/// @return the word
+RB_DEVICE uint32_t rb_ld_slot_u32(const uint8_t* p) {
+  uint32_t v;
+  asm volatile("ld.global.cg.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
 }
 
 /// Sequentially consistent system-scope fence (K7, K8, D1): orders an index store before a later

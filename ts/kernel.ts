@@ -45,6 +45,17 @@ export interface LaunchOptions<TIn, TOut> {
   replyQueue?: QueueOptions
   /** Limit in ms for life-cycle waits: activate, deactivate, terminate (default 10000). */
   timeoutMs?: number
+  /**
+   * GPU transport (cuda backend): `mapped` (the SharedArrayBuffer mapped into the GPU: lowest
+   * latency), `dma` (device rings fed by async copies: highest throughput), `managed`, or
+   * `auto` (default: the first that works here, in that order; the reason is in
+   * {@link RingKernel.transportReason}). The cpu backend takes `auto` only.
+   */
+  transport?: 'auto' | 'mapped' | 'dma' | 'managed'
+  /** GPU blocks of the ring kernel (default: 1 for mapped, one per SM otherwise). */
+  blocks?: number
+  /** GPU threads per block, a multiple of 32 up to 1024 (default: 512 for mapped, 256 otherwise). */
+  threads?: number
 }
 
 /** Options of a single wait. */
@@ -85,6 +96,8 @@ export interface TerminateReport<TIn> {
   processed: number
   /** Messages sent but never handled, oldest first (empty after a drain). */
   undelivered: TIn[]
+  /** What ended the kernel when it was not a terminate command (a faulting GPU handler). */
+  fault?: Error
 }
 
 type Entry<T> = { ok: true; value: T } | { ok: false; error: Error }
@@ -138,6 +151,10 @@ export class RingKernel<TIn, TOut> {
   readonly backend: string
   /** Why that backend was chosen. */
   readonly backendReason: string
+  /** The transport: `shared-memory` on the cpu backend; `mapped`, `dma` or `managed` on cuda. */
+  readonly transport: string
+  /** Why that transport (what `auto` tried and why the others failed). */
+  readonly transportReason: string
   /** Input ring slots. */
   readonly capacity: number
 
@@ -168,6 +185,7 @@ export class RingKernel<TIn, TOut> {
   #late = 0
   #waiting = 0
   #pumping = false
+  #packedReader = false
   #terminating = false
   #report: Promise<TerminateReport<TIn>> | undefined
   #closed = false
@@ -189,8 +207,16 @@ export class RingKernel<TIn, TOut> {
     for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
       if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
     }
+    const transport = options.transport ?? 'auto'
+    if (!['auto', 'mapped', 'dma', 'managed'].includes(transport)) badOption('transport', "'auto', 'mapped', 'dma' or 'managed'", transport)
+    for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
+      if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
+    }
     const shape = {
       backend,
+      transport,
+      blocks: options.blocks,
+      threads: options.threads,
       handler: options.handler,
       inputCapacity: capacity,
       inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
@@ -214,7 +240,10 @@ export class RingKernel<TIn, TOut> {
     this.#sendQueue = new MessageQueue(queueOptions('sendQueue', options.sendQueue, { capacity: 4096, policy: 'block' }))
     this.#replies = new MessageQueue(queueOptions('replyQueue', options.replyQueue, { capacity: 65536, policy: 'block' }))
 
-    const buffer = new SharedArrayBuffer(layout.totalBytes + PROTOCOL.regionPage)
+    // Whole pages plus one: the region starts at the first page boundary inside the buffer (V8
+    // does not page-align it) and a GPU transport registers whole pages (spec §3.1).
+    const page = PROTOCOL.regionPage
+    const buffer = new SharedArrayBuffer(Math.ceil(layout.totalBytes / page) * page + page)
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)
@@ -242,6 +271,8 @@ export class RingKernel<TIn, TOut> {
     this.#waitingIdx = this.#cb.index32('host_waiting')
     this.backend = this.#native.backend
     this.backendReason = this.#native.backendReason
+    this.transport = this.#native.transport
+    this.transportReason = this.#native.transportReason
     this.capacity = shape.inputCapacity
   }
 
@@ -315,6 +346,75 @@ export class RingKernel<TIn, TOut> {
     } catch (e) {
       return Promise.reject(e)
     }
+  }
+
+  /**
+   * Sends up to `count` raw payloads of `size` bytes each, packed back to back in `packed`,
+   * with one publish: the streaming path for kernels whose input schema is `bytes()` (the
+   * schema is not applied). Never waits and never queues.
+   * @returns how many were sent (fewer when the ring is full; 0 when messages are queued ahead).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE` when `size` exceeds the slot payload; `ERR_RINGBRIDGE_INVALID_ARGUMENT` when `packed` is shorter than `size * count`.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED` after terminate.
+   */
+  trySendPacked(packed: Uint8Array, size: number, count = Math.floor(packed.length / size)): number {
+    this.#checkOpen('trySendPacked')
+    if (!(packed instanceof Uint8Array)) badOption('packed', 'a Uint8Array', packed)
+    if (!Number.isInteger(size) || size < 0) badOption('size', 'a non-negative integer', size)
+    if (size > this.#in.maxPayload) {
+      throw new RingbridgeRangeError('ERR_RINGBRIDGE_MESSAGE_TOO_LARGE', `packed message of ${size} bytes exceeds the slot payload of ${this.#in.maxPayload} bytes`)
+    }
+    if (!Number.isInteger(count) || count < 0 || count * size > packed.length) {
+      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `count: ${String(count)} messages of ${size} bytes need ${count * size} bytes, packed has ${packed.length}`)
+    }
+    if (this.#sendQueue.length > 0) return 0
+    const n = Math.min(count, this.#in.free(count))
+    const firstId = this.#nextId
+    for (let i = 0; i < n; i++) {
+      this.#in.stage(this.#typeId, firstId + i, (view, offset) => {
+        this.#bytes.set(packed.subarray(i * size, i * size + size), view.byteOffset + offset)
+        return size
+      })
+    }
+    this.#nextId += n
+    this.#publish()
+    return n
+  }
+
+  /**
+   * Takes the replies ready now as raw payloads, packed back to back into `into` (`size` bytes
+   * each, up to `into.length / size` of them), bypassing the output schema and the reply queue:
+   * the streaming counterpart of {@link RingKernel.trySendPacked}. Do not mix with `receive()`.
+   * @returns how many replies were copied.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_KERNEL_ERROR` for an error frame (the replies before it are kept); `ERR_RINGBRIDGE_PROTOCOL` for a reply longer than `size`.
+   */
+  tryReceivePacked(into: Uint8Array, size: number): number {
+    // From now on replies stay in the ring for this reader: the event-loop pump must not move
+    // them into the reply queue behind its back.
+    this.#packedReader = true
+    if (!(into instanceof Uint8Array)) badOption('into', 'a Uint8Array', into)
+    if (!Number.isInteger(size) || size < 1) badOption('size', 'a positive integer', size)
+    const out = this.#out
+    const max = Math.floor(into.length / size)
+    let n = 0
+    let failure: Error | undefined
+    let available = out.available(max)
+    while (n < max && available > 0) {
+      const f = out.peek()
+      if (f.flags & PROTOCOL.flagError || f.corrupt || f.length > size) {
+        const entry = this.#decode(f)
+        failure = entry.ok ? new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply of ${f.length} bytes is longer than the packed size ${size}`) : entry.error
+        out.advance()
+        break
+      }
+      into.set(this.#bytes.subarray(f.offset, f.offset + f.length), n * size)
+      out.advance()
+      n++
+      if (--available === 0) available = out.available(max - n)
+    }
+    this.#replied += n
+    if (out.release()) this.#wakeKernel()
+    if (failure) throw failure
+    return n
   }
 
   /**
@@ -590,6 +690,7 @@ export class RingKernel<TIn, TOut> {
 
   /** C1–C4 for replies: route each to its request, a waiting receiver or the reply queue. */
   #drainOutput(): number {
+    if (this.#packedReader && !this.#terminating) return 0
     const out = this.#out
     let n = 0
     let available = out.available(1)
@@ -688,6 +789,13 @@ export class RingKernel<TIn, TOut> {
    */
   #pump(): void {
     if (this.#pumping || this.#closed) return
+    if (!this.#terminating && this.state === 'terminated') {
+      // The kernel stopped without being asked: it faulted (a trapping handler). Its service
+      // thread took over its status words; join() reports the fault and everyone waiting gets it.
+      this.#terminating = true
+      this.#report = Promise.resolve(this.#finish('abandon'))
+      return
+    }
     this.#pumping = true
     try {
       for (;;) {
@@ -776,11 +884,14 @@ export class RingKernel<TIn, TOut> {
 
   /** Joins the kernel, drains what it produced, and reports what it never handled. */
   #finish(mode: TerminateMode = 'abandon'): TerminateReport<TIn> {
+    let fault: Error | undefined
     try {
       this.#native.join()
     } catch (e) {
-      throw fromNative(e)
+      fault = fromNative(e)
     } finally {
+      this.#fault = fault
+      const ended = (what: string) => fault ?? closedError(what)
       this.#drainOutput()
       const head = this.#cb.load64('input_head')
       const undelivered: TIn[] = []
@@ -793,19 +904,25 @@ export class RingKernel<TIn, TOut> {
       }
       this.#closed = true
       this.#announce(0)
-      for (const w of this.#blocked.splice(0)) w.reject(closedError('send'))
-      for (const [id] of this.#pending) this.#settle(id, { ok: false, error: closedError(`request ${id}`) })
-      if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(closedError('receive'))
+      for (const w of this.#blocked.splice(0)) w.reject(ended('send'))
+      for (const [id] of this.#pending) this.#settle(id, { ok: false, error: ended(`request ${id}`) })
+      if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(ended('receive'))
       for (const w of this.#stateWaiters.splice(0)) {
         if (w.timer) clearTimeout(w.timer)
-        w.reject(closedError('wait'))
+        w.reject(ended('wait'))
       }
-      this.#undelivered = { mode, processed: this.#cb.load64('messages_processed'), undelivered }
+      this.#undelivered = { mode, processed: this.#cb.load64('messages_processed'), undelivered, ...(fault ? { fault } : {}) }
     }
     return this.#undelivered
   }
 
   #undelivered!: TerminateReport<TIn>
+  #fault: Error | undefined
+
+  /** The fault that ended the kernel (a trapping GPU handler), if one did. */
+  get fault(): Error | undefined {
+    return this.#fault
+  }
 }
 
 function waitLimit(options: WaitOptions | undefined): number | undefined {

@@ -29,6 +29,10 @@ pub enum ErrorCode {
     Timeout,
     /// The shared memory does not hold what the protocol requires (magic, version, sizes).
     Protocol,
+    /// A CUDA driver call failed (or a GPU kernel faulted).
+    Cuda,
+    /// A kernel did not compile (NVRTC's log is in the message).
+    Compile,
 }
 
 impl ErrorCode {
@@ -45,6 +49,8 @@ impl ErrorCode {
         ErrorCode::UnknownHandler,
         ErrorCode::Timeout,
         ErrorCode::Protocol,
+        ErrorCode::Cuda,
+        ErrorCode::Compile,
     ];
 
     /// The stable string form, e.g. `ERR_RINGBRIDGE_CLOSED`.
@@ -61,6 +67,8 @@ impl ErrorCode {
             ErrorCode::UnknownHandler => "ERR_RINGBRIDGE_UNKNOWN_HANDLER",
             ErrorCode::Timeout => "ERR_RINGBRIDGE_TIMEOUT",
             ErrorCode::Protocol => "ERR_RINGBRIDGE_PROTOCOL",
+            ErrorCode::Cuda => "ERR_RINGBRIDGE_CUDA",
+            ErrorCode::Compile => "ERR_RINGBRIDGE_COMPILE",
         }
     }
 }
@@ -116,6 +124,22 @@ pub enum Error {
         /// How many errors it counted.
         count: u32,
     },
+    /// A CUDA driver or NVRTC call failed.
+    Cuda {
+        /// The call, e.g. `cuMemHostRegister`.
+        call: &'static str,
+        /// The driver's error name and text.
+        message: String,
+    },
+    /// NVRTC rejected a kernel.
+    Compile {
+        /// The source's name.
+        name: String,
+        /// The options it was compiled with.
+        options: String,
+        /// NVRTC's log: file names, line numbers, messages.
+        log: String,
+    },
     /// A bounded wait expired.
     Timeout {
         /// What was awaited.
@@ -137,6 +161,8 @@ impl Error {
             Error::UnknownHandler { .. } => ErrorCode::UnknownHandler,
             Error::Kernel { .. } => ErrorCode::KernelError,
             Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::Cuda { .. } => ErrorCode::Cuda,
+            Error::Compile { .. } => ErrorCode::Compile,
         }
     }
 }
@@ -161,6 +187,8 @@ impl fmt::Display for Error {
             Error::Kernel { code, count } => {
                 write!(f, "kernel reported error code {code} ({count} errors in total)")
             }
+            Error::Cuda { call, message } => write!(f, "{call} failed: {message}"),
+            Error::Compile { name, options, log } => write!(f, "{name} did not compile ({options}):\n{log}"),
             Error::Timeout { what, millis } => write!(f, "timed out after {millis} ms waiting for {what}"),
         }
     }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, BackendChoice, Kernel};
+use crate::backend::{self, Kernel, LaunchSpec, Launched};
 use crate::protocol::{FrameHeader, KernelState, RingConfig, WAIT_INPUT, WAIT_OUTPUT};
 use crate::ring::{Consumer, PopError, Producer, PushError};
 use crate::sync::{fence, Ordering};
@@ -40,7 +40,7 @@ impl Doorbell {
 /// A launched ring kernel and the host's two ring ends.
 pub struct Session {
     kernel: Box<dyn Kernel>,
-    choice: BackendChoice,
+    launched: Launched,
     tx: Producer<RegionRing>,
     rx: Consumer<RegionRing>,
     doorbell: Arc<Doorbell>,
@@ -52,16 +52,25 @@ impl Session {
     /// # Errors
     /// Invalid ring shapes, unknown handler or backend, or a backend that cannot start.
     pub fn launch(backend: &str, handler: &str, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
+        let spec = LaunchSpec { backend, handler, transport: "auto", shape: None };
+        Self::launch_spec(&spec, input, output)
+    }
+
+    /// Launches with every option of [`LaunchSpec`] (transport, launch shape).
+    ///
+    /// # Errors
+    /// As [`Session::launch`].
+    pub fn launch_spec(spec: &LaunchSpec<'_>, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
         let region = Region::alloc(input, output)?;
         let doorbell = Arc::new(Doorbell::default());
         let bell = Arc::clone(&doorbell);
-        let (kernel, choice) = backend::launch(backend, Arc::clone(&region), handler, Box::new(move || bell.ring()))?;
-        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, choice, doorbell })
+        let (kernel, launched) = backend::launch(spec, Arc::clone(&region), Box::new(move || bell.ring()))?;
+        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, launched, doorbell })
     }
 
-    /// The backend running the kernel and why it was chosen.
-    pub fn backend(&self) -> &BackendChoice {
-        &self.choice
+    /// The backend and transport running the kernel, and why they were chosen.
+    pub fn launched(&self) -> &Launched {
+        &self.launched
     }
 
     /// The shared region (control block and rings).

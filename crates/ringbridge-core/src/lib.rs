@@ -21,18 +21,20 @@
 //! - [`protocol`]: the `#[repr(C)]` control block, frame header, layout and index arithmetic.
 //! - [`ring`]: [`ring::Producer`] / [`ring::Consumer`] over any [`ring::RingMemory`].
 //! - [`transport`]: [`transport::Region`], the memory the rings live in.
-//! - [`backend`]: the dispatch loop, built-in handlers, and the CPU backend.
+//! - [`backend`]: the dispatch loop, built-in handlers, the CPU and CUDA backends.
+//! - [`cuda`]: owned wrappers of the raw driver and NVRTC calls cudarc's safe API lacks.
 //! - [`host`]: [`host::Session`], the host end for Rust callers.
 //! - [`queue`]: [`queue::MessageQueue`], a bounded host queue with a backpressure policy.
 //! - [`error`]: [`Error`] and its stable [`ErrorCode`]s.
 //!
 //! ## Safety model
-//! `unsafe` lives in `ring.rs` (slot access, behind the [`ring::RingMemory`] contract) and
-//! `transport/` (raw memory of a region). Every other module forbids it. Ownership of a slot
+//! `unsafe` lives in `ring.rs` (slot access, behind the [`ring::RingMemory`] contract),
+//! `transport/` (raw memory of a region, bridge copies) and `cuda/` (driver and NVRTC calls). Every other module forbids it. Ownership of a slot
 //! moves between the two sides only through the release/acquire pairs of the spec (§5), cited
 //! by `ORDERING:` comments at each atomic.
 
 pub mod backend;
+pub mod cuda;
 pub mod error;
 pub mod host;
 pub mod protocol;

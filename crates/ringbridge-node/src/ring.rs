@@ -7,7 +7,8 @@ use napi::bindgen_prelude::Uint8Array;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
-use ringbridge_core::backend::{self, Kernel};
+use ringbridge_core::backend::cuda::Shape;
+use ringbridge_core::backend::{self, Kernel, LaunchSpec, Launched};
 use ringbridge_core::protocol::{RegionLayout, RingConfig};
 
 use crate::error::{to_js, Result};
@@ -28,6 +29,12 @@ pub struct KernelOptions {
     pub output_capacity: u32,
     /// Output slot size.
     pub output_slot_size: u32,
+    /// GPU transport: `auto` (default), `mapped`, `dma`, `managed`.
+    pub transport: Option<String>,
+    /// GPU blocks (default: 1 for mapped, one per SM otherwise).
+    pub blocks: Option<u32>,
+    /// GPU threads per block (default 512 for mapped, 256 otherwise).
+    pub threads: Option<u32>,
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -69,8 +76,7 @@ type Doorbell = ThreadsafeFunction<(), (), (), Status, false, true, 1>;
 pub struct NativeKernel {
     kernel: Option<Box<dyn Kernel>>,
     region_offset: u32,
-    backend: &'static str,
-    backend_reason: String,
+    launched: Launched,
 }
 
 #[napi]
@@ -86,13 +92,18 @@ impl NativeKernel {
             // and that pending call re-reads the rings when it runs, so nothing is missed.
             let _ = doorbell.call((), ThreadsafeFunctionCallMode::NonBlocking);
         });
-        let (kernel, choice) = backend::launch(&options.backend, region, &options.handler, notify).map_err(to_js)?;
-        Ok(Self {
-            kernel: Some(kernel),
-            region_offset: offset as u32,
-            backend: choice.name,
-            backend_reason: choice.reason,
-        })
+        let shape = match (options.blocks, options.threads) {
+            (None, None) => None,
+            (blocks, threads) => Some(Shape { blocks: blocks.unwrap_or(1), threads: threads.unwrap_or(256) }),
+        };
+        let spec = LaunchSpec {
+            backend: &options.backend,
+            handler: &options.handler,
+            transport: options.transport.as_deref().unwrap_or("auto"),
+            shape,
+        };
+        let (kernel, launched) = backend::launch(&spec, region, notify).map_err(to_js)?;
+        Ok(Self { kernel: Some(kernel), region_offset: offset as u32, launched })
     }
 
     /// Offset of the region (control block) from the start of the SharedArrayBuffer view.
@@ -104,13 +115,25 @@ impl NativeKernel {
     /// The backend that runs this kernel.
     #[napi(getter)]
     pub fn backend(&self) -> String {
-        self.backend.to_owned()
+        self.launched.backend.name.to_owned()
     }
 
-    /// Why that backend was chosen.
+    /// Why that backend was chosen (for cuda: the device, driver and NVRTC versions).
     #[napi(getter)]
     pub fn backend_reason(&self) -> String {
-        self.backend_reason.clone()
+        self.launched.backend.reason.clone()
+    }
+
+    /// The transport (`shared-memory` on the cpu backend, else `mapped`, `dma`, `managed`).
+    #[napi(getter)]
+    pub fn transport(&self) -> String {
+        self.launched.transport.to_owned()
+    }
+
+    /// Why that transport (what `auto` tried, what failed).
+    #[napi(getter)]
+    pub fn transport_reason(&self) -> String {
+        self.launched.transport_reason.clone()
     }
 
     /// Wakes the kernel after JS saw `kernel_sleeping == 1` (spec §8, D2).

@@ -11,7 +11,7 @@ use crate::error::{invalid, to_js, Result};
 /// Alignment of a region inside its SharedArrayBuffer. V8 does not page-align SAB memory, and
 /// GPU registration pins whole pages: starting at a page boundary keeps every pinned page
 /// owned by this buffer alone (design.md, "Hard-won facts").
-pub const REGION_PAGE: usize = 4096;
+pub const REGION_PAGE: usize = ringbridge_core::transport::REGION_PAGE;
 
 struct KeepAlive(#[allow(dead_code)] Uint8Array);
 
@@ -25,11 +25,12 @@ pub fn region_offset(view: &Uint8Array) -> usize {
 pub fn region_over(mut view: Uint8Array, layout: RegionLayout) -> Result<(Arc<Region>, usize)> {
     let offset = region_offset(&view);
     let len = view.len();
-    if len < offset + layout.total_bytes {
+    // Whole pages: a GPU transport registers them, and they must belong to this buffer alone.
+    let needed = layout.total_bytes.next_multiple_of(REGION_PAGE);
+    if len < offset + needed {
         return Err(invalid(format!(
-            "shared memory of {len} bytes is too small: the rings need {} bytes from offset {offset} \
-             (allocate total_bytes + {REGION_PAGE})",
-            layout.total_bytes
+            "shared memory of {len} bytes is too small: the rings need {needed} bytes of whole pages from \
+             offset {offset} (allocate total_bytes rounded up to {REGION_PAGE}, plus {REGION_PAGE})"
         )));
     }
     // SAFETY: napi-rs documents `as_mut` as unsynchronised with JS; here JS and the kernel only

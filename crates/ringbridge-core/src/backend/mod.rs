@@ -1,8 +1,9 @@
-//! Backends run ring kernels: [`cpu`] on a host thread, `cuda` (issue #3) on the GPU. Both run the
+//! Backends run ring kernels: [`cpu`] on a host thread, [`cuda`] on the GPU. Both run the
 //! dispatch loop of [`dispatch`] over a [`Region`]; everything above this seam is shared.
 #![forbid(unsafe_code)]
 
 pub mod cpu;
+pub mod cuda;
 pub mod dispatch;
 pub mod handlers;
 
@@ -39,21 +40,25 @@ pub const BACKEND_NAMES: &[&str] = &["auto", "cpu", "cuda"];
 pub struct BackendChoice {
     /// The backend that runs kernels.
     pub name: &'static str,
-    /// Why `auto` chose it, or why another was not available.
+    /// Why `auto` chose it, or a description of the device.
     pub reason: String,
 }
 
 /// Resolves a backend name (`auto`, `cpu`, `cuda`) to the backend that will run kernels here.
+/// `auto` takes CUDA when the driver, NVRTC and a device work, else the CPU backend with the
+/// reason.
 ///
 /// # Errors
-/// [`Error::BackendUnavailable`] when `cuda` is asked for and cannot run;
-/// [`Error::InvalidConfig`] for an unknown name.
+/// [`Error::BackendUnavailable`] (or the compile/load error) when `cuda` is asked for and
+/// cannot run; [`Error::InvalidConfig`] for an unknown name.
 pub fn choose(name: &str) -> Result<BackendChoice, Error> {
-    const NO_CUDA: &str = "this build has no CUDA backend yet (planned in issue #3)";
     match name {
         "cpu" => Ok(BackendChoice { name: "cpu", reason: "asked for".into() }),
-        "auto" => Ok(BackendChoice { name: "cpu", reason: format!("cuda unavailable: {NO_CUDA}") }),
-        "cuda" => Err(Error::BackendUnavailable { backend: "cuda", reason: NO_CUDA.into() }),
+        "cuda" => cuda::runtime().map(|rt| BackendChoice { name: "cuda", reason: rt.describe() }),
+        "auto" => Ok(match cuda::runtime() {
+            Ok(rt) => BackendChoice { name: "cuda", reason: format!("auto: {}", rt.describe()) },
+            Err(e) => BackendChoice { name: "cpu", reason: format!("auto: cuda unavailable ({e})") },
+        }),
         other => Err(Error::InvalidConfig {
             what: format!("backend '{other}'"),
             value: 0,
@@ -62,20 +67,51 @@ pub fn choose(name: &str) -> Result<BackendChoice, Error> {
     }
 }
 
-/// Launches a built-in handler on the chosen backend.
+/// What to launch.
+#[derive(Clone, Debug)]
+pub struct LaunchSpec<'a> {
+    /// `cpu` or `cuda` (resolve `auto` with [`choose`] first), or `auto`.
+    pub backend: &'a str,
+    /// Built-in handler name.
+    pub handler: &'a str,
+    /// GPU transport: `auto`, `mapped`, `dma`, `managed` (the cpu backend takes `auto` only).
+    pub transport: &'a str,
+    /// GPU launch shape; `None` for the transport's default.
+    pub shape: Option<cuda::Shape>,
+}
+
+/// What was launched, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launched {
+    /// Backend and reason.
+    pub backend: BackendChoice,
+    /// `shared-memory` on the cpu backend, else the GPU transport.
+    pub transport: &'static str,
+    /// Why that transport (what `auto` tried and why the others failed).
+    pub transport_reason: String,
+}
+
+/// Launches a built-in handler.
 ///
 /// # Errors
-/// As [`choose`], plus [`Error::UnknownHandler`] and thread-spawn failures.
-pub fn launch(
-    backend: &str,
-    region: Arc<Region>,
-    handler: &str,
-    notify: Notify,
-) -> Result<(Box<dyn Kernel>, BackendChoice), Error> {
-    let choice = choose(backend)?;
-    let handler = handlers::builtin(handler)?;
+/// As [`choose`], plus [`Error::UnknownHandler`], an unknown transport, and set-up failures.
+pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Result<(Box<dyn Kernel>, Launched), Error> {
+    let choice = choose(spec.backend)?;
+    if choice.name == "cuda" {
+        let kernel = cuda::CudaKernel::launch(region, spec.handler, spec.transport, spec.shape, notify)?;
+        let (transport, transport_reason) = kernel.transport.clone();
+        return Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }));
+    }
+    if spec.transport != "auto" {
+        return Err(Error::InvalidConfig {
+            what: format!("transport '{}' on the cpu backend", spec.transport),
+            value: 0,
+            expected: "'auto' (the cpu backend's kernel reads the shared memory directly)".into(),
+        });
+    }
+    let handler = handlers::builtin(spec.handler)?;
     let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH)?;
-    Ok((Box::new(kernel), choice))
+    Ok((Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
 }
 
 /// Asks the kernel to stop: `drain` finishes what is in the input ring, otherwise the rest is

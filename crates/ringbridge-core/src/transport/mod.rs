@@ -10,11 +10,63 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::protocol::{
-    offsets, ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
+    align_up, offsets, ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
 };
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;
+
+pub mod dma;
+pub mod managed;
+pub mod mapped;
+
+/// What a GPU transport adds to a region: where the kernel finds the control block and, for
+/// `dma` and `managed`, the bridge step that moves frames between the host rings and the
+/// kernel's memory.
+pub trait Link: Send {
+    /// `mapped`, `dma` or `managed`.
+    fn name(&self) -> &'static str;
+    /// The control block's address as the kernel sees it (the kernel's one parameter).
+    fn kernel_cb(&self) -> u64;
+    /// One bridge step: copy newly published input frames to the kernel and newly published
+    /// replies back, publishing each side's index after its data. Returns whether anything
+    /// moved. Called from the kernel's service thread only.
+    ///
+    /// # Errors
+    /// A failed copy ([`Error::Cuda`]).
+    fn pump(&mut self, region: &Region) -> Result<bool, Error>;
+}
+
+/// The ranges of slots `[from, to)` of a ring of `capacity`, as (first slot, count) pairs: one,
+/// or two when the range wraps.
+pub fn slot_runs(from: u64, to: u64, capacity: u32) -> impl Iterator<Item = (usize, usize)> {
+    let cap = capacity as u64;
+    let n = to.wrapping_sub(from).min(cap);
+    let first = (from % cap) as usize;
+    let head = (n as usize).min(capacity as usize - first);
+    let tail = n as usize - head;
+    [(first, head), (0, tail)].into_iter().filter(|(_, len)| *len > 0)
+}
+
+/// Checks that a region's memory covers the whole pages a GPU transport registers.
+///
+/// # Errors
+/// [`Error::Protocol`] naming both sizes.
+pub fn check_registrable(region: &Region) -> Result<(), Error> {
+    if region.base_ptr() as usize % REGION_PAGE != 0 || region.capacity_bytes() < region.registered_len() {
+        return Err(Error::Protocol(format!(
+            "a GPU transport needs the region page-aligned with {} bytes of whole pages; it has {} bytes at {:p}",
+            region.registered_len(),
+            region.capacity_bytes(),
+            region.base_ptr()
+        )));
+    }
+    Ok(())
+}
+
+/// Page granularity of GPU host registration: a region that may be registered starts on a page
+/// and is registered in whole pages (`registered_len`).
+pub const REGION_PAGE: usize = 4096;
 
 enum Owner {
     /// Allocated by [`Region::alloc`] with this layout.
@@ -26,8 +78,34 @@ enum Owner {
 /// One control block plus its input and output slot arrays, in one block of memory.
 pub struct Region {
     base: NonNull<u8>,
+    len: usize,
     layout: RegionLayout,
     owner: Owner,
+}
+
+/// Where the kernel finds its slots and tails (the setup line's addresses, kernel's view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelView {
+    /// `input_buffer`.
+    pub input_buffer: u64,
+    /// `output_buffer`.
+    pub output_buffer: u64,
+    /// `input_tail_addr`.
+    pub input_tail_addr: u64,
+    /// `output_tail_addr`.
+    pub output_tail_addr: u64,
+}
+
+impl KernelView {
+    /// The view of a kernel that reaches the region itself at `base` (cpu, mapped).
+    pub fn direct(base: u64, layout: &RegionLayout) -> Self {
+        Self {
+            input_buffer: base + layout.input_offset as u64,
+            output_buffer: base + layout.output_offset as u64,
+            input_tail_addr: base + offsets::INPUT_TAIL as u64,
+            output_tail_addr: base + offsets::OUTPUT_TAIL as u64,
+        }
+    }
 }
 
 // SAFETY: the region is plain memory; every concurrently mutated byte is either an atomic of the
@@ -43,12 +121,14 @@ impl Region {
     /// [`Error::InvalidConfig`] if either ring's shape breaks the spec's limits.
     pub fn alloc(input: RingConfig, output: RingConfig) -> Result<Arc<Self>, Error> {
         let layout = RegionLayout::new(input, output)?;
-        let mem = Layout::from_size_align(layout.total_bytes, REGION_ALIGN)
+        // Whole pages: a GPU transport registers the region, and registration pins whole pages,
+        // which must not be shared with another allocation.
+        let mem = Layout::from_size_align(align_up(layout.total_bytes, REGION_PAGE), REGION_PAGE)
             .map_err(|e| Error::Protocol(format!("region layout: {e}")))?;
         // SAFETY: `mem` has a non-zero size (a control block at least).
         let raw = unsafe { alloc_zeroed(mem) };
         let base = NonNull::new(raw).ok_or_else(|| Error::Protocol(format!("out of memory for {} bytes", mem.size())))?;
-        let region = Self { base, layout, owner: Owner::Heap(mem) };
+        let region = Self { base, len: mem.size(), layout, owner: Owner::Heap(mem) };
         region.init_control();
         Ok(Arc::new(region))
     }
@@ -81,7 +161,7 @@ impl Region {
             )));
         }
         let base = NonNull::new(ptr).ok_or_else(|| Error::Protocol("region base is null".into()))?;
-        let region = Self { base, layout, owner: Owner::External(keep_alive) };
+        let region = Self { base, len, layout, owner: Owner::External(keep_alive) };
         region.init_control();
         Ok(Arc::new(region))
     }
@@ -94,6 +174,38 @@ impl Region {
     /// Base address (what a mapped kernel adds offsets to).
     pub fn base_ptr(&self) -> *mut u8 {
         self.base.as_ptr()
+    }
+
+    /// Bytes a GPU transport registers: the layout rounded up to whole pages. Every region
+    /// handed to a GPU backend owns these bytes (checked at construction of SAB regions).
+    pub fn registered_len(&self) -> usize {
+        align_up(self.layout.total_bytes, REGION_PAGE)
+    }
+
+    /// Bytes the memory behind the region really has from its base.
+    pub fn capacity_bytes(&self) -> usize {
+        self.len
+    }
+
+    /// Points the kernel at where it finds slots and tails (spec §3, setup line). Only before
+    /// launch (I5): a transport moves what the kernel sees, e.g. dma's device slots.
+    pub fn set_kernel_view(&self, view: KernelView) {
+        let cb = self.control();
+        let r = Ordering::Relaxed;
+        cb.input_buffer.store(view.input_buffer, r);
+        cb.output_buffer.store(view.output_buffer, r);
+        cb.input_tail_addr.store(view.input_tail_addr, r);
+        cb.output_tail_addr.store(view.output_tail_addr, r);
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// Byte range `[offset, offset + len)` of the region, for bridges that copy slots.
+    ///
+    /// # Panics
+    /// If the range leaves the layout.
+    pub fn bytes_ptr(&self, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset + len <= self.layout.total_bytes, "range {offset}+{len} leaves the region");
+        self.base.as_ptr().wrapping_add(offset)
     }
 
     /// The control block at the region's start.
@@ -127,11 +239,11 @@ impl Region {
         cb.output_slot_size.store(l.output.slot_size, r);
         cb.user_arg.store(0, r);
         cb.handler_id.store(0, r);
-        let base = self.base.as_ptr() as u64;
-        cb.input_buffer.store(base + l.input_offset as u64, r);
-        cb.output_buffer.store(base + l.output_offset as u64, r);
-        cb.input_tail_addr.store(base + offsets::INPUT_TAIL as u64, r);
-        cb.output_tail_addr.store(base + offsets::OUTPUT_TAIL as u64, r);
+        let view = KernelView::direct(self.base.as_ptr() as u64, l);
+        cb.input_buffer.store(view.input_buffer, r);
+        cb.output_buffer.store(view.output_buffer, r);
+        cb.input_tail_addr.store(view.input_tail_addr, r);
+        cb.output_tail_addr.store(view.output_tail_addr, r);
         cb.active.store(1, r);
         cb.terminate.store(TERMINATE_NONE, r);
         cb.host_waiting.store(0, r);

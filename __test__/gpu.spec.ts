@@ -1,0 +1,134 @@
+// The CUDA backend end to end from JavaScript, per transport. Runs only with RINGBRIDGE_GPU=1
+// (the GPU suite); elsewhere every test is listed as skipped with the reason, never passed.
+import test from 'ava'
+
+import { Runtime, array, bytes, f32, struct, u32, type RingKernel } from '../index'
+import { within } from './helpers'
+
+const GPU = process.env.RINGBRIDGE_GPU === '1'
+const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
+const MESSAGES = Number(process.env.RINGBRIDGE_GPU_MESSAGES ?? 10_000_000)
+const gpuTest = GPU ? test.serial : (title: string, _fn: unknown) => test.skip(`${title} — skipped: no CUDA device (set RINGBRIDGE_GPU=1 on a GPU host)`, () => undefined)
+
+const Ping = struct({ seq: u32, check: u32 })
+const checkOf = (seq: number) => Math.imul(seq ^ 0x5bd1e995, 0x27d4eb2d) >>> 0
+
+async function open(): Promise<Runtime> {
+  const rt = await Runtime.open({ backend: 'cuda' })
+  if (rt.backend !== 'cuda') throw new Error(`expected the cuda backend, got ${rt.backend}: ${rt.backendReason}`)
+  return rt
+}
+
+for (const transport of TRANSPORTS) {
+  gpuTest(`${transport}: ${MESSAGES} echo messages in order with checksums`, async (t) => {
+    const rt = await open()
+    t.teardown(() => within(rt.close(), 30_000, 'close'))
+    const k = await rt.launch({ handler: 'echo', input: Ping, output: Ping, capacity: 4096, transport })
+    t.is(k.transport, transport)
+    const BATCH = 2048
+    const sender = (async () => {
+      const batch = Array.from({ length: BATCH }, () => ({ seq: 0, check: 0 }))
+      for (let s = 0; s < MESSAGES; s += BATCH) {
+        const n = Math.min(BATCH, MESSAGES - s)
+        for (let i = 0; i < n; i++) {
+          batch[i]!.seq = s + i
+          batch[i]!.check = checkOf(s + i)
+        }
+        await k.sendBatch(n === BATCH ? batch : batch.slice(0, n))
+      }
+    })()
+    let expected = 0
+    while (expected < MESSAGES) {
+      for (const r of await k.receiveBatch(8192, { timeoutMs: 30_000 })) {
+        if (r.seq !== expected || r.check !== checkOf(expected)) t.fail(`reply ${expected}: got seq ${r.seq} check ${r.check}`)
+        expected++
+      }
+    }
+    await sender
+    t.is(expected, MESSAGES)
+    const report = await k.terminate()
+    t.deepEqual(report.undelivered, [])
+    t.is(k.stats().errors.kernel, 0)
+  })
+
+  gpuTest(`${transport}: saxpy replies equal the CPU backend's bit for bit`, async (t) => {
+    const Saxpy = struct({ a: f32, x: array(f32, 8), y: array(f32, 8) })
+    const inputs = Array.from({ length: 500 }, (_, i) => ({
+      a: i % 7 === 0 ? -0 : Math.fround(Math.sin(i) * 1e3),
+      x: Array.from({ length: 8 }, (_, k) => (k === 3 && i % 5 === 0 ? NaN : Math.fround(Math.cos(i * k) * 7.3))),
+      y: Array.from({ length: 8 }, (_, k) => (k === 6 && i % 11 === 0 ? Infinity : Math.fround(i / (k + 1)))),
+    }))
+    const run = async (rt: Runtime, options: { transport?: 'mapped' | 'dma' | 'managed' }) => {
+      const k = await rt.launch({ handler: 'saxpy', input: Saxpy, output: bytes(32), outputSlotSize: 64, ...options })
+      const out = await Promise.all(inputs.map((m) => k.request(m, { timeoutMs: 30_000 })))
+      await k.terminate()
+      return out.map((b) => Buffer.from(b).toString('hex'))
+    }
+    const cpu = await Runtime.open({ backend: 'cpu' })
+    const gpu = await open()
+    t.teardown(() => Promise.all([cpu.close(), gpu.close()]))
+    t.deepEqual(await run(gpu, { transport }), await run(cpu, {}))
+  })
+
+  gpuTest(`${transport}: deactivate holds messages, activate releases them, abandon reports them`, async (t) => {
+    const rt = await open()
+    t.teardown(() => within(rt.close(), 30_000, 'close'))
+    const k: RingKernel<number, number> = await rt.launch({ handler: 'echo', input: u32, output: u32, capacity: 64, transport })
+    await within(k.deactivate(), 10_000, 'deactivate')
+    t.is(k.state, 'paused')
+    const processed = k.stats().processed
+    for (let i = 0; i < 10; i++) await k.send(i)
+    await new Promise((r) => setTimeout(r, 50))
+    t.is(k.stats().processed, processed)
+    await within(k.activate(), 10_000, 'activate')
+    const got: number[] = []
+    while (got.length < 10) got.push(...(await k.receiveBatch(10, { timeoutMs: 10_000 })))
+    t.deepEqual(got, [...Array(10).keys()])
+    await within(k.deactivate(), 10_000, 'deactivate')
+    for (let i = 10; i < 17; i++) await k.send(i)
+    const pending = k.request(99)
+    const report = await within(k.terminate({ mode: 'abandon' }), 30_000, 'terminate')
+    t.deepEqual(report.undelivered, [10, 11, 12, 13, 14, 15, 16, 99])
+    const err = await t.throwsAsync(pending)
+    t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CLOSED')
+  })
+
+  gpuTest(`${transport}: terminate with thousands in flight drains them all`, async (t) => {
+    const rt = await open()
+    t.teardown(() => within(rt.close(), 30_000, 'close'))
+    const k = await rt.launch({ handler: 'echo', input: u32, output: u32, capacity: 256, transport })
+    const all = [...Array(20_000).keys()]
+    const sending = k.sendBatch(all)
+    const report = await within(k.terminate(), 30_000, 'terminate')
+    await sending
+    t.deepEqual(report.undelivered, [])
+    const got = k.tryReceiveMany()
+    t.deepEqual(got, all)
+  })
+}
+
+gpuTest('a trapping handler rejects its request with ERR_RINGBRIDGE_CUDA and the runtime launches again', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  const k = await rt.launch({ handler: 'trap', input: u32, output: u32 })
+  const err = await t.throwsAsync(within(k.request(1, { timeoutMs: 20_000 }), 25_000, 'trap request'))
+  t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
+  t.is(k.state, 'terminated')
+  t.truthy(k.fault)
+  const k2 = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+  t.is(await k2.request(42, { timeoutMs: 10_000 }), 42)
+})
+
+gpuTest('auto transport falls back when mapped and managed fail (injected), and says why', async (t) => {
+  process.env.RINGBRIDGE_INJECT_FAULT = 'mapped,managed'
+  try {
+    const rt = await open()
+    t.teardown(() => within(rt.close(), 30_000, 'close'))
+    const k = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+    t.is(k.transport, 'dma')
+    t.regex(k.transportReason, /mapped \(cuMemHostRegister failed: CUDA_ERROR_INVALID_VALUE \(injected/)
+    t.is(await k.request(5, { timeoutMs: 10_000 }), 5)
+  } finally {
+    delete process.env.RINGBRIDGE_INJECT_FAULT
+  }
+})

@@ -1,0 +1,113 @@
+//! GPU figures of the CUDA backend from Rust, one `name value unit` line each, to set beside
+//! `ringbench.cu` (the raw CUDA baseline) run in the same GPU session. Not criterion: each
+//! figure is a long, checked run on a device criterion cannot see. Without a GPU it prints a
+//! skip line and exits 0 (`cargo test --benches` runs it in CI as a smoke test).
+
+use std::time::{Duration, Instant};
+
+use ringbridge_core::backend::cuda::{runtime, Shape};
+use ringbridge_core::backend::LaunchSpec;
+use ringbridge_core::host::Session;
+use ringbridge_core::protocol::RingConfig;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn session(transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
+    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape };
+    Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"))
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// One 64 B message at a time: send, wait for its reply.
+fn round_trip(transport: &str, iters: usize) {
+    let ring = RingConfig { capacity: 64, slot_size: 64 };
+    let mut s = session(transport, ring, None);
+    let payload = [7u8; 48];
+    let mut us = Vec::with_capacity(iters);
+    for i in 0..iters + 1000 {
+        let t = Instant::now();
+        s.try_send(1, i as u64, &payload).expect("ring has room");
+        let id = loop {
+            if let Ok(id) = s.try_recv_with(|h, p| {
+                assert_eq!(p, &payload[..]);
+                h.correlation_id
+            }) {
+                break id;
+            }
+            assert!(t.elapsed() < LIMIT, "{transport}: no reply to {i}");
+            std::hint::spin_loop();
+        };
+        assert_eq!(id, i as u64);
+        if i >= 1000 {
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    us.sort_by(f64::total_cmp);
+    println!("rust_rtt_{transport}_p50 {:.2} us", pct(&us, 0.5));
+    println!("rust_rtt_{transport}_p99 {:.2} us", pct(&us, 0.99));
+    s.terminate(true, LIMIT).unwrap();
+}
+
+/// Streams `total` messages of `slot - 16` payload bytes; returns messages per second.
+fn stream(transport: &str, capacity: u32, slot: u32, total: u64, shape: Option<Shape>) -> f64 {
+    let ring = RingConfig { capacity, slot_size: slot };
+    let mut s = session(transport, ring, shape);
+    let payload = vec![3u8; slot as usize - 16];
+    let (mut sent, mut got) = (0u64, 0u64);
+    let start = Instant::now();
+    let mut last = Instant::now();
+    while got < total {
+        let n = s.free_slots(u64::MAX).min(total - sent);
+        for _ in 0..n {
+            s.stage(1, sent, &payload).unwrap();
+            sent += 1;
+        }
+        s.flush();
+        while let Ok(id) = s.try_recv_with(|h, _| h.correlation_id) {
+            assert_eq!(id, got, "{transport}: reply out of order");
+            got += 1;
+            last = Instant::now();
+        }
+        assert!(last.elapsed() < LIMIT, "{transport}: stalled at {got}");
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    s.terminate(true, LIMIT).unwrap();
+    rate
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            println!("gpu_bench skipped: no CUDA device ({e})");
+            return;
+        }
+    };
+    println!("# {}", rt.describe());
+    let quick = std::env::args().any(|a| a == "--bench").then_some(()).is_none();
+    let iters = if quick { 200 } else { 20_000 };
+    let total: u64 = if quick { 100_000 } else { 20_000_000 };
+    for t in ["mapped", "dma", "managed"] {
+        round_trip(t, iters);
+    }
+    for t in ["mapped", "dma", "managed"] {
+        let r = stream(t, 65_536, 64, if t == "managed" { total / 10 } else { total }, None);
+        println!("rust_stream_echo64_{t}_cap65536 {r:.3e} msg/s");
+    }
+    let sms = rt.gpu.sms;
+    let r = stream("mapped", 65_536, 64, total, Some(Shape { blocks: sms, threads: 256 }));
+    println!("rust_stream_echo64_mapped_cap65536_blocks{sms} {r:.3e} msg/s");
+    let r = stream("dma", 1 << 20, 64, total * 4, None);
+    println!("rust_stream_echo64_dma_cap1048576 {r:.3e} msg/s");
+    for t in ["mapped", "dma"] {
+        let n = if quick { 10_000 } else { 400_000 };
+        let r = stream(t, 4096, 4096, n, None);
+        println!("rust_bw_4KiB_{t} {:.2} GB/s", r * 4080.0 / 1e9);
+    }
+}

@@ -1,0 +1,394 @@
+//! The CUDA backend: the ring kernel of `kernels/ring_kernel.cu`, compiled once per process by
+//! NVRTC for the device's exact architecture (disk-cached), launched persistently per kernel on
+//! a non-blocking stream, over one of three transports (`mapped`, `dma`, `managed`).
+//!
+//! Each kernel has one host *service thread*: it runs the transport's bridge step, rings the
+//! host's doorbell when the kernel published while the host waits (the GPU cannot call into
+//! JavaScript), and watches the kernel's stream for a fault (a trapping handler). After a
+//! fault the host takes over the dead kernel's status words (state TERMINATED, error
+//! HANDLER_FAULT) and the next launch opens a fresh context.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use cudarc::driver::CudaStream;
+
+use super::dispatch::record_error;
+use super::{Kernel, Notify};
+use crate::cuda::driver::{self, Gpu};
+use crate::cuda::module::{stream_done, RingModule};
+use crate::cuda::nvrtc::{self, Image};
+use crate::cuda::cuda_err;
+use crate::protocol::{kernel_error, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, TERMINATE_ABANDON};
+use crate::sync::{fence, Ordering};
+use crate::transport::dma::DmaLink;
+use crate::transport::managed::ManagedLink;
+use crate::transport::mapped::MappedLink;
+use crate::transport::{Link, Region};
+use crate::Error;
+
+/// The device side of the protocol, embedded so nothing is looked up at run time.
+pub const PROTOCOL_HEADER: &str = include_str!("../../../../kernels/ringbridge.cuh");
+/// The persistent ring kernel.
+pub const RING_KERNEL_SOURCE: &str = include_str!("../../../../kernels/ring_kernel.cu");
+
+/// Transport names accepted by [`CudaKernel::launch`].
+pub const TRANSPORT_NAMES: &[&str] = &["auto", "mapped", "dma", "managed"];
+/// The order `auto` tries: mapped has the lowest round trip (bench/results), dma the highest
+/// throughput, managed is the last resort.
+const AUTO_ORDER: &[&str] = &["mapped", "dma", "managed"];
+/// `handler_id` of the test-only handler that traps (kernels/ringbridge.cuh, RB_HANDLER_TRAP).
+pub const HANDLER_TRAP: u32 = 255;
+
+/// An opened GPU with the ring kernel compiled for it.
+pub struct CudaRuntime {
+    /// The device and its context.
+    pub gpu: Gpu,
+    /// The compiled kernel image.
+    pub image: Image,
+    /// NVRTC's version.
+    pub nvrtc: (i32, i32),
+    poisoned: AtomicBool,
+}
+
+impl CudaRuntime {
+    /// One line describing the device, the driver and how the kernel was built.
+    pub fn describe(&self) -> String {
+        let g = &self.gpu;
+        format!(
+            "{} (sm_{}{}, {} SMs), driver {}.{}, NVRTC {}.{}, kernel {:?}{}",
+            g.name,
+            g.arch.0,
+            g.arch.1,
+            g.sms,
+            g.driver_version / 1000,
+            g.driver_version % 1000 / 10,
+            self.nvrtc.0,
+            self.nvrtc.1,
+            self.image.kind,
+            if self.image.cached { " from the disk cache" } else { "" }
+        )
+    }
+}
+
+static RUNTIME: Mutex<Option<Arc<CudaRuntime>>> = Mutex::new(None);
+
+/// Opens GPU 0 and compiles the ring kernel, once per process (again after a fault).
+///
+/// # Errors
+/// [`Error::BackendUnavailable`] without a driver, NVRTC or device; [`Error::Compile`] /
+/// [`Error::Cuda`] when the kernel cannot be built or loaded (the message names the driver and
+/// NVRTC versions).
+pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = slot.as_ref().filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
+        return Ok(Arc::clone(rt));
+    }
+    if !driver::driver_present() {
+        return Err(Error::BackendUnavailable {
+            backend: "cuda",
+            reason: "the NVIDIA driver library (libcuda.so.1) could not be loaded".into(),
+        });
+    }
+    let nvrtc = nvrtc::version()?;
+    let gpu = driver::open(0)?;
+    let headers = [("ringbridge.cuh", PROTOCOL_HEADER)];
+    let image = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", &headers, gpu.arch)?;
+    // Load once now: a load failure (PTX newer than the driver) must name both versions.
+    RingModule::load(&gpu.ctx, &image.bytes).map_err(|e| Error::Cuda {
+        call: "cuModuleLoadData",
+        message: format!(
+            "{e} (driver {}.{}, NVRTC {}.{}: an image from an NVRTC newer than the driver loads only as a CUBIN for the exact arch)",
+            gpu.driver_version / 1000,
+            gpu.driver_version % 1000 / 10,
+            nvrtc.0,
+            nvrtc.1
+        ),
+    })?;
+    let rt = Arc::new(CudaRuntime { gpu, image, nvrtc, poisoned: AtomicBool::new(false) });
+    *slot = Some(Arc::clone(&rt));
+    Ok(rt)
+}
+
+/// The built-in handler's `handler_id`.
+///
+/// # Errors
+/// [`Error::UnknownHandler`].
+pub fn handler_id(name: &str) -> Result<u32, Error> {
+    match name {
+        "echo" => Ok(HANDLER_ECHO),
+        "saxpy" => Ok(HANDLER_SAXPY),
+        "trap" => Ok(HANDLER_TRAP),
+        _ => Err(Error::UnknownHandler { name: name.to_owned(), known: &["echo", "saxpy", "trap"] }),
+    }
+}
+
+/// Fault injection for tests of `auto`'s fallback: `RINGBRIDGE_INJECT_FAULT=mapped,managed`
+/// makes those transports fail as they do on WSL2.
+fn injected(transport: &str) -> Option<Error> {
+    let list = std::env::var("RINGBRIDGE_INJECT_FAULT").ok()?;
+    list.split(',').any(|t| t.trim() == transport).then(|| Error::Cuda {
+        call: if transport == "managed" { "cuMemAllocManaged" } else { "cuMemHostRegister" },
+        message: format!("CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for '{transport}')"),
+    })
+}
+
+/// Resolves `requested` (`auto` or a transport name) by trying `setup` on each candidate in
+/// order; returns the first that works with a reason listing the ones that failed.
+///
+/// # Errors
+/// The failure of an explicitly requested transport, or of every candidate under `auto` (each
+/// named in the message); [`Error::InvalidConfig`] for an unknown name.
+pub fn choose_transport<T>(requested: &str, mut setup: impl FnMut(&'static str) -> Result<T, Error>) -> Result<(T, &'static str, String), Error> {
+    let candidates: Vec<&'static str> = match requested {
+        "auto" => AUTO_ORDER.to_vec(),
+        name => match TRANSPORT_NAMES.iter().find(|t| **t == name && name != "auto") {
+            Some(t) => vec![*t],
+            None => {
+                return Err(Error::InvalidConfig {
+                    what: format!("transport '{requested}'"),
+                    value: 0,
+                    expected: format!("one of {}", TRANSPORT_NAMES.join(", ")),
+                })
+            }
+        },
+    };
+    let mut failures = Vec::new();
+    for t in &candidates {
+        match injected(t).map_or_else(|| setup(t), Err) {
+            Ok(link) => {
+                let reason = if requested == "auto" {
+                    if failures.is_empty() {
+                        format!("auto: {t} (lowest latency of the transports that work here)")
+                    } else {
+                        format!("auto: {t}; unavailable: {}", failures.join("; "))
+                    }
+                } else {
+                    format!("{t}: asked for")
+                };
+                return Ok((link, t, reason));
+            }
+            Err(e) if candidates.len() == 1 => return Err(e),
+            Err(e) => failures.push(format!("{t} ({e})")),
+        }
+    }
+    Err(Error::BackendUnavailable { backend: "cuda", reason: format!("no transport works here: {}", failures.join("; ")) })
+}
+
+/// Launch shape: blocks and threads per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Blocks (1 = the latency path of the kernel).
+    pub blocks: u32,
+    /// Threads per block.
+    pub threads: u32,
+}
+
+impl Shape {
+    /// The default for a transport: one block for `mapped` (latency), one per SM otherwise.
+    pub fn default_for(transport: &str, sms: u32) -> Self {
+        match transport {
+            "mapped" => Self { blocks: 1, threads: 512 },
+            _ => Self { blocks: sms.max(1), threads: 256 },
+        }
+    }
+}
+
+/// A persistent ring kernel on the GPU.
+pub struct CudaKernel {
+    // Drop order matters: the service thread and the kernel are stopped in `join`; then the
+    // module, the transport (registrations, device rings) and only then the region.
+    service: Option<JoinHandle<Result<(), Error>>>,
+    stop: Arc<AtomicBool>,
+    stream: Arc<CudaStream>,
+    link: Arc<Mutex<Option<Box<dyn Link>>>>,
+    module: Option<RingModule>,
+    runtime: Arc<CudaRuntime>,
+    region: Arc<Region>,
+    /// The transport in use and why.
+    pub transport: (&'static str, String),
+    /// The launch shape.
+    pub shape: Shape,
+}
+
+/// How often the service thread asks the driver whether the kernel faulted.
+const FAULT_POLL: Duration = Duration::from_millis(1);
+/// How long `join` waits for the kernel to see a terminate command.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+
+impl CudaKernel {
+    /// Sets up `transport` for `region`, launches `handler` and starts the service thread.
+    ///
+    /// # Errors
+    /// Unknown handler or transport; transport set-up, module load or launch failures.
+    pub fn launch(region: Arc<Region>, handler: &str, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
+        let runtime = runtime()?;
+        let ctx = Arc::clone(&runtime.gpu.ctx);
+        ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
+        let id = handler_id(handler)?;
+        region.control().handler_id.store(id, Ordering::Relaxed);
+        let concurrent = runtime.gpu.concurrent_managed;
+        let (link, name, reason) = choose_transport(transport, |t| -> Result<Box<dyn Link>, Error> {
+            Ok(match t {
+                "mapped" => Box::new(MappedLink::new(&ctx, &region)?),
+                "dma" => Box::new(DmaLink::new(&ctx, &region)?),
+                _ => Box::new(ManagedLink::new(&ctx, &region, concurrent)?),
+            })
+        })?;
+        let shape = shape.unwrap_or_else(|| Shape::default_for(name, runtime.gpu.sms));
+        if shape.blocks == 0 || shape.threads == 0 || shape.threads > 1024 || shape.threads % 32 != 0 {
+            return Err(Error::InvalidConfig {
+                what: "kernel shape".into(),
+                value: u64::from(shape.threads),
+                expected: "at least one block of 32..=1024 threads, a multiple of 32".into(),
+            });
+        }
+        let module = RingModule::load(&ctx, &runtime.image.bytes)?;
+        let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
+        let cb_device = link.kernel_cb();
+        // L1: the setup line is complete (region init + set_kernel_view) before the launch.
+        fence(Ordering::SeqCst);
+        module.launch(&stream, cb_device, shape.blocks, shape.threads)?;
+        let link = Arc::new(Mutex::new(Some(link)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let service = {
+            let (region, link, stop, stream, runtime) = (Arc::clone(&region), Arc::clone(&link), Arc::clone(&stop), Arc::clone(&stream), Arc::clone(&runtime));
+            thread::Builder::new()
+                .name("ringbridge-cuda-service".into())
+                .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
+                .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
+        };
+        Ok(Self { service: Some(service), stop, stream, link, module: Some(module), runtime, region, transport: (name, reason), shape })
+    }
+}
+
+/// The service loop: bridge step, doorbell, fault watch; backs off when idle.
+fn serve(region: &Region, link: &Mutex<Option<Box<dyn Link>>>, stop: &AtomicBool, stream: &Arc<CudaStream>, rt: &CudaRuntime, notify: Notify) -> Result<(), Error> {
+    rt.gpu.ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
+    let cb = region.control();
+    let mut seen = (u64::MAX, u64::MAX, u32::MAX);
+    let mut idle = 0u32;
+    let mut last_query = Instant::now();
+    loop {
+        let moved = match link.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(l) => l.pump(region)?,
+            None => false,
+        };
+        // ORDERING: (K8) acquire pairs with the kernel's release of state and indices.
+        let now = (cb.output_tail.value.load(Ordering::Acquire), cb.input_head.value.load(Ordering::Acquire), cb.state.load(Ordering::Acquire));
+        if now != seen {
+            let state_changed = now.2 != seen.2;
+            seen = now;
+            // ORDERING: (K7, on the kernel's behalf) SeqCst fence between observing the moved
+            // indices and loading host_waiting; pairs with the host's H7.
+            fence(Ordering::SeqCst);
+            if state_changed || cb.host_waiting.load(Ordering::Relaxed) != 0 {
+                notify();
+            }
+            idle = 0;
+        } else if !moved {
+            idle = idle.saturating_add(1);
+        }
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if last_query.elapsed() >= FAULT_POLL {
+            last_query = Instant::now();
+            match stream_done(&rt.gpu.ctx, stream) {
+                Ok(false) => {}
+                Ok(true) if now.2 == KernelState::Terminated as u32 => {}
+                result => {
+                    take_over_dead_kernel(cb, rt);
+                    notify();
+                    let why = match result {
+                        Err(e) => format!("the kernel faulted: {e}"),
+                        _ => "the kernel exited without reporting TERMINATED".to_owned(),
+                    };
+                    return Err(Error::Cuda { call: "rb_ring_kernel", message: why });
+                }
+            }
+        }
+        match idle {
+            0..=256 => std::hint::spin_loop(),
+            257..=2048 => thread::yield_now(),
+            _ => thread::sleep(Duration::from_micros(50)),
+        }
+    }
+}
+
+/// A dead kernel writes nothing more: the host takes over its status words so every waiter
+/// sees TERMINATED and the fault (spec §12), and the context is marked for replacement.
+fn take_over_dead_kernel(cb: &ControlBlock, rt: &CudaRuntime) {
+    rt.poisoned.store(true, Ordering::Relaxed);
+    record_error(cb, kernel_error::HANDLER_FAULT);
+    // ORDERING: (K8) release, as the kernel's own state change would be.
+    cb.state.store(KernelState::Terminated as u32, Ordering::Release);
+}
+
+impl Kernel for CudaKernel {
+    fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    fn wake(&self) {
+        // A GPU kernel never parks (kernel_sleeping stays 0); nothing to wake.
+    }
+
+    fn join(&mut self) -> Result<(), Error> {
+        let Some(service) = self.service.take() else { return Ok(()) };
+        let cb = self.region.control();
+        if cb.terminate.load(Ordering::Relaxed) == 0 {
+            // ORDERING: (H5) release pairs with the kernel's acquire (K1).
+            cb.terminate.store(TERMINATE_ABANDON, Ordering::Release);
+        }
+        // Let the service thread keep bridging while the kernel drains, until it stops.
+        let deadline = Instant::now() + STOP_LIMIT;
+        let mut outcome = Ok(());
+        let mut finished = false;
+        while Instant::now() < deadline {
+            match stream_done(&self.runtime.gpu.ctx, &self.stream) {
+                Ok(true) => {
+                    finished = true;
+                    break;
+                }
+                Ok(false) => thread::sleep(Duration::from_micros(200)),
+                Err(e) => {
+                    take_over_dead_kernel(cb, &self.runtime);
+                    outcome = Err(Error::Cuda { call: "rb_ring_kernel", message: format!("the kernel faulted: {e}") });
+                    finished = true;
+                    break;
+                }
+            }
+        }
+        self.stop.store(true, Ordering::Release);
+        let served = service.join().unwrap_or_else(|_| Err(Error::Protocol("the CUDA service thread panicked".into())));
+        if outcome.is_ok() {
+            outcome = served;
+        }
+        if !finished {
+            // The kernel ignores terminate: its memory must outlive it, so leak the transport
+            // and module rather than free memory a running kernel uses.
+            std::mem::forget(self.link.lock().unwrap_or_else(|e| e.into_inner()).take());
+            std::mem::forget(self.module.take());
+            return Err(Error::Timeout { what: "the GPU kernel to stop", millis: STOP_LIMIT.as_millis() as u64 });
+        }
+        // The last bridge step: replies the kernel published before it stopped.
+        if let Some(l) = self.link.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let _ = l.pump(&self.region);
+        }
+        self.module.take();
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).take();
+        outcome
+    }
+}
+
+impl Drop for CudaKernel {
+    fn drop(&mut self) {
+        // Errors have nowhere to go in Drop; `join` is idempotent and stops the kernel before
+        // the region (a JS SharedArrayBuffer) can be released.
+        let _ = self.join();
+    }
+}

@@ -1,0 +1,74 @@
+//! Opening a GPU: library check, `cuInit`, a context of our own, the device's properties.
+
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys, CudaContext};
+
+use super::cuda_err;
+use crate::Error;
+
+/// One opened GPU.
+pub struct Gpu {
+    /// A non-primary context owned by this runtime: after a kernel fault poisons it, a fresh one
+    /// can be created without resetting anything other processes or runtimes use.
+    pub ctx: Arc<CudaContext>,
+    /// Device ordinal.
+    pub ordinal: usize,
+    /// Device name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub arch: (i32, i32),
+    /// Streaming multiprocessors.
+    pub sms: u32,
+    /// Driver API version, e.g. 13000 for CUDA 13.0.
+    pub driver_version: i32,
+    /// `CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY`.
+    pub can_map_host: bool,
+    /// `CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED`.
+    pub host_register: bool,
+    /// `CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS` (0 on WSL2 and Windows).
+    pub concurrent_managed: bool,
+}
+
+/// Whether `libcuda` can be loaded at all (no CUDA call before this says yes).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open the library; no function of it is called.
+    unsafe { sys::is_culib_present() }
+}
+
+/// Opens GPU `ordinal`.
+///
+/// # Errors
+/// [`Error::BackendUnavailable`] when the driver library is missing, `cuInit` fails, or there
+/// is no such device; [`Error::Cuda`] for other driver failures.
+pub fn open(ordinal: usize) -> Result<Gpu, Error> {
+    let unavailable = |reason: String| Error::BackendUnavailable { backend: "cuda", reason };
+    if !driver_present() {
+        return Err(unavailable("the NVIDIA driver library (libcuda.so.1) could not be loaded".into()));
+    }
+    result::init().map_err(|e| unavailable(format!("cuInit failed: {e}")))?;
+    let count = CudaContext::device_count().map_err(|e| unavailable(format!("cuDeviceGetCount failed: {e}")))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(unavailable(format!("no CUDA device {ordinal} ({count} present)")));
+    }
+    let ctx = CudaContext::new_non_primary(ordinal, 0).map_err(cuda_err("cuCtxCreate"))?;
+    // SAFETY: ringbridge never lets cudarc's slices order work: every copy and launch names its
+    // stream, and a persistent kernel would make event-tracked copies wait forever.
+    unsafe { ctx.disable_event_tracking() };
+    let attr = |a: sys::CUdevice_attribute| ctx.attribute(a).map_err(cuda_err("cuDeviceGetAttribute"));
+    use sys::CUdevice_attribute::*;
+    let mut version = 0;
+    // SAFETY: writes one int; the library is loaded (checked above).
+    unsafe { sys::cuDriverGetVersion(&mut version) }.result().map_err(cuda_err("cuDriverGetVersion"))?;
+    Ok(Gpu {
+        name: ctx.name().map_err(cuda_err("cuDeviceGetName"))?,
+        arch: ctx.compute_capability().map_err(cuda_err("cuDeviceGetAttribute"))?,
+        sms: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
+        can_map_host: attr(CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY)? != 0,
+        host_register: attr(CU_DEVICE_ATTRIBUTE_HOST_REGISTER_SUPPORTED)? != 0,
+        concurrent_managed: attr(CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS)? != 0,
+        driver_version: version,
+        ordinal,
+        ctx,
+    })
+}

@@ -1,0 +1,129 @@
+//! One loaded instance of the ring kernel's module: its function, its `rb_grid` coordination
+//! global, and the launch of the persistent kernel on a non-blocking stream.
+
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+use cudarc::driver::{result, sys, CudaContext, CudaStream};
+
+use super::cuda_err;
+use crate::Error;
+
+/// The kernel's entry point in `kernels/ring_kernel.cu`.
+pub const KERNEL_NAME: &str = "rb_ring_kernel";
+/// The module-scope `__device__` struct the kernel's blocks coordinate through; zeroed before
+/// each launch.
+pub const GRID_STATE_NAME: &str = "rb_grid";
+
+/// A module instance: each launched kernel gets its own, so its `rb_grid` is its own.
+pub struct RingModule {
+    ctx: Arc<CudaContext>,
+    module: sys::CUmodule,
+    function: sys::CUfunction,
+    grid_state: (sys::CUdeviceptr, usize),
+}
+
+// SAFETY: module and function handles are context objects usable from any thread that binds
+// the context; every method binds it first.
+unsafe impl Send for RingModule {}
+// SAFETY: as above; no interior mutation.
+unsafe impl Sync for RingModule {}
+
+impl RingModule {
+    /// Loads a CUBIN or NUL-terminated PTX image (eagerly: a spinning persistent kernel plus
+    /// lazy loading can deadlock other threads' copies, design.md).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuModuleLoadData`: e.g. `CUDA_ERROR_UNSUPPORTED_PTX_VERSION` when the
+    /// NVRTC is newer than the driver), or a missing symbol.
+    pub fn load(ctx: &Arc<CudaContext>, image: &[u8]) -> Result<Self, Error> {
+        ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
+        // SAFETY: `image` is a complete CUBIN, or PTX ending in NUL (nvrtc.rs guarantees both).
+        let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
+            .map_err(cuda_err("cuModuleLoadData"))?;
+        let mut this = Self { ctx: Arc::clone(ctx), module, function: std::ptr::null_mut(), grid_state: (0, 0) };
+        let name = CString::new(KERNEL_NAME).expect("no NUL in the name");
+        // SAFETY: `module` was loaded above and lives as long as `this`.
+        this.function = unsafe { result::module::get_function(this.module, name) }.map_err(cuda_err("cuModuleGetFunction"))?;
+        let global = CString::new(GRID_STATE_NAME).expect("no NUL in the name");
+        // SAFETY: as above.
+        this.grid_state = unsafe { result::module::get_global(this.module, global) }.map_err(cuda_err("cuModuleGetGlobal"))?;
+        Ok(this)
+    }
+
+    /// Zeroes `rb_grid` and launches `rb_ring_kernel(cb)` with `grid` × `block` threads on
+    /// `stream`; returns at once (the kernel runs until told to terminate).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuMemsetD8Async`, `cuLaunchKernel`).
+    pub fn launch(&self, stream: &Arc<CudaStream>, cb: u64, grid: u32, block: u32) -> Result<(), Error> {
+        self.ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
+        // SAFETY: `grid_state` is this module's global of exactly that size.
+        unsafe { result::memset_d8_async(self.grid_state.0, 0, self.grid_state.1, stream.cu_stream()) }
+            .map_err(cuda_err("cuMemsetD8Async"))?;
+        let mut cb_arg = cb;
+        let mut params = [(&mut cb_arg as *mut u64).cast::<c_void>()];
+        // SAFETY: the argument list matches `rb_ring_kernel(rb_control_block* cb)`: one 64-bit
+        // pointer. `cb` is the control block's device address, valid until the kernel ends.
+        unsafe { result::launch_kernel(self.function, (grid, 1, 1), (block, 1, 1), 0, stream.cu_stream(), &mut params) }
+            .map_err(cuda_err("cuLaunchKernel"))
+    }
+}
+
+impl Drop for RingModule {
+    fn drop(&mut self) {
+        self.ctx.record_err(self.ctx.bind_to_thread());
+        // SAFETY: loaded in `load`; the kernel that used it has ended before its owner drops.
+        self.ctx.record_err(unsafe { result::module::unload(self.module) });
+    }
+}
+
+/// `Ok(true)` when all work on `stream` finished, `Ok(false)` while it runs, the error of a
+/// failed kernel (a trap, an illegal address) otherwise.
+pub fn stream_done(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<bool, cudarc::driver::DriverError> {
+    ctx.bind_to_thread()?;
+    // SAFETY: queries a live stream of the bound context.
+    match unsafe { sys::cuStreamQuery(stream.cu_stream()) } {
+        sys::CUresult::CUDA_SUCCESS => Ok(true),
+        sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+        e => Err(cudarc::driver::DriverError(e)),
+    }
+}
+
+/// Copies `src` to device address `dst` on `stream` (asynchronous: `src` must stay untouched
+/// until the stream passes this copy).
+///
+/// # Safety
+/// `dst..dst+src.len()` is device memory of the bound context; `src` is pinned or registered
+/// and not written until the copy completes.
+pub unsafe fn copy_htod_async(stream: &CudaStream, dst: u64, src: &[u8]) -> Result<(), Error> {
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr().cast(), src.len(), stream.cu_stream()) }
+        .result()
+        .map_err(cuda_err("cuMemcpyHtoDAsync"))
+}
+
+/// Copies device `src` into `dst` on `stream` (asynchronous until the stream is synchronised).
+///
+/// # Safety
+/// `src..src+dst.len()` is device memory; `dst` is pinned or registered and not read until the
+/// copy completes.
+pub unsafe fn copy_dtoh_async(stream: &CudaStream, dst: &mut [u8], src: u64) -> Result<(), Error> {
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr().cast(), src, dst.len(), stream.cu_stream()) }
+        .result()
+        .map_err(cuda_err("cuMemcpyDtoHAsync"))
+}
+
+/// Writes `value` to device word `addr` in stream order, after the copies before it: the dma
+/// bridge publishes the kernel's input tail this way (data, then index, spec §11).
+///
+/// # Safety
+/// `addr` is an 8-aligned device word of the bound context.
+pub unsafe fn write_value_u64(stream: &CudaStream, addr: u64, value: u64) -> Result<(), Error> {
+    // SAFETY: forwarded from the caller; flags 0 = CU_STREAM_WRITE_VALUE_DEFAULT (the write
+    // is ordered after prior work on the stream).
+    unsafe { sys::cuStreamWriteValue64_v2(stream.cu_stream(), addr, value, 0) }
+        .result()
+        .map_err(cuda_err("cuStreamWriteValue64"))
+}

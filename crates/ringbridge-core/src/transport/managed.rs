@@ -1,0 +1,111 @@
+//! `managed`: the kernel's slots and tail words live in managed memory; the bridge copies frames
+//! with the CPU and the driver migrates pages (spec §11). Needs concurrent managed access
+//! (absent on WSL2 and Windows), so `auto` falls back when the device lacks it.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaContext;
+
+use super::{check_registrable, slot_runs, KernelView, Link, Region};
+use crate::cuda::memory::{HostRegistration, ManagedBuffer};
+use crate::protocol::LINE_BYTES;
+use crate::sync::{fence, AtomicU64, Ordering};
+use crate::Error;
+
+/// Managed rings plus the bridge's state.
+pub struct ManagedLink {
+    registration: HostRegistration,
+    managed: ManagedBuffer,
+    sent: u64,
+    copied: u64,
+}
+
+impl ManagedLink {
+    /// Registers the region (the control block stays there), allocates the managed rings.
+    ///
+    /// # Errors
+    /// [`Error::BackendUnavailable`] without concurrent managed access; [`Error::Protocol`] /
+    /// [`Error::Cuda`] as the other transports.
+    pub fn new(ctx: &Arc<CudaContext>, region: &Region, concurrent_managed: bool) -> Result<Self, Error> {
+        if !concurrent_managed {
+            return Err(Error::BackendUnavailable {
+                backend: "cuda/managed",
+                reason: "the device has no concurrent managed access (CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS = 0, as on WSL2)".into(),
+            });
+        }
+        check_registrable(region)?;
+        // SAFETY: as in MappedLink::new.
+        let registration = unsafe { HostRegistration::new(ctx, region.base_ptr(), region.registered_len()) }?;
+        let l = region.layout();
+        let (in_bytes, out_bytes) = (l.input.bytes(), l.output.bytes());
+        let managed = ManagedBuffer::zeroed(ctx, in_bytes + out_bytes + 2 * LINE_BYTES)?;
+        let words = managed.ptr() + (in_bytes + out_bytes) as u64;
+        region.set_kernel_view(KernelView {
+            input_buffer: managed.ptr(),
+            output_buffer: managed.ptr() + in_bytes as u64,
+            input_tail_addr: words,
+            output_tail_addr: words + LINE_BYTES as u64,
+        });
+        Ok(Self { registration, managed, sent: 0, copied: 0 })
+    }
+
+    fn word(&self, region: &Region, which: usize) -> &AtomicU64 {
+        let l = region.layout();
+        let at = self.managed.ptr() as usize + l.input.bytes() + l.output.bytes() + which * LINE_BYTES;
+        // SAFETY: a 128-aligned word inside the live managed allocation, host-addressable at
+        // its device address; only accessed atomically from the host.
+        unsafe { &*(at as *const AtomicU64) }
+    }
+}
+
+impl Link for ManagedLink {
+    fn name(&self) -> &'static str {
+        "managed"
+    }
+
+    fn kernel_cb(&self) -> u64 {
+        self.registration.device_ptr()
+    }
+
+    fn pump(&mut self, region: &Region) -> Result<bool, Error> {
+        let cb = region.control();
+        let l = *region.layout();
+        let mut moved = false;
+        // ORDERING: (C2) acquire pairs with the host's release of input_tail (P4).
+        let tail = cb.input_tail.value.load(Ordering::Acquire);
+        if tail != self.sent {
+            let size = l.input.slot_size as usize;
+            for (slot, n) in slot_runs(self.sent, tail, l.input.capacity) {
+                let off = slot * size;
+                // SAFETY: source: consumer-owned host slots (I3); destination: the managed
+                // input slots, which the kernel reads only below the tail we publish after.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(region.bytes_ptr(l.input_offset + off, n * size), (self.managed.ptr() as usize + off) as *mut u8, n * size)
+                };
+            }
+            fence(Ordering::SeqCst);
+            // ORDERING: (P4 towards the kernel) release after the slot copies.
+            self.word(region, 0).store(tail, Ordering::Release);
+            self.sent = tail;
+            moved = true;
+        }
+        // ORDERING: (C2) acquire pairs with the kernel's st.release.sys of its output tail.
+        let done = self.word(region, 1).load(Ordering::Acquire);
+        if done != self.copied {
+            let size = l.output.slot_size as usize;
+            for (slot, n) in slot_runs(self.copied, done, l.output.capacity) {
+                let off = slot * size;
+                // SAFETY: source: managed output slots the kernel published; destination: host
+                // output slots the host has not been told of yet (I2).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(((self.managed.ptr() as usize) + l.input.bytes() + off) as *const u8, region.bytes_ptr(l.output_offset + off, n * size), n * size)
+                };
+            }
+            // ORDERING: (P4) release: the copied slots happen before the host's acquire (C2).
+            cb.output_tail.value.store(done, Ordering::Release);
+            self.copied = done;
+            moved = true;
+        }
+        Ok(moved)
+    }
+}

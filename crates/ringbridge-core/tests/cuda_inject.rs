@@ -1,0 +1,17 @@
+//! `RINGBRIDGE_INJECT_FAULT` forces transport failures (the GPU suite uses it to check `auto`'s
+//! fallback on a host where everything works). Its own test binary: the variable is
+//! process-wide and would leak into the other selection tests.
+
+use ringbridge_core::backend::cuda::choose_transport;
+use ringbridge_core::Error;
+
+#[test]
+fn injected_faults_force_the_fallback() {
+    // The same injection the GPU suite uses to check fallback on a host where all work.
+    std::env::set_var("RINGBRIDGE_INJECT_FAULT", "mapped, managed");
+    let outcome = choose_transport("auto", Ok::<_, Error>);
+    std::env::remove_var("RINGBRIDGE_INJECT_FAULT");
+    let (_, name, reason) = outcome.unwrap();
+    assert_eq!(name, "dma");
+    assert!(reason.contains("injected"), "{reason}");
+}

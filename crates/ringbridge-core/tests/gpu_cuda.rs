@@ -1,0 +1,201 @@
+//! The CUDA backend end to end, per transport: millions of checksummed echo messages, saxpy
+//! against the CPU backend bit for bit, pause/resume, drain/abandon, and a trapping handler.
+//! Needs a GPU: every test is ignored unless run with `--ignored` (the GPU suite does, with
+//! RINGBRIDGE_GPU=1); without a device they fail, never pass.
+
+use std::time::{Duration, Instant};
+
+use ringbridge_core::backend::LaunchSpec;
+use ringbridge_core::host::Session;
+use ringbridge_core::protocol::{kernel_error, ErrorRecord, KernelState, RingConfig, FLAG_ERROR};
+use ringbridge_core::{Error, ErrorCode, Ordering};
+
+const LIMIT: Duration = Duration::from_secs(30);
+const TRANSPORTS: &[&str] = &["mapped", "dma", "managed"];
+
+fn messages() -> u64 {
+    std::env::var("RINGBRIDGE_GPU_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000)
+}
+
+fn launch(handler: &str, transport: &str, input: RingConfig, output: RingConfig) -> Session {
+    let spec = LaunchSpec { backend: "cuda", handler, transport, shape: None };
+    Session::launch_spec(&spec, input, output).unwrap_or_else(|e| panic!("launch {handler} on {transport}: {e}"))
+}
+
+fn check_of(seq: u64) -> u64 {
+    seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef
+}
+
+/// Streams `total` echo messages through a ring of `capacity`, checking order and payload.
+fn stream_echo(transport: &str, capacity: u32, total: u64) -> f64 {
+    let ring = RingConfig { capacity, slot_size: 64 };
+    let mut s = launch("echo", transport, ring, ring);
+    assert_eq!(s.launched().transport, transport);
+    let start = Instant::now();
+    let (mut sent, mut got) = (0u64, 0u64);
+    let mut last_progress = Instant::now();
+    while got < total {
+        let free = s.free_slots(u64::MAX).min(total - sent);
+        for _ in 0..free {
+            let mut payload = [0u8; 48];
+            payload[..8].copy_from_slice(&sent.to_le_bytes());
+            payload[8..16].copy_from_slice(&check_of(sent).to_le_bytes());
+            s.stage(1, sent, &payload).expect("a free slot was counted");
+            sent += 1;
+        }
+        s.flush();
+        loop {
+            let r = s.try_recv_with(|h, p| {
+                assert_eq!(h.correlation_id, got, "{transport} cap {capacity}: reply {got} out of order");
+                assert_eq!(h.flags, 0, "{transport}: reply {got} is an error frame");
+                assert_eq!(u64::from_le_bytes(p[..8].try_into().unwrap()), got, "{transport}: payload of {got}");
+                assert_eq!(u64::from_le_bytes(p[8..16].try_into().unwrap()), check_of(got), "{transport}: checksum of {got}");
+            });
+            if r.is_err() {
+                break;
+            }
+            got += 1;
+            last_progress = Instant::now();
+        }
+        assert!(last_progress.elapsed() < LIMIT, "{transport} cap {capacity}: no reply for {LIMIT:?} at message {got} ({sent} sent)");
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let end = s.terminate(true, LIMIT).expect("terminate");
+    assert_eq!(end.undelivered, 0);
+    assert!(end.replies.is_empty());
+    rate
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn echo_ten_million_per_transport_in_order_with_checksums() {
+    for t in TRANSPORTS {
+        let rate = stream_echo(t, 1024, messages());
+        eprintln!("gpu_echo {t} cap 1024: {:.1} M msg/s", rate / 1e6);
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn small_capacities_stress_the_copy_engine_ordering() {
+    // design.md: keep a multi-million-message checksum stress with small capacities (dma:
+    // stale L1 lines would show up here as wrong payloads).
+    for t in TRANSPORTS {
+        for cap in [2, 4] {
+            stream_echo(t, cap, messages() / 5);
+        }
+    }
+}
+
+fn saxpy_payload(a: f32, xs: &[f32], ys: &[f32]) -> Vec<u8> {
+    let mut p = a.to_le_bytes().to_vec();
+    for v in xs.iter().chain(ys) {
+        p.extend_from_slice(&v.to_le_bytes());
+    }
+    p
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn saxpy_matches_the_cpu_backend_bit_for_bit() {
+    let ring = RingConfig { capacity: 64, slot_size: 256 };
+    let specials = [0.0f32, -0.0, 1.5, -3.25, f32::MAX, f32::MIN_POSITIVE, 1e-40, f32::INFINITY, f32::NAN, 0.1, 1.0 / 3.0];
+    let mut inputs = Vec::new();
+    let mut x = 0x1234_5678u32;
+    for i in 0..200 {
+        let mut r = || {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            f32::from_bits(x)
+        };
+        let a = if i < specials.len() { specials[i] } else { r() };
+        let xs: Vec<f32> = (0..8).map(|k| if i % 3 == 0 { specials[k % specials.len()] } else { r() }).collect();
+        let ys: Vec<f32> = (0..8).map(|_| r()).collect();
+        inputs.push(saxpy_payload(a, &xs, &ys));
+    }
+    inputs.push(vec![1, 2, 3]); // bad length: an error frame on both backends
+    let run = |backend: &str, transport: &str| -> Vec<(u16, Vec<u8>)> {
+        let spec = LaunchSpec { backend, handler: "saxpy", transport, shape: None };
+        let mut s = Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("{backend}: {e}"));
+        let mut out = Vec::new();
+        for (i, p) in inputs.iter().enumerate() {
+            s.send(1, i as u64, p, LIMIT).unwrap();
+            out.push(s.recv_with(LIMIT, |h, p| (h.flags, p.to_vec())).unwrap_or_else(|e| panic!("{backend}/{transport} reply {i}: {e}")));
+        }
+        s.terminate(true, LIMIT).unwrap();
+        out
+    };
+    let cpu = run("cpu", "auto");
+    let last = cpu.last().unwrap();
+    assert_eq!(last.0, FLAG_ERROR);
+    assert_eq!(ErrorRecord::from_bytes(&last.1).unwrap().code, kernel_error::BAD_PAYLOAD);
+    for t in TRANSPORTS {
+        assert_eq!(run("cuda", t), cpu, "{t}: saxpy replies differ from the CPU backend");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn pause_resume_drain_and_abandon() {
+    let ring = RingConfig { capacity: 64, slot_size: 64 };
+    for t in TRANSPORTS {
+        let mut s = launch("echo", t, ring, ring);
+        let cb = || s.region().control();
+        s.region().control().active.store(0, Ordering::Release);
+        let wait = |s: &Session, want: KernelState| {
+            let deadline = Instant::now() + LIMIT;
+            while s.region().control().state.load(Ordering::Acquire) != want as u32 {
+                assert!(Instant::now() < deadline, "{t}: state {want:?} not reached");
+                std::thread::yield_now();
+            }
+        };
+        wait(&s, KernelState::Paused);
+        let before = cb().messages_processed.load(Ordering::Acquire);
+        for i in 0..10u64 {
+            s.send(1, i, &i.to_le_bytes(), LIMIT).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(s.region().control().messages_processed.load(Ordering::Acquire), before, "{t}: a paused kernel handled messages");
+        s.region().control().active.store(1, Ordering::Release);
+        for i in 0..10u64 {
+            let id = s.recv_with(LIMIT, |h, _| h.correlation_id).unwrap();
+            assert_eq!(id, i, "{t}");
+        }
+        // Abandon with messages waiting behind a pause: exactly those are undelivered.
+        s.region().control().active.store(0, Ordering::Release);
+        wait(&s, KernelState::Paused);
+        for i in 10..17u64 {
+            s.send(1, i, &i.to_le_bytes(), LIMIT).unwrap();
+        }
+        let end = s.terminate(false, LIMIT).unwrap();
+        assert_eq!(end.undelivered, 7, "{t}");
+        // Drain with messages in flight: all handled and handed back.
+        let mut s = launch("echo", t, ring, ring);
+        for i in 0..50u64 {
+            s.send(1, i, &i.to_le_bytes(), LIMIT).unwrap();
+        }
+        let end = s.terminate(true, LIMIT).unwrap();
+        assert_eq!(end.undelivered, 0, "{t}");
+        let ids: Vec<u64> = end.replies.iter().map(|(h, _)| h.correlation_id).collect();
+        assert_eq!(ids, (0..50).collect::<Vec<_>>(), "{t}: drain hands back every reply in order");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn a_trapping_handler_becomes_an_error_and_the_backend_recovers() {
+    let ring = RingConfig { capacity: 8, slot_size: 64 };
+    let mut s = launch("trap", "mapped", ring, ring);
+    s.send(1, 1, b"boom", LIMIT).unwrap();
+    let err = s.recv_with(LIMIT, |_, _| ()).unwrap_err();
+    assert!(matches!(err, Error::Closed), "a dead kernel closes the session: {err}");
+    let cb = s.region().control();
+    assert_eq!(cb.state.load(Ordering::Acquire), KernelState::Terminated as u32);
+    assert_eq!(cb.error_code.load(Ordering::Acquire), kernel_error::HANDLER_FAULT);
+    let err = s.terminate(false, LIMIT).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
+    // The next launch gets a fresh context and works.
+    let rate = stream_echo("mapped", 64, 10_000);
+    assert!(rate > 0.0);
+}

@@ -1,0 +1,72 @@
+//! The kernels compile through the same NVRTC path the CUDA backend uses, without a GPU: CI
+//! installs NVRTC 13.0 from the `nvidia-cuda-nvrtc` wheel and sets RINGBRIDGE_REQUIRE_NVRTC=1,
+//! so a kernel that does not compile fails CI. Elsewhere, without NVRTC, each test prints that it
+//! skipped and why.
+
+use ringbridge_core::backend::cuda::{PROTOCOL_HEADER, RING_KERNEL_SOURCE};
+use ringbridge_core::cuda::nvrtc::{self, ImageKind};
+use ringbridge_core::{Error, ErrorCode};
+
+const HEADERS: &[(&str, &str)] = &[("ringbridge.cuh", PROTOCOL_HEADER)];
+
+fn nvrtc_or_skip() -> bool {
+    if nvrtc::nvrtc_present() {
+        return true;
+    }
+    assert!(std::env::var("RINGBRIDGE_REQUIRE_NVRTC").as_deref() != Ok("1"), "RINGBRIDGE_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
+    eprintln!("skipped: libnvrtc cannot be loaded (set LD_LIBRARY_PATH to CUDA's lib64)");
+    false
+}
+
+#[test]
+fn ring_kernel_compiles_to_a_cubin_for_hopper_and_to_ptx() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let cubin = nvrtc::compile(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (9, 0), true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cubin.kind, ImageKind::Cubin);
+    assert_eq!(&cubin.bytes[..4], b"\x7fELF", "a CUBIN is an ELF image");
+    let has = |hay: &[u8], needle: &str| hay.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has(&cubin.bytes, "rb_ring_kernel"), "the kernel's entry point is in the CUBIN");
+    assert!(has(&cubin.bytes, "rb_grid"), "the grid-state global is in the CUBIN");
+    let ptx = nvrtc::compile(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (9, 0), false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ptx.kind, ImageKind::Ptx);
+    assert_eq!(ptx.bytes.last(), Some(&0), "PTX handed to the driver ends in NUL");
+    let text = String::from_utf8_lossy(&ptx.bytes);
+    assert!(text.contains(".entry rb_ring_kernel"), "PTX entry");
+    assert!(text.contains(".sys"), "system-scope loads/stores of the protocol are in the PTX");
+}
+
+#[test]
+fn a_compile_error_carries_the_log_with_file_and_line() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let source = "#include \"ringbridge.cuh\"\nextern \"C\" __global__ void k() {\n  int x = undeclared_name;\n}\n";
+    let err = nvrtc::compile(source, "broken.cu", HEADERS, (9, 0), true).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Compile);
+    let Error::Compile { log, options, .. } = &err else { panic!("{err:?}") };
+    assert!(log.contains("broken.cu(3)"), "line number in the log: {log}");
+    assert!(log.contains("undeclared_name"), "{log}");
+    assert!(options.contains("--gpu-architecture=sm_90"), "{options}");
+}
+
+#[test]
+fn the_disk_cache_returns_the_same_image_and_misses_on_any_change() {
+    if !nvrtc_or_skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ringbridge-nvrtc-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::env::set_var("RINGBRIDGE_CACHE_DIR", &dir);
+    let first = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (9, 0)).unwrap();
+    let second = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (9, 0)).unwrap();
+    let other_arch = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (8, 0)).unwrap();
+    let changed = format!("{RING_KERNEL_SOURCE}\n// changed\n");
+    let other_source = nvrtc::compile_cached(&changed, "ring_kernel.cu", HEADERS, (9, 0)).unwrap();
+    std::env::remove_var("RINGBRIDGE_CACHE_DIR");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!first.cached && second.cached, "second compile is a cache hit");
+    assert_eq!(first.bytes, second.bytes);
+    assert!(!other_arch.cached && !other_source.cached, "arch and source are part of the key");
+}

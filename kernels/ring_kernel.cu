@@ -1,0 +1,853 @@
+// SPDX-License-Identifier: MIT
+//
+// ring_kernel.cu: the persistent ring kernel, the GPU twin of
+// crates/ringbridge-core/src/backend/dispatch.rs (docs/PROTOCOL.md §5.1, K1–K8). It serves one
+// host through the control block it is given: polls the input ring, runs the built-in handler
+// chosen by `handler_id` on every frame, stages exactly one reply or error frame per input frame,
+// publishes, and honours the host's commands (pause, DRAIN, ABANDON). Replies, error frames,
+// counters and state changes are the ones the cpu backend produces for the same input.
+//
+// Shape. Launched with grid (B,1,1) and block (T,1,1), T a multiple of 32 up to 1024, no dynamic
+// shared memory. Thread 0 of block 0 is the *poller*: the only thread that reads commands and
+// the peer's indices and the only writer of the status line and of the kernel's two indices
+// (I1). It cuts the input into *rounds* [start, start + n) with n <= available input, <= free
+// output slots and <= a cap, has them handled, then publishes each round as a whole (K5–K7).
+// Because every input frame yields exactly one output frame (v2), the reply to input position
+// p always goes to output position p + delta, delta fixed at start, so a round needs no
+// coordination on where replies go.
+//  - B == 1 (the latency path, `mapped`): block 0 handles every round itself; __syncthreads is
+//    the only synchronisation besides the system-scope index accesses.
+//  - B > 1 (the throughput path, `dma`): a round bigger than one pass of block 0 is handed to
+//    the grid through rb_grid; every block, block 0 included, claims chunks of it with a CAS and
+//    reports them done with a device-scope counter; the poller waits (bounded) for the count and
+//    publishes. Claiming is dynamic, so block 0 alone can finish any round: a block that is not
+//    resident (another kernel holds its SM) delays nothing and cannot deadlock the grid.
+//
+// Per message, a *group* of g = min(32, input slot_size / 16) lanes works together, lane j owning
+// the 16-byte chunk j of the slot, so a warp moves 512 contiguous bytes per instruction (for
+// 64-byte slots, eight messages) and the header arrives with the payload in one memory latency.
+// A thread per message would issue 32 scattered 16-byte accesses per instruction and wait for
+// the header before loading the payload, a second PCIe round trip on `mapped`. Slots of 512
+// bytes and more take a warp per message; from 1 KiB the warp loops over the slot.
+//
+// The host zeroes rb_grid before every launch (cuModuleGetGlobal("rb_grid") + cuMemsetD8) and
+// loads a module instance per launched kernel. It needs no include path: NVRTC gets
+// ringbridge.cuh through nvrtcCreateProgram's headers; nvcc finds it beside this file.
+
+#include "ringbridge.cuh"
+
+// ---------------------------------------------------------------------------------------------
+// Tuning. Each may be defined before this file is compiled (e.g. -D on nvcc, an NVRTC option).
+// ---------------------------------------------------------------------------------------------
+
+#ifndef RB_RING_MAX_THREADS
+/// Largest block the kernel is compiled for (__launch_bounds__): the register budget of T = 1024.
+#define RB_RING_MAX_THREADS 1024
+#endif  // RB_RING_MAX_THREADS
+
+#ifndef RB_RING_UNROLL
+/// Messages a group loads before it stores any: memory-level parallelism per pass. 2 keeps the
+/// kernel within 64 registers (no spills) under the 1024-thread launch bound.
+#define RB_RING_UNROLL 2
+#endif  // RB_RING_UNROLL
+
+#ifndef RB_RING_ROUND_PASSES
+/// Most passes of the whole grid in one round: caps a round at B * groups * UNROLL * PASSES
+/// messages, so a round is published while the host still has work queued behind it.
+#define RB_RING_ROUND_PASSES 4
+#endif  // RB_RING_ROUND_PASSES
+
+#ifndef RB_RING_LOCAL_PASSES
+/// With B > 1, a round of at most this many passes of block 0 is handled by block 0 alone: the
+/// grid hand-off costs more than it saves on a few hundred messages. 0 sends every round of a
+/// multi-block kernel through the grid (a test setting).
+#define RB_RING_LOCAL_PASSES 1
+#endif  // RB_RING_LOCAL_PASSES
+
+#ifndef RB_BACKOFF_SPINS
+/// Idle polls before the first __nanosleep: a poll of mapped memory is itself a PCIe round trip
+/// (~1 µs), so a host that answers within tens of microseconds never meets a sleep.
+#define RB_BACKOFF_SPINS 32u
+#endif  // RB_BACKOFF_SPINS
+
+#ifndef RB_BACKOFF_MAX_NS
+/// Longest __nanosleep request of an idle wait. The hardware sleeps up to twice the request,
+/// so an idle kernel notices new work within about 2 µs.
+#define RB_BACKOFF_MAX_NS 1024u
+#endif  // RB_BACKOFF_MAX_NS
+
+/// The command line's first two words, `active` and `terminate`, as one 64-bit little-endian
+/// load: `active == 1 && terminate == NONE`, the state in which an idle poller has nothing to do.
+#define RB_CMD_RUN 1ull
+
+// ---------------------------------------------------------------------------------------------
+// Inter-block coordination.
+// ---------------------------------------------------------------------------------------------
+
+/// What the blocks of one launch share. Zeroed by the host before the launch, so zero is every
+/// field's start value. Positions are input positions; counters are free-running.
+struct alignas(128) rb_grid_state {
+  // line 0, the current grid round: written by the poller before its release of avail_end.
+  unsigned long long avail_end;    ///< end of the claimable input positions (st.release.gpu)
+  unsigned long long round_start;  ///< first input position of the current grid round
+  unsigned long long out_delta;    ///< output position minus input position, for every message
+  unsigned int chunk;              ///< messages per claim in the current round
+  unsigned int exit;               ///< 1: every block leaves (the poller has terminated)
+  uint8_t pad0[96];
+  // line 1, claims: CAS by every block.
+  unsigned long long claim_pos;  ///< first unclaimed input position (<= avail_end)
+  uint8_t pad1[120];
+  // line 2, completion: atomics by every block, read and reset by the poller.
+  unsigned long long done;     ///< messages handled in grid rounds since the launch
+  unsigned long long err_key;  ///< max over the round of ~((index in round << 32) | code); 0 none
+  unsigned int err_count;      ///< errors recorded in the round
+  uint8_t pad2[108];
+};
+
+static_assert(sizeof(rb_grid_state) == 3 * RB_LINE_BYTES, "rb_grid_state: three lines");
+
+/// The coordination state of this module instance's one kernel (cuModuleGetGlobal("rb_grid")).
+__device__ rb_grid_state rb_grid;
+
+/// What a block does next, written by its thread 0 and read by all its threads.
+struct rb_block_op {
+  unsigned long long start;        ///< first input position
+  unsigned long long round_start;  ///< first input position of the round (for error order)
+  unsigned long long delta;        ///< output position minus input position
+  unsigned long long err_key;      ///< max of this block's inverted error keys (0: none)
+  unsigned int n;                  ///< messages from `start`
+  unsigned int kind;               ///< RB_OP_*
+  unsigned int err_count;          ///< errors this block recorded in the op
+};
+
+/// rb_block_op kind: leave the kernel.
+#define RB_OP_EXIT 0u
+/// rb_block_op kind: a whole round, handled by block 0 alone and published by the poller.
+#define RB_OP_ROUND 1u
+/// rb_block_op kind: a claimed chunk of a grid round, reported to rb_grid.done.
+#define RB_OP_CHUNK 2u
+
+// ---------------------------------------------------------------------------------------------
+// Device-scope accesses to rb_grid. The peers are other blocks of this kernel, so .gpu scope
+// suffices (the host never reads rb_grid).
+// ---------------------------------------------------------------------------------------------
+
+/// Relaxed device-scope load.
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE unsigned long long rb_ld_relaxed_gpu(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// Relaxed device-scope load of a 32-bit word.
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE unsigned int rb_ld_relaxed_gpu_u32(const unsigned int* p) {
+  unsigned int v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// Acquire device-scope load.
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE unsigned long long rb_ld_acquire_gpu(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// Relaxed device-scope store.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_relaxed_gpu(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// Relaxed device-scope store of a 32-bit word.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_relaxed_gpu_u32(unsigned int* p, unsigned int v) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/// Release device-scope store.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_release_gpu(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// Release device-scope store of a 32-bit word.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_release_gpu_u32(unsigned int* p, unsigned int v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/// Back-off for idle poll number `spin`: RB_BACKOFF_SPINS bare polls, then sleeps doubling from
+/// 32 ns up to RB_BACKOFF_MAX_NS.
+/// @param spin zero-based count of consecutive idle polls
+RB_DEVICE void rb_backoff(uint32_t spin) {
+  if (spin < RB_BACKOFF_SPINS) return;
+  const uint32_t step = spin - RB_BACKOFF_SPINS;
+  const uint32_t ns = step >= 5 ? RB_BACKOFF_MAX_NS : (32u << step);
+  __nanosleep(ns < RB_BACKOFF_MAX_NS ? ns : RB_BACKOFF_MAX_NS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup (I5: the setup line is constant from L1 on, so plain loads read it).
+// ---------------------------------------------------------------------------------------------
+
+/// The setup line and this thread's place in the message groups, read once at start.
+struct rb_ring_setup {
+  const uint8_t* in_slots;  ///< input slot array (`input_buffer`)
+  uint8_t* out_slots;       ///< output slot array (`output_buffer`)
+  uint32_t in_capacity;     ///< input slots
+  uint32_t out_capacity;    ///< output slots
+  uint32_t in_slot_size;    ///< bytes per input slot
+  uint32_t out_slot_size;   ///< bytes per output slot
+  uint32_t handler;         ///< RB_HANDLER_*
+  uint32_t group_size;      ///< lanes per message: a power of two, 2..32
+  uint32_t groups;          ///< message groups per block
+  uint32_t group;           ///< this thread's group (>= groups: the thread handles nothing)
+  uint32_t lane;            ///< this thread's lane within its group
+  uint32_t group_mask;      ///< the warp lanes of this thread's group (for __shfl_sync)
+};
+
+/// Reads the setup line and places the thread in its message group.
+/// @param cb the control block
+/// @return the setup
+RB_DEVICE rb_ring_setup rb_read_setup(const rb_control_block* cb) {
+  rb_ring_setup s;
+  s.in_slots = reinterpret_cast<const uint8_t*>(cb->input_buffer);
+  s.out_slots = reinterpret_cast<uint8_t*>(cb->output_buffer);
+  s.in_capacity = cb->input_capacity;
+  s.out_capacity = cb->output_capacity;
+  s.in_slot_size = cb->input_slot_size;
+  s.out_slot_size = cb->output_slot_size;
+  s.handler = cb->handler_id;
+  // One 16-byte chunk of the input slot per lane, at most a warp, at most the block.
+  uint32_t g = s.in_slot_size / 16u;
+  if (g > 32u) g = 32u;
+  while (g > 1u && g > blockDim.x) g >>= 1;
+  if (g < 1u) g = 1u;
+  s.group_size = g;
+  s.groups = blockDim.x / g;
+  s.group = threadIdx.x / g;
+  s.lane = threadIdx.x % g;
+  const uint32_t warp_lane = threadIdx.x % 32u;
+  s.group_mask = g >= 32u ? 0xffffffffu : (((1u << g) - 1u) << (warp_lane & ~(g - 1u)));
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-message work (K3) by a group of lanes. Every function here is called by all lanes of one
+// group together; lane 0 of the group is its leader.
+// ---------------------------------------------------------------------------------------------
+
+/// The frame header held in the leader's first chunk.
+/// @param v chunk 0 of the input slot
+/// @return the header fields
+RB_DEVICE rb_frame_header rb_header_of(uint4 v) {
+  rb_frame_header h;
+  h.length = v.x;
+  h.type_id = static_cast<uint16_t>(v.y & 0xffffu);
+  h.flags = static_cast<uint16_t>(v.y >> 16);
+  h.correlation_id = static_cast<uint64_t>(v.z) | (static_cast<uint64_t>(v.w) << 32);
+  return h;
+}
+
+/// Stages an error frame for the request whose chunk 0 the leader holds (spec §3.3).
+/// @param s the setup
+/// @param v chunk 0 of the input slot (meaningful on the leader)
+/// @param out the output slot
+/// @param code RB_KERNEL_ERROR_*
+/// @param detail the ErrorRecord detail
+/// @return `code`
+RB_DEVICE uint32_t rb_stage_error(const rb_ring_setup& s, uint4 v, uint8_t* out, uint32_t code,
+                                  uint32_t detail) {
+  if (s.lane == 0) {
+    const rb_frame_header h = rb_header_of(v);
+    rb_complete_frame(&h, rb_error(code, detail), out, s.out_slot_size);
+  }
+  return code;
+}
+
+/// Echo (group form of rb_handle_echo): the reply is the request's payload and type_id, flags 0.
+/// Copies whole 16-byte chunks: the bytes past `length` in the last chunk lie inside both slots
+/// (slot sizes are powers of two >= 32, so payload areas are multiples of 16) and are not part
+/// of the frame.
+/// @param s the setup
+/// @param v this lane's chunk (lane j: bytes 16j..16j+15 of the input slot)
+/// @param len the request's payload length (valid: <= in_slot_size - 16)
+/// @param in the input slot
+/// @param out the output slot
+/// @return 0, or the code of the error frame staged instead
+RB_DEVICE uint32_t rb_group_echo(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
+                                 uint8_t* out) {
+  if (len > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, len);
+  }
+  const uint32_t chunks = 1u + (len + 15u) / 16u;  // header + payload
+  const uint32_t g = s.group_size;
+  if (s.lane < chunks) {
+    if (s.lane == 0) v.y &= 0xffffu;  // the reply header: same length, type_id, correlation_id; flags 0
+    *reinterpret_cast<uint4*>(out + 16u * s.lane) = v;
+  }
+  // Slots of more than 32 chunks (1 KiB and up): the warp walks the rest, four chunks a lane
+  // in flight per step.
+  for (uint32_t c = s.lane + g; c < chunks; c += 4u * g) {
+    uint4 a[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if (c + k * g < chunks) a[k] = rb_ld_slot_v4(in + 16u * (c + k * g));
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if (c + k * g < chunks) *reinterpret_cast<uint4*>(out + 16u * (c + k * g)) = a[k];
+    }
+  }
+  return 0;
+}
+
+/// Saxpy (group form of rb_handle_saxpy): payload `a, x[n], y[n]` (f32), reply `fmaf(a, x[i],
+/// y[i])`, one rounding per element (the bits of Rust's f32::mul_add; NVRTC and nvcc keep
+/// denormals unless built with -ftz=true or --use_fast_math, which the host must not pass).
+/// @param s the setup
+/// @param v this lane's chunk (the leader's holds the header)
+/// @param len the request's payload length (valid)
+/// @param in the input slot
+/// @param out the output slot
+/// @return 0, or the code of the error frame staged instead
+RB_DEVICE uint32_t rb_group_saxpy(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
+                                  uint8_t* out) {
+  if (len < 4u || (len - 4u) % 8u != 0u) {
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_PAYLOAD, len);
+  }
+  const uint32_t n = (len - 4u) / 8u;
+  if (n * 4u > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, n * 4u);
+  }
+  const uint8_t* payload = in + RB_FRAME_HEADER_BYTES;
+  const float a = __uint_as_float(rb_ld_slot_u32(payload));
+  const uint8_t* x = payload + 4u;
+  const uint8_t* y = x + 4u * n;
+  uint8_t* r = out + RB_FRAME_HEADER_BYTES;
+  const uint32_t g = s.group_size;
+  for (uint32_t i = s.lane; i < n; i += 4u * g) {
+    float xs[4], ys[4];
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if (i + k * g < n) {
+        xs[k] = __uint_as_float(rb_ld_slot_u32(x + 4u * (i + k * g)));
+        ys[k] = __uint_as_float(rb_ld_slot_u32(y + 4u * (i + k * g)));
+      }
+    }
+#pragma unroll
+    for (uint32_t k = 0; k < 4; ++k) {
+      if (i + k * g < n) rb_store_f32(r + 4u * (i + k * g), fmaf(a, xs[k], ys[k]));
+    }
+  }
+  if (s.lane == 0) {
+    const rb_frame_header h = rb_header_of(v);
+    rb_complete_frame(&h, rb_reply(h.type_id, n * 4u), out, s.out_slot_size);
+  }
+  return 0;
+}
+
+/// K3 for one message: C3's length check, the handler, and the one output frame it yields.
+/// @tparam H RB_HANDLER_*
+/// @param s the setup
+/// @param v this lane's chunk of the input slot, loaded by the caller
+/// @param in the input slot
+/// @param out the output slot
+/// @return the error code recorded for this message (0: a reply); the same on every lane
+template <uint32_t H>
+RB_DEVICE uint32_t rb_group_message(const rb_ring_setup& s, uint4 v, const uint8_t* in,
+                                    uint8_t* out) {
+  const uint32_t len = __shfl_sync(s.group_mask, v.x, 0, s.group_size);
+  if (len > s.in_slot_size - RB_FRAME_HEADER_BYTES) {
+    // C3 BAD_FRAME: consumed and, since v2, answered with an error frame carrying the header's
+    // type_id and correlation_id (detail: the bad length), so every input frame has one output.
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_FRAME, len);
+  }
+  if (H == RB_HANDLER_ECHO) return rb_group_echo(s, v, len, in, out);
+  if (H == RB_HANDLER_SAXPY) return rb_group_saxpy(s, v, len, in, out);
+  // RB_HANDLER_TRAP: the test handler that faults (the host reports HANDLER_FAULT).
+  __trap();
+  return RB_KERNEL_ERROR_HANDLER_FAULT;
+}
+
+/// K3 for the messages [start, start + n) by every group of the block, RB_RING_UNROLL
+/// messages per group per pass. Errors go to the block's op (shared memory): a count, and the
+/// max of ~((index in round << 32) | code) so that the earliest error of the round wins
+/// error_code, as in the cpu backend's sequential order.
+/// @tparam H RB_HANDLER_*
+/// @param s the setup
+/// @param start first input position
+/// @param n messages
+/// @param round_start first input position of the round (`start - round_start` < 2^32)
+/// @param delta output position minus input position
+/// @param op the block's op (err_count, err_key updated with shared-memory atomics)
+template <uint32_t H>
+RB_DEVICE void rb_block_messages(const rb_ring_setup& s, uint64_t start, uint32_t n,
+                                 uint64_t round_start, uint64_t delta, rb_block_op* op) {
+  if (s.group >= s.groups) return;
+  const uint32_t stride = s.groups;
+  for (uint32_t base = s.group; base < n; base += stride * RB_RING_UNROLL) {
+    uint4 v[RB_RING_UNROLL];
+    // SAFETY: (I3) positions [start, start + n) lie in [input_head, input_tail) (the poller's
+    // C2 acquire, passed on by bar.sync or rb_grid's release/acquire); lane < group_size <=
+    // in_slot_size / 16, so every chunk lies inside its slot.
+#pragma unroll
+    for (uint32_t u = 0; u < RB_RING_UNROLL; ++u) {
+      const uint32_t m = base + u * stride;
+      if (m < n) {
+        const uint8_t* in = rb_slot_ptr(const_cast<uint8_t*>(s.in_slots), s.in_slot_size,
+                                        s.in_capacity, start + m);
+        v[u] = rb_ld_slot_v4(in + 16u * s.lane);
+      }
+    }
+#pragma unroll
+    for (uint32_t u = 0; u < RB_RING_UNROLL; ++u) {
+      const uint32_t m = base + u * stride;
+      if (m < n) {
+        const uint64_t pos = start + m;
+        const uint8_t* in =
+            rb_slot_ptr(const_cast<uint8_t*>(s.in_slots), s.in_slot_size, s.in_capacity, pos);
+        // SAFETY: (I2) output position pos + delta lies in [output_tail, output_head + capacity):
+        // the poller cut the round to the free output slots (P2 acquire of output_head).
+        uint8_t* out = rb_slot_ptr(s.out_slots, s.out_slot_size, s.out_capacity, pos + delta);
+        const uint32_t code = rb_group_message<H>(s, v[u], in, out);
+        if (code != 0 && s.lane == 0) {
+          const unsigned long long key =
+              ~((static_cast<unsigned long long>(pos - round_start) << 32) | code);
+          atomicAdd(&op->err_count, 1u);
+          atomicMax(&op->err_key, key);
+        }
+      }
+    }
+  }
+}
+
+/// K3 dispatch on the handler, once per op (the handler is uniform across the grid).
+/// @param s the setup
+/// @param op the block's op
+RB_DEVICE void rb_block_op_messages(const rb_ring_setup& s, rb_block_op* op) {
+  const uint64_t delta = op->delta;
+  const uint64_t start = op->start;
+  const uint64_t round_start = op->round_start;
+  const uint32_t n = op->n;
+  switch (s.handler) {
+    case RB_HANDLER_ECHO:
+      rb_block_messages<RB_HANDLER_ECHO>(s, start, n, round_start, delta, op);
+      break;
+    case RB_HANDLER_SAXPY:
+      rb_block_messages<RB_HANDLER_SAXPY>(s, start, n, round_start, delta, op);
+      break;
+    default:
+      rb_block_messages<RB_HANDLER_TRAP>(s, start, n, round_start, delta, op);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grid rounds: claims and completion.
+// ---------------------------------------------------------------------------------------------
+
+/// Claims the next chunk of the current grid round, if any is left.
+///
+/// avail_end is read first (acquire) and claim_pos after it, so a claim_pos seen is never older
+/// than the round whose end was seen; the CAS then only succeeds on an unclaimed position below
+/// that end. A round ends only when all of its positions are claimed and done, so the round
+/// (its round_start, its params) cannot change while a block holds a claim.
+/// @param op filled with the chunk (kind RB_OP_CHUNK) on success
+/// @return whether a chunk was claimed
+RB_DEVICE bool rb_claim_chunk(rb_block_op* op) {
+  for (;;) {
+    // ORDERING: acquire pairs with the poller's release of avail_end: the round's fields and,
+    // through the poller's C2 acquire before it, the host's (or copy engine's) input slots are
+    // visible to this block after its bar.sync.
+    const unsigned long long end = rb_ld_acquire_gpu(&rb_grid.avail_end);
+    const unsigned long long c = rb_ld_relaxed_gpu(&rb_grid.claim_pos);
+    if (static_cast<long long>(end - c) <= 0) return false;
+    const unsigned long long chunk = rb_ld_relaxed_gpu_u32(&rb_grid.chunk);
+    const unsigned long long want = end - c < chunk ? end : c + chunk;
+    if (atomicCAS(&rb_grid.claim_pos, c, want) == c) {
+      op->kind = RB_OP_CHUNK;
+      op->start = c;
+      op->n = static_cast<unsigned int>(want - c);
+      op->round_start = rb_ld_relaxed_gpu(&rb_grid.round_start);
+      op->delta = rb_ld_relaxed_gpu(&rb_grid.out_delta);
+      return true;
+    }
+  }
+}
+
+/// Reports a handled chunk: the block's errors, then its message count.
+/// @param op the finished op (after the block's bar.sync)
+RB_DEVICE void rb_chunk_done(const rb_block_op* op) {
+  if (op->err_count != 0) {
+    atomicAdd(&rb_grid.err_count, op->err_count);
+    atomicMax(&rb_grid.err_key, op->err_key);
+  }
+  // ORDERING: (P3 before P4) the block's output slot writes, ordered before this thread by the
+  // bar.sync, and the error atomics above are performed system-wide before `done` counts them;
+  // the poller acquires `done` before its release of the output tail.
+  rb_fence_acq_rel_sys();
+  atomicAdd(&rb_grid.done, static_cast<unsigned long long>(op->n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The poller (thread 0 of block 0): commands, indices, status line. The only writer of
+// input_head, the output tail and the status line (I1).
+// ---------------------------------------------------------------------------------------------
+
+/// The poller's ring ends and status (in shared memory; only the poller touches it).
+struct rb_poller {
+  const uint64_t* tail_addr;  ///< where the input tail is polled (`input_tail_addr`)
+  uint64_t* out_tail_addr;    ///< where the output tail is published (`output_tail_addr`)
+  uint64_t next;              ///< next input position (= input_head after each round)
+  uint64_t cached_tail;       ///< possibly stale input tail
+  uint64_t cached_out_head;   ///< possibly stale output head
+  uint64_t delta;             ///< output position minus input position
+  uint64_t processed;         ///< messages_processed
+  uint64_t done_target;       ///< rb_grid.done once the current grid round is complete
+  uint64_t round_start;       ///< first input position of the round in hand
+  uint32_t round_n;           ///< messages of the round in hand
+  uint32_t round_cap;         ///< most messages per round
+  uint32_t local_max;         ///< rounds up to this size skip the grid
+  uint32_t pass;              ///< messages one pass of a block handles (groups * UNROLL)
+  uint32_t error_count;       ///< error_count
+  uint32_t state;             ///< state
+  bool error_code_set;        ///< error_code != 0
+  bool grid_round;            ///< a grid round is in hand
+};
+
+/// K5–K6 for the round in hand: statistics and errors (relaxed, count released), then the
+/// output tail, then the input head.
+/// @param cb the control block
+/// @param p the poller
+/// @param err_count errors recorded in the round
+/// @param err_key max inverted error key of the round (its earliest error), 0 if none
+RB_DEVICE void rb_publish_round(rb_control_block* cb, rb_poller& p, uint32_t err_count,
+                                unsigned long long err_key) {
+  p.next += p.round_n;
+  p.processed += p.round_n;
+  // Relaxed: statistics; the single writer is this thread (K5).
+  rb_st_relaxed_sys_u64(&cb->messages_processed, p.processed);
+  rb_st_relaxed_sys_u64(&cb->last_activity, rb_now_ns());
+  if (err_count != 0) {
+    // record_error (§12) for the round at once: the earliest error's code if none was recorded
+    // before, every error counted.
+    if (!p.error_code_set) {
+      rb_st_relaxed_sys_u32(&cb->error_code, static_cast<uint32_t>(~err_key & 0xffffffffull));
+      p.error_code_set = true;
+    }
+    p.error_count += err_count;
+    // ORDERING: release, as record_error: a host that acquires the count sees the code.
+    rb_st_release_sys_u32(&cb->error_count, p.error_count);
+  }
+  // ORDERING: (P4) the round's slot writes (this block's through bar.sync, other blocks'
+  // through their fence and rb_grid.done, acquired) are performed system-wide before the
+  // release of the output tail; a host (or the dma bridge) that acquires the tail sees them.
+  __threadfence_system();
+  rb_st_release_sys_u64(p.out_tail_addr, p.next + p.delta);
+  // ORDERING: (C4, K6 after K5) release after the replies are published: the host reuses these
+  // input slots only after their replies are visible.
+  rb_st_release_sys_u64(&cb->input_head, p.next);
+  p.grid_round = false;
+}
+
+/// K8: state change (release, then a full fence, spec §9).
+/// @param cb the control block
+/// @param p the poller
+/// @param state RB_STATE_*
+RB_DEVICE void rb_poller_state(rb_control_block* cb, rb_poller& p, uint32_t state) {
+  p.state = state;
+  rb_set_state(cb, state);
+}
+
+/// K8 on exit: every round is already published; tell the other blocks, then TERMINATED.
+/// @param cb the control block
+/// @param p the poller
+/// @param op set to RB_OP_EXIT
+RB_DEVICE void rb_poller_exit(rb_control_block* cb, rb_poller& p, rb_block_op* op) {
+  rb_st_release_gpu_u32(&rb_grid.exit, 1u);
+  rb_poller_state(cb, p, RB_STATE_TERMINATED);
+  op->kind = RB_OP_EXIT;
+}
+
+/// Hands a round to the grid: its fields, then claim_pos, then the release of avail_end.
+/// @param p the poller (round_start, round_n set)
+RB_DEVICE void rb_start_grid_round(rb_poller& p) {
+  const uint32_t n = p.round_n;
+  // About two chunks per block, whole passes of a block.
+  const uint32_t pass = p.pass;
+  const uint32_t per_block = (n + 2u * gridDim.x - 1u) / (2u * gridDim.x);
+  const uint32_t chunk = (per_block + pass - 1u) / pass * pass;
+  rb_st_relaxed_gpu(&rb_grid.round_start, p.round_start);
+  rb_st_relaxed_gpu(&rb_grid.out_delta, p.delta);
+  rb_st_relaxed_gpu_u32(&rb_grid.chunk, chunk);
+  // Every earlier grid position is claimed and done (claim_pos == previous avail_end <=
+  // round_start), so no CAS can succeed on the old value: a plain store is safe.
+  rb_st_relaxed_gpu(&rb_grid.claim_pos, p.round_start);
+  // ORDERING: release pairs with the blocks' acquire in rb_claim_chunk; it follows this
+  // thread's C2 acquire of the input tail, so the input slots reach them too.
+  rb_st_release_gpu(&rb_grid.avail_end, p.round_start + n);
+  p.done_target += n;
+  p.grid_round = true;
+}
+
+/// Waits (bounded) until every chunk of the grid round in hand is reported done.
+/// @return false on RB_SPIN_LIMIT (SPIN_TIMEOUT): a block stopped making progress
+RB_DEVICE bool rb_wait_grid_round(const rb_poller& p) {
+  for (uint32_t spin = 0; spin < RB_SPIN_LIMIT; ++spin) {
+    // ORDERING: acquire pairs with the blocks' fence before their atomicAdd of `done`.
+    if (rb_ld_acquire_gpu(&rb_grid.done) == p.done_target) return true;
+    if (spin >= 64) __nanosleep(spin < 1024 ? 64u : 256u);
+  }
+  return false;
+}
+
+/// The poller's K1–K4: decides the block's next op, publishing the previous grid round first.
+/// @param cb the control block
+/// @param p the poller
+/// @param s the setup
+/// @param op the block's op to fill
+RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_setup& s,
+                              rb_block_op* op) {
+  if (p.grid_round) {
+    if (rb_claim_chunk(op)) return;
+    if (!rb_wait_grid_round(p)) {
+      // A wait that only another block can end ran out: report, stop, never hang the GPU.
+      // The round stays unpublished (its input is undelivered).
+      if (!p.error_code_set) rb_st_relaxed_sys_u32(&cb->error_code, RB_KERNEL_ERROR_SPIN_TIMEOUT);
+      p.error_code_set = true;
+      p.error_count += 1;
+      // ORDERING: release, as record_error.
+      rb_st_release_sys_u32(&cb->error_count, p.error_count);
+      rb_poller_exit(cb, p, op);
+      return;
+    }
+    const unsigned long long key = atomicExch(&rb_grid.err_key, 0ull);
+    const unsigned int errors = atomicExch(&rb_grid.err_count, 0u);
+    rb_publish_round(cb, p, errors, key);
+  }
+  for (uint32_t spin = 0;; ++spin) {
+    // K1/K2 and C1–C2 in one step: the command pair (active, terminate) and, when the cached
+    // tail shows nothing, the input tail, both relaxed, issued together (one round trip).
+    const bool poll_tail = p.cached_tail == p.next;
+    const uint64_t cmd = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
+    const uint64_t tail = poll_tail ? rb_ld_relaxed_sys_u64(p.tail_addr) : p.cached_tail;
+    const uint32_t active = static_cast<uint32_t>(cmd);
+    const uint32_t terminate = static_cast<uint32_t>(cmd >> 32);
+    const bool quiet = terminate == RB_TERMINATE_NONE &&
+                       ((active != 0 && p.state == RB_STATE_RUNNING && tail == p.next) ||
+                        (active == 0 && p.state == RB_STATE_PAUSED));
+    if (quiet) {
+      // Idle (D1 on the GPU: back off, never park; kernel_sleeping stays 0).
+      rb_backoff(spin);
+      continue;
+    }
+    // ORDERING: (K1, C2) the relaxed loads above plus this fence are acquires: they pair with
+    // the host's release of terminate (H5) and of the input tail (P4), so a DRAIN seen here
+    // comes with every message published before it, and the slots up to `tail` are complete.
+    rb_fence_acq_rel_sys();
+    if (terminate == RB_TERMINATE_ABANDON) {
+      rb_poller_exit(cb, p, op);
+      return;
+    }
+    if (active == 0 && terminate == RB_TERMINATE_NONE) {
+      // K2: pause; the input waits in the ring.
+      rb_poller_state(cb, p, RB_STATE_PAUSED);
+      spin = 0;
+      continue;
+    }
+    if (p.state != RB_STATE_RUNNING) rb_poller_state(cb, p, RB_STATE_RUNNING);
+    p.cached_tail = tail;
+    uint64_t avail = rb_occupied(p.next, p.cached_tail);
+    if (avail == 0) {
+      if (terminate == RB_TERMINATE_DRAIN) {
+        // The tail above may have been read before DRAIN was: read it again after the acquire.
+        // On `dma` the word polled here is the bridge's copy of the tail: the host must have it
+        // delivered (copy engine done) before it stores DRAIN, or the drain ends early.
+        // ORDERING: (C2) acquire pairs with the host's release of the input tail (P4).
+        p.cached_tail = rb_ld_acquire_sys_u64(p.tail_addr);
+        if (p.cached_tail == p.next) {
+          rb_poller_exit(cb, p, op);
+          return;
+        }
+        avail = rb_occupied(p.next, p.cached_tail);
+      } else {
+        rb_backoff(spin);
+        continue;
+      }
+    }
+    // I4 says avail <= capacity; a host that broke it gets at most one lap, never wild slots.
+    if (avail > s.in_capacity) avail = s.in_capacity;
+    const uint32_t wanted = avail < p.round_cap ? static_cast<uint32_t>(avail) : p.round_cap;
+    const uint64_t out_next = p.next + p.delta;
+    uint64_t used = rb_occupied(p.cached_out_head, out_next);
+    uint64_t free = used >= s.out_capacity ? 0 : s.out_capacity - used;
+    if (free < wanted) {
+      // P2: reload the output head only when the cached copy shows too little room.
+      // ORDERING: (P2) acquire pairs with the host's release of output_head (C4): its reads of
+      // the slots we are about to overwrite happened before.
+      p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+      used = rb_occupied(p.cached_out_head, out_next);
+      free = used >= s.out_capacity ? 0 : s.out_capacity - used;
+    }
+    if (free == 0) {
+      // K4: the output ring is full and every earlier round is published. Wait until the host
+      // frees a slot, ABANDONs or pauses; then K1 again (ABANDON exits, a pause parks at K2).
+      for (uint32_t k4 = 0;; ++k4) {
+        const uint64_t head = rb_ld_relaxed_sys_u64(&cb->output_head);
+        const uint64_t c = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
+        if (head != p.cached_out_head) break;
+        if (static_cast<uint32_t>(c >> 32) == RB_TERMINATE_ABANDON) break;
+        if (static_cast<uint32_t>(c) == 0 && static_cast<uint32_t>(c >> 32) == RB_TERMINATE_NONE) {
+          break;
+        }
+        rb_backoff(k4);
+      }
+      // ORDERING: (P2) acquire pairs with the host's release of output_head (C4).
+      p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+      spin = 0;
+      continue;
+    }
+    const uint32_t n = free < wanted ? static_cast<uint32_t>(free) : wanted;
+    p.round_start = p.next;
+    p.round_n = n;
+    if (gridDim.x == 1 || n <= p.local_max) {
+      op->kind = RB_OP_ROUND;
+      op->start = p.next;
+      op->round_start = p.next;
+      op->delta = p.delta;
+      op->n = n;
+      return;
+    }
+    rb_start_grid_round(p);
+    if (rb_claim_chunk(op)) return;
+    // Other blocks took every chunk already: wait for them (next call) with an empty op.
+    op->kind = RB_OP_CHUNK;
+    op->start = p.next;
+    op->round_start = p.next;
+    op->delta = p.delta;
+    op->n = 0;
+    return;
+  }
+}
+
+/// A block other than 0: claims chunks of grid rounds until the poller says exit.
+/// @param cb the control block
+/// @param op the block's op to fill
+RB_DEVICE void rb_worker_next(const rb_control_block* cb, rb_block_op* op) {
+  for (uint32_t spin = 0;; ++spin) {
+    if (rb_claim_chunk(op)) return;
+    if (rb_ld_relaxed_gpu_u32(&rb_grid.exit) != 0) {
+      op->kind = RB_OP_EXIT;
+      return;
+    }
+    // Every wait watches terminate: on ABANDON this block may leave at once, since block 0
+    // can finish any round alone (claims are dynamic).
+    if ((spin & 255u) == 255u &&
+        rb_ld_relaxed_sys_u32(&cb->terminate) == RB_TERMINATE_ABANDON) {
+      op->kind = RB_OP_EXIT;
+      return;
+    }
+    rb_backoff(spin);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernel.
+// ---------------------------------------------------------------------------------------------
+
+/// The persistent ring kernel: serves `cb` until a terminate command (spec §5.1, §9).
+/// @param cb the control block, as the kernel sees it (setup line written before launch, L1)
+extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
+    rb_ring_kernel(rb_control_block* cb) {
+  __shared__ rb_block_op op;
+  // The poller's state lives in shared memory, not registers: only one thread uses it, and
+  // registers live across the loop in every thread would spill under the 1024-thread bound.
+  __shared__ rb_poller poller;
+  rb_poller& p = poller;
+  const bool lead = threadIdx.x == 0;
+  const bool is_poller = lead && blockIdx.x == 0;
+  // A block the scheduler starts only after the poller left (the grid did not fit) leaves at
+  // once, before touching the control block, which the host may free after TERMINATED.
+  if (blockIdx.x != 0 && rb_ld_relaxed_gpu_u32(&rb_grid.exit) != 0) return;
+  const rb_ring_setup s = rb_read_setup(cb);
+  const uint32_t h = s.handler;
+  if (h != RB_HANDLER_ECHO && h != RB_HANDLER_SAXPY && h != RB_HANDLER_TRAP) {
+    if (is_poller) {
+      // record_error (§12): HANDLER_FAULT, then TERMINATED.
+      if (rb_ld_relaxed_sys_u32(&cb->error_code) == RB_KERNEL_ERROR_NONE) {
+        rb_st_relaxed_sys_u32(&cb->error_code, RB_KERNEL_ERROR_HANDLER_FAULT);
+      }
+      const uint32_t count = rb_ld_relaxed_sys_u32(&cb->error_count);
+      // ORDERING: release, as record_error.
+      rb_st_release_sys_u32(&cb->error_count, count + 1u);
+      rb_st_release_gpu_u32(&rb_grid.exit, 1u);
+      rb_set_state(cb, RB_STATE_TERMINATED);
+    }
+    return;
+  }
+
+  if (is_poller) {
+    p.tail_addr = reinterpret_cast<const uint64_t*>(cb->input_tail_addr);
+    p.out_tail_addr = reinterpret_cast<uint64_t*>(cb->output_tail_addr);
+    // Relaxed: this kernel is the only writer of both (I1); they are where it resumes.
+    p.next = rb_ld_relaxed_sys_u64(&cb->input_head);
+    p.delta = rb_ld_relaxed_sys_u64(p.out_tail_addr) - p.next;
+    p.cached_tail = p.next;
+    // ORDERING: (P2) acquire pairs with the host's release of output_head (C4).
+    p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+    p.processed = rb_ld_relaxed_sys_u64(&cb->messages_processed);
+    p.error_count = rb_ld_relaxed_sys_u32(&cb->error_count);
+    p.error_code_set = rb_ld_relaxed_sys_u32(&cb->error_code) != RB_KERNEL_ERROR_NONE;
+    p.done_target = 0;
+    p.round_start = p.next;
+    p.round_n = 0;
+    p.grid_round = false;
+    const uint32_t pass = s.groups * RB_RING_UNROLL;
+    p.pass = pass;
+    p.local_max = gridDim.x == 1 ? pass : pass * RB_RING_LOCAL_PASSES;
+    uint64_t cap = static_cast<uint64_t>(gridDim.x) * pass * RB_RING_ROUND_PASSES;
+    if (cap > (1u << 20)) cap = 1u << 20;
+    p.round_cap = static_cast<uint32_t>(cap);
+    // K8: on start, RUNNING.
+    rb_poller_state(cb, p, RB_STATE_RUNNING);
+  }
+  for (;;) {
+    if (lead) {
+      op.err_count = 0;
+      op.err_key = 0;
+      if (blockIdx.x == 0) {
+        rb_poller_next(cb, p, s, &op);
+      } else {
+        rb_worker_next(cb, &op);
+      }
+    }
+    // The op (and, through the poller's C2 acquire or the claim's acquire, the input slots it
+    // names) reaches every thread of the block here.
+    __syncthreads();
+    const uint32_t kind = op.kind;
+    if (kind == RB_OP_EXIT) break;
+    rb_block_op_messages(s, &op);
+    // Every thread's slot reads and writes of the op are done before its lead publishes or
+    // reports them (the release/fence there is cumulative over this barrier).
+    __syncthreads();
+    if (lead) {
+      if (kind == RB_OP_ROUND) {
+        rb_publish_round(cb, p, op.err_count, op.err_key);
+      } else if (op.n != 0) {
+        rb_chunk_done(&op);
+      }
+    }
+  }
+}
