@@ -284,10 +284,12 @@ for (const code of ERROR_CODES) {
 }
 
 test('errors converted from the native binding keep the native error as cause', async (t) => {
-  const e = await t.throwsAsync(Runtime.open({ backend: 'cuda' }))
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => rt.close())
+  const e = await t.throwsAsync(rt.launch({ handler: 'nope', input: u32, output: u32 }))
   t.true(e instanceof RingbridgeError)
   const cause = (e as Error).cause as { code?: string } | undefined
   t.truthy(cause)
-  t.is(cause?.code, 'ERR_RINGBRIDGE_BACKEND_UNAVAILABLE')
+  t.is(cause?.code, 'ERR_RINGBRIDGE_UNKNOWN_HANDLER')
   t.not(cause, e)
 })

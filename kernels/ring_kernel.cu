@@ -348,7 +348,7 @@ RB_DEVICE uint32_t rb_group_saxpy(const rb_ring_setup& s, uint4 v, uint32_t len,
     }
 #pragma unroll
     for (uint32_t k = 0; k < 4; ++k) {
-      if (i + k * g < n) rb_store_f32(r + 4u * (i + k * g), fmaf(a, xs[k], ys[k]));
+      if (i + k * g < n) rb_store_f32(r + 4u * (i + k * g), rb_saxpy_element(a, xs[k], ys[k]));
     }
   }
   if (s.lane == 0) {
@@ -673,13 +673,19 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     if (avail == 0) {
       if (terminate == RB_TERMINATE_DRAIN) {
         // The tail above may have been read before DRAIN was: read it again after the acquire.
-        // On `dma` the word polled here is the bridge's copy of the tail: the host must have it
-        // delivered (copy engine done) before it stores DRAIN, or the drain ends early.
         // ORDERING: (C2) acquire pairs with the host's release of the input tail (P4).
         p.cached_tail = rb_ld_acquire_sys_u64(p.tail_addr);
         if (p.cached_tail == p.next) {
-          rb_poller_exit(cb, p, op);
-          return;
+          // On `dma` the word polled above is the bridge's copy of the tail: exit only when the
+          // host ring itself is empty too, so a DRAIN stored before the bridge's last copy
+          // landed does not end the drain early. (On `mapped` both are the same word.)
+          // ORDERING: (K1, C2) acquire pairs with the host's release of input_tail (P4).
+          if (rb_ld_acquire_sys_u64(&cb->input_tail) == p.next) {
+            rb_poller_exit(cb, p, op);
+            return;
+          }
+          rb_backoff(spin);
+          continue;
         }
         avail = rb_occupied(p.next, p.cached_tail);
       } else {

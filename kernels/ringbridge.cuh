@@ -364,6 +364,27 @@ RB_HOST_DEVICE rb_outcome rb_handle_echo(const rb_frame_header* request, const u
 /// @param reply_capacity bytes of `reply`
 /// @return REPLY of 4n bytes; ERROR BAD_PAYLOAD (detail: length) unless length = 4 + 8n;
 ///         ERROR REPLY_TOO_LARGE (detail: 4n) if the reply does not fit
+/// One saxpy element: `fmaf(a, x, y)`, one rounding, with any NaN result made the canonical
+/// quiet NaN 0x7fffffff so every backend answers the same bits (GPUs do not propagate payloads).
+/// @param a the scale
+/// @param x the x element
+/// @param y the y element
+/// @return the element of the reply
+RB_HOST_DEVICE float rb_saxpy_element(float a, float x, float y) {
+  const float r = fmaf(a, x, y);
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+  return r != r ? __uint_as_float(0x7fffffffu) : r;
+#else
+  if (r != r) {
+    const uint32_t bits = 0x7fffffffu;
+    float nan;
+    memcpy(&nan, &bits, sizeof nan);
+    return nan;
+  }
+  return r;
+#endif  // __CUDACC__ || __CUDACC_RTC__
+}
+
 RB_HOST_DEVICE rb_outcome rb_handle_saxpy(const rb_frame_header* request, const uint8_t* payload,
                                           uint8_t* reply, uint32_t reply_capacity) {
   const uint32_t len = request->length;
@@ -374,7 +395,7 @@ RB_HOST_DEVICE rb_outcome rb_handle_saxpy(const rb_frame_header* request, const 
   const uint8_t* x = payload + 4;
   const uint8_t* y = payload + 4 + 4 * n;
   for (uint32_t i = 0; i < n; ++i) {
-    rb_store_f32(reply + 4 * i, fmaf(a, rb_load_f32(x + 4 * i), rb_load_f32(y + 4 * i)));
+    rb_store_f32(reply + 4 * i, rb_saxpy_element(a, rb_load_f32(x + 4 * i), rb_load_f32(y + 4 * i)));
   }
   return rb_reply(request->type_id, n * 4);
 }

@@ -4,6 +4,8 @@
  * out of the output ring's slots: no per-message call into native code on the hot path.
  * @module
  */
+import { performance } from 'node:perf_hooks'
+
 import native from './binding'
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
@@ -56,6 +58,13 @@ export interface LaunchOptions<TIn, TOut> {
   blocks?: number
   /** GPU threads per block, a multiple of 32 up to 1024 (default: 512 for mapped, 256 otherwise). */
   threads?: number
+  /**
+   * How long `request()` polls the output ring on the calling thread before leaving the wait to
+   * the doorbell, in µs (default: 50 on cuda, where a reply takes a few µs and the doorbell's
+   * trip through the event loop costs more than the round trip itself; 0 on cpu). Blocks the
+   * event loop for at most this long per request.
+   */
+  spinMicros?: number
 }
 
 /** Options of a single wait. */
@@ -167,6 +176,7 @@ export class RingKernel<TIn, TOut> {
   readonly #output: Schema<TOut>
   readonly #typeId: number
   readonly #timeoutMs: number
+  readonly #spinMs: number
   readonly #sendQueue: MessageQueue<Queued>
   readonly #replies: MessageQueue<Entry<TOut>>
   readonly #pending = new Map<number, Waiter<TOut>>()
@@ -203,6 +213,9 @@ export class RingKernel<TIn, TOut> {
       throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `typeId: expected an integer from 0 to 65535, got ${String(typeId)}`)
     }
     const timeoutMs = options.timeoutMs ?? 10_000
+    if (options.spinMicros !== undefined && (typeof options.spinMicros !== 'number' || !(options.spinMicros >= 0) || options.spinMicros > 1e6)) {
+      badOption('spinMicros', 'a number of microseconds from 0 to 1000000', options.spinMicros)
+    }
     if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) badOption('timeoutMs', 'a positive number of milliseconds', timeoutMs)
     for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
       if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
@@ -267,6 +280,9 @@ export class RingKernel<TIn, TOut> {
     this.#output = options.output
     this.#typeId = typeId
     this.#timeoutMs = timeoutMs
+    // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
+    // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
+    this.#spinMs = (options.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
     this.#sleepingIdx = this.#cb.index32('kernel_sleeping')
     this.#waitingIdx = this.#cb.index32('host_waiting')
     this.backend = this.#native.backend
@@ -368,13 +384,7 @@ export class RingKernel<TIn, TOut> {
     }
     if (this.#sendQueue.length > 0) return 0
     const n = Math.min(count, this.#in.free(count))
-    const firstId = this.#nextId
-    for (let i = 0; i < n; i++) {
-      this.#in.stage(this.#typeId, firstId + i, (view, offset) => {
-        this.#bytes.set(packed.subarray(i * size, i * size + size), view.byteOffset + offset)
-        return size
-      })
-    }
+    this.#in.stageRaw(this.#typeId, this.#nextId, packed, size, n)
     this.#nextId += n
     this.#publish()
     return n
@@ -395,21 +405,15 @@ export class RingKernel<TIn, TOut> {
     if (!Number.isInteger(size) || size < 1) badOption('size', 'a positive integer', size)
     const out = this.#out
     const max = Math.floor(into.length / size)
-    let n = 0
     let failure: Error | undefined
-    let available = out.available(max)
-    while (n < max && available > 0) {
+    const available = Math.min(max, out.available(max))
+    let n = out.copyPayloads(into, size, available)
+    if (n < available) {
+      // Stopped at an error frame, a corrupt frame or a reply longer than `size`.
       const f = out.peek()
-      if (f.flags & PROTOCOL.flagError || f.corrupt || f.length > size) {
-        const entry = this.#decode(f)
-        failure = entry.ok ? new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply of ${f.length} bytes is longer than the packed size ${size}`) : entry.error
-        out.advance()
-        break
-      }
-      into.set(this.#bytes.subarray(f.offset, f.offset + f.length), n * size)
+      const entry = this.#decode(f)
+      failure = entry.ok ? new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply of ${f.length} bytes is longer than the packed size ${size}`) : entry.error
       out.advance()
-      n++
-      if (--available === 0) available = out.available(max - n)
     }
     this.#replied += n
     if (out.release()) this.#wakeKernel()
@@ -446,6 +450,7 @@ export class RingKernel<TIn, TOut> {
       if (fast) this.#publish()
       else this.#enqueue({ id, bytes: bytes! }).catch((e: Error) => this.#settle(id, { ok: false, error: e }))
       this.#pump()
+      if (this.#spinMs > 0 && this.#pending.has(id)) this.#spinFor(id)
       return reply
     } catch (e) {
       return Promise.reject(e)
@@ -606,6 +611,14 @@ export class RingKernel<TIn, TOut> {
   }
 
   // ---- host steps -------------------------------------------------------------------------
+
+  /** Polls the output ring for request `id`'s reply for at most `#spinMs`. */
+  #spinFor(id: number): void {
+    const end = performance.now() + this.#spinMs
+    while (this.#pending.has(id) && performance.now() < end) {
+      if (this.#out.available(1) > 0) this.#pump()
+    }
+  }
 
   #checkOpen(what: string): void {
     if (this.#closed || this.#terminating) throw closedError(what)

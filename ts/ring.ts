@@ -109,6 +109,8 @@ abstract class RingEnd {
 
 /** The input ring's producer end. */
 export class InputRing extends RingEnd {
+  readonly #u32: Uint32Array
+  readonly #bytes: Uint8Array
   readonly #cb: ControlBlockView
   readonly #head: number
   readonly #tail: number
@@ -119,6 +121,8 @@ export class InputRing extends RingEnd {
 
   constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
+    this.#u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
+    this.#bytes = new Uint8Array(buffer)
     this.#cb = cb
     this.#head = cb.index64('input_head')
     this.#tail = cb.index64('input_tail')
@@ -155,6 +159,27 @@ export class InputRing extends RingEnd {
     v.setUint32(at + 8, correlationId >>> 0, true)
     v.setUint32(at + 12, Math.floor(correlationId / 0x100000000), true)
     this.next++
+  }
+
+  /**
+   * Stages `count` raw payloads of `size` bytes from `packed` (checked by the caller: they fit
+   * the slots and the ring has room), with ids from `firstId`: the packed streaming path, with
+   * no per-message closure or allocation.
+   */
+  stageRaw(typeId: number, firstId: number, packed: Uint8Array, size: number, count: number): void {
+    const u32 = this.#u32
+    const bytes = this.#bytes
+    for (let i = 0; i < count; i++) {
+      const at = this.slotAt(this.next)
+      const w = at >> 2 // slots are 16-aligned in a page-aligned region: word access is exact
+      const id = firstId + i
+      u32[w] = size
+      u32[w + 1] = typeId // flags 0 in the high half (little-endian)
+      u32[w + 2] = id >>> 0
+      u32[w + 3] = Math.floor(id / 0x100000000)
+      bytes.set(packed.subarray(i * size, i * size + size), at + FRAME_HEADER_BYTES)
+      this.next++
+    }
   }
 
   /** Frames staged and not yet published. */
@@ -196,6 +221,8 @@ export interface FrameRef {
 
 /** The output ring's consumer end. */
 export class OutputRing extends RingEnd {
+  readonly #u32: Uint32Array
+  readonly #bytes: Uint8Array
   readonly #cb: ControlBlockView
   readonly #head: number
   readonly #tail: number
@@ -205,6 +232,8 @@ export class OutputRing extends RingEnd {
 
   constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
+    this.#u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
+    this.#bytes = new Uint8Array(buffer)
     this.#cb = cb
     this.#head = cb.index64('output_head')
     this.#tail = cb.index64('output_tail')
@@ -240,6 +269,26 @@ export class OutputRing extends RingEnd {
       offset: at + FRAME_HEADER_BYTES,
       corrupt: corrupt ? length : 0,
     }
+  }
+
+  /**
+   * Copies the payloads of the next `count` frames (checked available) into `into`, `size`
+   * bytes apart, consuming them; stops before an error frame, a corrupt frame or one longer
+   * than `size`. Returns how many it consumed.
+   */
+  copyPayloads(into: Uint8Array, size: number, count: number): number {
+    const u32 = this.#u32
+    const bytes = this.#bytes
+    const flagError = PROTOCOL.flagError
+    for (let i = 0; i < count; i++) {
+      const at = this.slotAt(this.next)
+      const w = at >> 2
+      const length = u32[w]!
+      if (length > size || length > this.maxPayload || (u32[w + 1]! >>> 16) & flagError) return i
+      into.set(bytes.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length), i * size)
+      this.next++
+    }
+    return count
   }
 
   /** Consumes the frame returned by the last {@link peek}. */

@@ -145,6 +145,46 @@ impl Session {
         r
     }
 
+    /// Takes up to `max` published replies, passing each header and payload to `read`, then
+    /// releases them with one store of `head` (C4) and one doorbell check: the streaming path.
+    /// Returns how many were taken.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for a corrupt frame (the replies before it are released).
+    pub fn recv_batch_with(&mut self, max: u64, mut read: impl FnMut(FrameHeader, &[u8])) -> Result<u64, Error> {
+        let mut n = 0;
+        let mut failure = None;
+        while n < max {
+            match self.rx.pop_with(&mut read) {
+                Ok(()) => n += 1,
+                Err(PopError::Empty) => break,
+                Err(PopError::BadFrame { header, max }) => {
+                    failure = Some(Error::Protocol(format!("reply frame length {} exceeds slot payload {max}", header.length)));
+                    break;
+                }
+            }
+        }
+        if self.rx.unreleased() > 0 {
+            self.rx.release();
+            self.wake_kernel_if_sleeping();
+        }
+        failure.map_or(Ok(n), Err)
+    }
+
+    /// Stages one message whose payload `fill` writes in place (returning its length): the
+    /// zero-copy path. Not visible until [`flush`](Session::flush).
+    ///
+    /// # Errors
+    /// [`PushError::Full`]; [`PushError::TooLarge`] if `fill` returns more than the slot holds.
+    pub fn stage_with(&mut self, type_id: u16, correlation_id: u64, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
+        self.tx
+            .stage_with(|area| {
+                let length = fill(area) as u32;
+                Some(FrameHeader { length, type_id, flags: 0, correlation_id })
+            })
+            .map(drop)
+    }
+
     /// Waits up to `limit` for the next reply.
     ///
     /// # Errors

@@ -87,6 +87,8 @@ pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
     if let Some(rt) = slot.as_ref().filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
         return Ok(Arc::clone(rt));
     }
+    let after_fault = slot.is_some();
+    *slot = None;
     if !driver::driver_present() {
         return Err(Error::BackendUnavailable {
             backend: "cuda",
@@ -94,7 +96,16 @@ pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
         });
     }
     let nvrtc = nvrtc::version()?;
-    let gpu = driver::open(0)?;
+    let gpu = driver::open(0).map_err(|e| match e {
+        // A trap or illegal address is a sticky error: on driver 580 every later cuCtxCreate in
+        // the process fails with CUDA_ERROR_LAUNCH_FAILED (measured on an H100), so only a new
+        // process can use the GPU again.
+        Error::Cuda { call, message } if after_fault => Error::Cuda {
+            call,
+            message: format!("{message}: a GPU kernel of this process faulted earlier and CUDA keeps that error for the process's life; restart the process to use the GPU again"),
+        },
+        other => other,
+    })?;
     let headers = [("ringbridge.cuh", PROTOCOL_HEADER)];
     let image = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", &headers, gpu.arch)?;
     // Load once now: a load failure (PTX newer than the driver) must name both versions.
@@ -203,10 +214,10 @@ pub struct CudaKernel {
     // module, the transport (registrations, device rings) and only then the region.
     service: Option<JoinHandle<Result<(), Error>>>,
     stop: Arc<AtomicBool>,
-    stream: Arc<CudaStream>,
     link: Arc<Mutex<Option<Box<dyn Link>>>>,
     module: Option<RingModule>,
-    runtime: Arc<CudaRuntime>,
+    /// Released by `join`, so a faulted context can be destroyed while the JS object lives on.
+    gpu: Option<(Arc<CudaStream>, Arc<CudaRuntime>)>,
     region: Arc<Region>,
     /// The transport in use and why.
     pub transport: (&'static str, String),
@@ -261,7 +272,7 @@ impl CudaKernel {
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
         };
-        Ok(Self { service: Some(service), stop, stream, link, module: Some(module), runtime, region, transport: (name, reason), shape })
+        Ok(Self { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, transport: (name, reason), shape })
     }
 }
 
@@ -339,6 +350,7 @@ impl Kernel for CudaKernel {
 
     fn join(&mut self) -> Result<(), Error> {
         let Some(service) = self.service.take() else { return Ok(()) };
+        let Some((stream, runtime)) = self.gpu.clone() else { return Ok(()) };
         let cb = self.region.control();
         if cb.terminate.load(Ordering::Relaxed) == 0 {
             // ORDERING: (H5) release pairs with the kernel's acquire (K1).
@@ -349,14 +361,14 @@ impl Kernel for CudaKernel {
         let mut outcome = Ok(());
         let mut finished = false;
         while Instant::now() < deadline {
-            match stream_done(&self.runtime.gpu.ctx, &self.stream) {
+            match stream_done(&runtime.gpu.ctx, &stream) {
                 Ok(true) => {
                     finished = true;
                     break;
                 }
                 Ok(false) => thread::sleep(Duration::from_micros(200)),
                 Err(e) => {
-                    take_over_dead_kernel(cb, &self.runtime);
+                    take_over_dead_kernel(cb, &runtime);
                     outcome = Err(Error::Cuda { call: "rb_ring_kernel", message: format!("the kernel faulted: {e}") });
                     finished = true;
                     break;
@@ -373,6 +385,7 @@ impl Kernel for CudaKernel {
             // and module rather than free memory a running kernel uses.
             std::mem::forget(self.link.lock().unwrap_or_else(|e| e.into_inner()).take());
             std::mem::forget(self.module.take());
+            std::mem::forget(self.gpu.take());
             return Err(Error::Timeout { what: "the GPU kernel to stop", millis: STOP_LIMIT.as_millis() as u64 });
         }
         // The last bridge step: replies the kernel published before it stopped.
@@ -381,6 +394,8 @@ impl Kernel for CudaKernel {
         }
         self.module.take();
         self.link.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop((stream, runtime));
+        self.gpu.take();
         outcome
     }
 }

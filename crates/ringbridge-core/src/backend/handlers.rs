@@ -47,7 +47,8 @@ impl Handler for Echo {
 
 /// `r[i] = fma(a, x[i], y[i])` over f32 fields (spec §13): the payload is `a: f32`, then
 /// `x: [f32; n]`, then `y: [f32; n]`, little-endian; the reply is `r: [f32; n]`. A fused
-/// multiply-add (one rounding) so the CUDA kernel's `fmaf` gives the same bits.
+/// multiply-add (one rounding) so the CUDA kernel's `fmaf` gives the same bits; a NaN
+/// result is the canonical [`CANONICAL_NAN`].
 pub struct Saxpy;
 
 impl Handler for Saxpy {
@@ -63,11 +64,17 @@ impl Handler for Saxpy {
         let a = f32_at(0);
         for i in 0..n {
             let r = a.mul_add(f32_at(4 + 4 * i), f32_at(4 + 4 * (n + i)));
+            // NaN results are canonical (0x7fffffff) on every backend: GPUs do not propagate
+            // NaN payloads, so the bits would otherwise depend on where the kernel runs.
+            let r = if r.is_nan() { f32::from_bits(CANONICAL_NAN) } else { r };
             reply[4 * i..4 * i + 4].copy_from_slice(&r.to_le_bytes());
         }
         Outcome::Reply { type_id: header.type_id, length: (n * 4) as u32 }
     }
 }
+
+/// The NaN every backend's saxpy answers with (the GPU's canonical quiet NaN).
+pub const CANONICAL_NAN: u32 = 0x7fff_ffff;
 
 /// Names accepted by [`builtin`].
 pub const BUILTIN_NAMES: &[&str] = &["echo", "saxpy"];
