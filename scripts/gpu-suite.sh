@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full]
+set -uo pipefail
+mode=${1:-full}
+cd "$(dirname "$0")/.."
+export RINGBRIDGE_GPU=1 PATH=/tmp/gpu-node/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export RINGBRIDGE_CACHE_DIR=/tmp/rb-cache
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+bash .gpu/run.sh true
+step() { echo "=== $* ($(date +%T))"; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$O/device.txt"
+nvcc --version | tail -2 >> "$O/device.txt"
+if [[ $mode == smoke ]]; then
+  step rust gpu tests smoke
+  RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping 2>&1 | tail -40
+  timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping 2>&1 | tail -30
+  step js gpu smoke
+  RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js 2>&1 | tail -40
+  exit 0
+fi
+step anchors
+(nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 20000 20000000) > "$O/anchors.txt" 2>&1
+(cd .gpu/anchors && timeout 120 python3 cupy_peer.py 20000) >> "$O/anchors.txt" 2>&1
+step rust bench
+timeout 200 .gpu-run/bin/gpu --bench > "$O/rust_bench.txt" 2>&1
+step js bench
+timeout 150 node bench/gpu.js > "$O/js_bench.txt" 2>&1
+step rust gpu tests
+RINGBRIDGE_GPU_MESSAGES=10000000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping > "$O/rust_gpu_tests.txt" 2>&1
+timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping >> "$O/rust_gpu_tests.txt" 2>&1
+step js gpu suite
+RINGBRIDGE_GPU_MESSAGES=10000000 timeout 300 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/errors.spec.js > "$O/js_gpu.txt" 2>&1
+step sanitizers
+for tool in memcheck racecheck; do
+  RINGBRIDGE_GPU_MESSAGES=20000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 saxpy pause > "$O/sanitizer_$tool.txt" 2>&1
+done
+tail -n 3 "$O"/*.txt
