@@ -85,6 +85,8 @@ export interface RingPlace {
 
 abstract class RingEnd {
   readonly view: DataView
+  protected readonly u32: Uint32Array
+  protected readonly bytes: Uint8Array
   readonly capacity: number
   readonly slotSize: number
   readonly maxPayload: number
@@ -93,6 +95,8 @@ abstract class RingEnd {
 
   constructor(buffer: SharedArrayBuffer, place: RingPlace) {
     this.view = new DataView(buffer)
+    this.u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
+    this.bytes = new Uint8Array(buffer)
     this.capacity = place.capacity
     this.slotSize = place.slotSize
     this.maxPayload = place.slotSize - FRAME_HEADER_BYTES
@@ -109,8 +113,6 @@ abstract class RingEnd {
 
 /** The input ring's producer end. */
 export class InputRing extends RingEnd {
-  readonly #u32: Uint32Array
-  readonly #bytes: Uint8Array
   readonly #cb: ControlBlockView
   readonly #head: number
   readonly #tail: number
@@ -121,8 +123,6 @@ export class InputRing extends RingEnd {
 
   constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
-    this.#u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
-    this.#bytes = new Uint8Array(buffer)
     this.#cb = cb
     this.#head = cb.index64('input_head')
     this.#tail = cb.index64('input_tail')
@@ -167,8 +167,8 @@ export class InputRing extends RingEnd {
    * no per-message closure or allocation.
    */
   stageRaw(typeId: number, firstId: number, packed: Uint8Array, size: number, count: number): void {
-    const u32 = this.#u32
-    const bytes = this.#bytes
+    const u32 = this.u32
+    const bytes = this.bytes
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)
       const w = at >> 2 // slots are 16-aligned in a page-aligned region: word access is exact
@@ -221,8 +221,6 @@ export interface FrameRef {
 
 /** The output ring's consumer end. */
 export class OutputRing extends RingEnd {
-  readonly #u32: Uint32Array
-  readonly #bytes: Uint8Array
   readonly #cb: ControlBlockView
   readonly #head: number
   readonly #tail: number
@@ -232,8 +230,6 @@ export class OutputRing extends RingEnd {
 
   constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
-    this.#u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
-    this.#bytes = new Uint8Array(buffer)
     this.#cb = cb
     this.#head = cb.index64('output_head')
     this.#tail = cb.index64('output_tail')
@@ -277,8 +273,8 @@ export class OutputRing extends RingEnd {
    * than `size`. Returns how many it consumed.
    */
   copyPayloads(into: Uint8Array, size: number, count: number): number {
-    const u32 = this.#u32
-    const bytes = this.#bytes
+    const u32 = this.u32
+    const bytes = this.bytes
     const flagError = PROTOCOL.flagError
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)

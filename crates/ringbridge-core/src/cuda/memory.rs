@@ -79,7 +79,7 @@ impl Drop for HostRegistration {
     }
 }
 
-/// Device memory from `cuMemAlloc`.
+/// Device memory from `cuMemAlloc`, or managed memory from `cuMemAllocManaged`.
 pub struct DeviceBuffer {
     ctx: Arc<CudaContext>,
     ptr: sys::CUdeviceptr,
@@ -101,7 +101,22 @@ impl DeviceBuffer {
         Ok(buf)
     }
 
-    /// Device address.
+    /// Allocates `len` zeroed bytes of managed memory (`cuMemAllocManaged(ATTACH_GLOBAL)`),
+    /// reachable from host and device at the same address; freed like device memory.
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuMemAllocManaged`).
+    pub fn managed_zeroed(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, Error> {
+        ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
+        // SAFETY: a plain allocation in the bound context.
+        let ptr = unsafe { result::malloc_managed(len.max(1), sys::CUmemAttach_flags::CU_MEM_ATTACH_GLOBAL) }
+            .map_err(cuda_err("cuMemAllocManaged"))?;
+        // SAFETY: managed memory is host-addressable at the same address; fresh, `len` bytes.
+        unsafe { (ptr as *mut u8).write_bytes(0, len) };
+        Ok(Self { ctx: Arc::clone(ctx), ptr, len })
+    }
+
+    /// Device address (also the host address of managed memory).
     pub fn ptr(&self) -> u64 {
         self.ptr
     }
@@ -120,7 +135,8 @@ impl DeviceBuffer {
 impl Drop for DeviceBuffer {
     fn drop(&mut self) {
         self.ctx.record_err(self.ctx.bind_to_thread());
-        // SAFETY: allocated in `zeroed`; the kernel using it has ended before its owner drops.
+        // SAFETY: allocated by `zeroed` or `managed_zeroed` (cuMemFree frees both); the kernel
+        // using it has ended before its owner drops.
         self.ctx.record_err(unsafe { result::free_sync(self.ptr) });
     }
 }
@@ -182,56 +198,5 @@ impl Drop for PinnedBuffer {
         self.ctx.record_err(self.ctx.bind_to_thread());
         // SAFETY: allocated in `zeroed`.
         self.ctx.record_err(unsafe { result::free_host(self.ptr.cast()) });
-    }
-}
-
-/// Managed memory (`cuMemAllocManaged(ATTACH_GLOBAL)`), reachable from host and device.
-pub struct ManagedBuffer {
-    ctx: Arc<CudaContext>,
-    ptr: sys::CUdeviceptr,
-    len: usize,
-}
-
-// SAFETY: plain memory owned by this value; the host touches it only through the bridge.
-unsafe impl Send for ManagedBuffer {}
-// SAFETY: as above.
-unsafe impl Sync for ManagedBuffer {}
-
-impl ManagedBuffer {
-    /// Allocates `len` zeroed bytes.
-    ///
-    /// # Errors
-    /// [`Error::Cuda`] (`cuMemAllocManaged`).
-    pub fn zeroed(ctx: &Arc<CudaContext>, len: usize) -> Result<Self, Error> {
-        ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
-        // SAFETY: a plain allocation in the bound context.
-        let ptr = unsafe { result::malloc_managed(len.max(1), sys::CUmemAttach_flags::CU_MEM_ATTACH_GLOBAL) }
-            .map_err(cuda_err("cuMemAllocManaged"))?;
-        // SAFETY: managed memory is host-addressable at the same address; fresh, `len` bytes.
-        unsafe { (ptr as *mut u8).write_bytes(0, len) };
-        Ok(Self { ctx: Arc::clone(ctx), ptr, len })
-    }
-
-    /// Address (the same on host and device).
-    pub fn ptr(&self) -> u64 {
-        self.ptr
-    }
-
-    /// Bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether it holds no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Drop for ManagedBuffer {
-    fn drop(&mut self) {
-        self.ctx.record_err(self.ctx.bind_to_thread());
-        // SAFETY: allocated in `zeroed`; the kernel using it has ended.
-        self.ctx.record_err(unsafe { result::free_sync(self.ptr) });
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::CudaContext;
 
 use super::{check_registrable, slot_runs, KernelView, Link, Region};
-use crate::cuda::memory::{HostRegistration, ManagedBuffer};
+use crate::cuda::memory::{DeviceBuffer, HostRegistration};
 use crate::protocol::LINE_BYTES;
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::Error;
@@ -15,7 +15,7 @@ use crate::Error;
 /// Managed rings plus the bridge's state.
 pub struct ManagedLink {
     registration: HostRegistration,
-    managed: ManagedBuffer,
+    managed: DeviceBuffer,
     sent: u64,
     copied: u64,
 }
@@ -38,7 +38,7 @@ impl ManagedLink {
         let registration = unsafe { HostRegistration::new(ctx, region.base_ptr(), region.registered_len()) }?;
         let l = region.layout();
         let (in_bytes, out_bytes) = (l.input.bytes(), l.output.bytes());
-        let managed = ManagedBuffer::zeroed(ctx, in_bytes + out_bytes + 2 * LINE_BYTES)?;
+        let managed = DeviceBuffer::managed_zeroed(ctx, in_bytes + out_bytes + 2 * LINE_BYTES)?;
         let words = managed.ptr() + (in_bytes + out_bytes) as u64;
         region.set_kernel_view(KernelView {
             input_buffer: managed.ptr(),
