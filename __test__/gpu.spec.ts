@@ -1,5 +1,7 @@
 // The CUDA backend end to end from JavaScript, per transport. Runs only with RINGBRIDGE_GPU=1
 // (the GPU suite); elsewhere every test is listed as skipped with the reason, never passed.
+import { execFileSync, spawn } from 'node:child_process'
+
 import test from 'ava'
 
 import { Runtime, array, bytes, f32, struct, u32, type RingKernel } from '../index'
@@ -119,6 +121,34 @@ gpuTest('auto transport falls back when mapped and managed fail (injected), and 
   } finally {
     delete process.env.RINGBRIDGE_INJECT_FAULT
   }
+})
+
+gpuTest('a process that exits with a kernel still running ends at once and leaves nothing on the GPU', async (t) => {
+  const script = `
+    const rb = require(${JSON.stringify(require.resolve('../index'))})
+    rb.Runtime.open({ backend: 'cuda' }).then(async (rt) => {
+      const k = await rt.launch({ handler: 'echo', input: rb.u32, output: rb.u32 })
+      await k.request(1)
+      process.exit(0)
+    })`
+  const started = Date.now()
+  let pid = -1
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', script], { stdio: 'inherit' })
+    pid = child.pid ?? -1
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error('the child did not exit within 20 s'))
+    }, 20_000)
+    child.on('exit', (c) => {
+      clearTimeout(timer)
+      resolve(c)
+    })
+  })
+  t.is(code, 0)
+  t.log(`exited after ${Date.now() - started} ms`)
+  const apps = execFileSync('nvidia-smi', ['--query-compute-apps=pid', '--format=csv,noheader']).toString().split('\n').map((l) => l.trim())
+  t.false(apps.includes(String(pid)), `the exited process ${pid} is not on the GPU (${apps.join(',')})`)
 })
 
 // Last: a fault ends this process's context (the next launch opens a fresh one).
