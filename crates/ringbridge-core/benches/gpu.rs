@@ -53,37 +53,57 @@ fn round_trip(transport: &str, iters: usize) {
 
 /// Streams `total` messages of `slot - 16` payload bytes, written and read in place (the
 /// producer writes only the header and a sequence number, as a zero-copy producer would; the
-/// transport still moves whole frames); returns messages per second.
+/// transport still moves whole frames), the producer and the consumer on two threads; returns
+/// messages per second.
 fn stream(transport: &str, capacity: u32, slot: u32, total: u64, shape: Option<Shape>) -> f64 {
     let ring = RingConfig { capacity, slot_size: slot };
     let mut s = session(transport, ring, shape);
     let len = slot as usize - 16;
-    let (mut sent, mut got) = (0u64, 0u64);
     let start = Instant::now();
-    let mut last = Instant::now();
-    while got < total {
-        let n = s.free_slots(u64::MAX).min(total - sent);
-        for _ in 0..n {
-            s.stage_with(1, sent, |area| {
-                area[..8].copy_from_slice(&sent.to_le_bytes());
-                len
-            })
-            .unwrap();
-            sent += 1;
-        }
-        s.flush();
-        let mut bad = false;
-        let taken = s
-            .recv_batch_with(u64::MAX, |h, p| {
-                bad |= h.correlation_id != got || p.len() != len || p[..8] != got.to_le_bytes();
-                got += 1;
-            })
-            .unwrap();
-        assert!(!bad, "{transport}: a reply before {got} is out of order or wrong");
-        if taken > 0 {
-            last = Instant::now();
-        }
-        assert!(last.elapsed() < LIMIT, "{transport}: stalled at {got}");
+    {
+        let (mut tx, mut rx) = s.halves();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut sent = 0u64;
+                let mut last = Instant::now();
+                while sent < total {
+                    let n = tx.free_slots(u64::MAX).min(total - sent);
+                    for _ in 0..n {
+                        tx.stage_with(1, sent, |area| {
+                            area[..8].copy_from_slice(&sent.to_le_bytes());
+                            len
+                        })
+                        .unwrap();
+                        sent += 1;
+                    }
+                    tx.flush();
+                    if n > 0 {
+                        last = Instant::now();
+                    } else {
+                        assert!(last.elapsed() < LIMIT, "{transport}: no room for {LIMIT:?} at {sent}");
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+            let mut got = 0u64;
+            let mut last = Instant::now();
+            while got < total {
+                let mut bad = false;
+                let taken = rx
+                    .recv_batch_with(u64::MAX, |h, p| {
+                        bad |= h.correlation_id != got || p.len() != len || p[..8] != got.to_le_bytes();
+                        got += 1;
+                    })
+                    .unwrap();
+                assert!(!bad, "{transport}: a reply before {got} is out of order or wrong");
+                if taken > 0 {
+                    last = Instant::now();
+                } else {
+                    assert!(last.elapsed() < LIMIT, "{transport}: stalled at {got}");
+                    std::hint::spin_loop();
+                }
+            }
+        });
     }
     let rate = total as f64 / start.elapsed().as_secs_f64();
     s.terminate(true, LIMIT).unwrap();

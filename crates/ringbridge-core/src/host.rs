@@ -101,12 +101,7 @@ impl Session {
     }
 
     fn wake_kernel_if_sleeping(&self) {
-        // ORDERING: (D2) SeqCst fence between our index store and the load of kernel_sleeping;
-        // pairs with the kernel's SeqCst store of kernel_sleeping and re-check (D1).
-        fence(Ordering::SeqCst);
-        if self.region().control().kernel_sleeping.load(Ordering::Relaxed) != 0 {
-            self.kernel.wake();
-        }
+        wake_if_sleeping(self.kernel.as_ref());
     }
 
     /// Stages and publishes one message.
@@ -151,24 +146,8 @@ impl Session {
     ///
     /// # Errors
     /// [`Error::Protocol`] for a corrupt frame (the replies before it are released).
-    pub fn recv_batch_with(&mut self, max: u64, mut read: impl FnMut(FrameHeader, &[u8])) -> Result<u64, Error> {
-        let mut n = 0;
-        let mut failure = None;
-        while n < max {
-            match self.rx.pop_with(&mut read) {
-                Ok(()) => n += 1,
-                Err(PopError::Empty) => break,
-                Err(PopError::BadFrame { header, max }) => {
-                    failure = Some(Error::Protocol(format!("reply frame length {} exceeds slot payload {max}", header.length)));
-                    break;
-                }
-            }
-        }
-        if self.rx.unreleased() > 0 {
-            self.rx.release();
-            self.wake_kernel_if_sleeping();
-        }
-        failure.map_or(Ok(n), Err)
+    pub fn recv_batch_with(&mut self, max: u64, read: impl FnMut(FrameHeader, &[u8])) -> Result<u64, Error> {
+        self.halves().1.recv_batch_with(max, read)
     }
 
     /// Stages one message whose payload `fill` writes in place (returning its length): the
@@ -177,12 +156,14 @@ impl Session {
     /// # Errors
     /// [`PushError::Full`]; [`PushError::TooLarge`] if `fill` returns more than the slot holds.
     pub fn stage_with(&mut self, type_id: u16, correlation_id: u64, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
-        self.tx
-            .stage_with(|area| {
-                let length = fill(area) as u32;
-                Some(FrameHeader { length, type_id, flags: 0, correlation_id })
-            })
-            .map(drop)
+        self.halves().0.stage_with(type_id, correlation_id, fill)
+    }
+
+    /// Splits the session into its sending and receiving halves, for a producer and a consumer
+    /// on two threads (the two ring ends are independent, spec §5).
+    pub fn halves(&mut self) -> (SendHalf<'_>, RecvHalf<'_>) {
+        let kernel: &dyn Kernel = self.kernel.as_ref();
+        (SendHalf { tx: &mut self.tx, kernel }, RecvHalf { rx: &mut self.rx, kernel })
     }
 
     /// Waits up to `limit` for the next reply.
@@ -301,4 +282,79 @@ pub struct Termination {
 
 fn limit_ms(deadline: Instant, start: Instant) -> u64 {
     deadline.saturating_duration_since(start).as_millis() as u64
+}
+
+fn wake_if_sleeping(kernel: &dyn Kernel) {
+    // ORDERING: (D2) SeqCst fence between our index store and the load of kernel_sleeping;
+    // pairs with the kernel's SeqCst store of kernel_sleeping and re-check (D1).
+    fence(Ordering::SeqCst);
+    if kernel.region().control().kernel_sleeping.load(Ordering::Relaxed) != 0 {
+        kernel.wake();
+    }
+}
+
+/// The sending half of a [`Session`] (see [`Session::halves`]).
+pub struct SendHalf<'a> {
+    tx: &'a mut Producer<RegionRing>,
+    kernel: &'a dyn Kernel,
+}
+
+impl SendHalf<'_> {
+    /// Free input slots (re-reading the kernel's head if needed).
+    pub fn free_slots(&mut self, wanted: u64) -> u64 {
+        self.tx.free_slots(wanted)
+    }
+
+    /// As [`Session::stage_with`].
+    ///
+    /// # Errors
+    /// [`PushError::Full`]; [`PushError::TooLarge`].
+    pub fn stage_with(&mut self, type_id: u16, correlation_id: u64, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<(), PushError> {
+        self.tx
+            .stage_with(|area| {
+                let length = fill(area) as u32;
+                Some(FrameHeader { length, type_id, flags: 0, correlation_id })
+            })
+            .map(drop)
+    }
+
+    /// Publishes staged messages (H3) and wakes the kernel if it announced sleep (H4).
+    pub fn flush(&mut self) {
+        if self.tx.staged() > 0 {
+            self.tx.publish();
+            wake_if_sleeping(self.kernel);
+        }
+    }
+}
+
+/// The receiving half of a [`Session`] (see [`Session::halves`]).
+pub struct RecvHalf<'a> {
+    rx: &'a mut Consumer<RegionRing>,
+    kernel: &'a dyn Kernel,
+}
+
+impl RecvHalf<'_> {
+    /// As [`Session::recv_batch_with`].
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for a corrupt frame.
+    pub fn recv_batch_with(&mut self, max: u64, mut read: impl FnMut(FrameHeader, &[u8])) -> Result<u64, Error> {
+        let mut n = 0;
+        let mut failure = None;
+        while n < max {
+            match self.rx.pop_with(&mut read) {
+                Ok(()) => n += 1,
+                Err(PopError::Empty) => break,
+                Err(PopError::BadFrame { header, max }) => {
+                    failure = Some(Error::Protocol(format!("reply frame length {} exceeds slot payload {max}", header.length)));
+                    break;
+                }
+            }
+        }
+        if self.rx.unreleased() > 0 {
+            self.rx.release();
+            wake_if_sleeping(self.kernel);
+        }
+        failure.map_or(Ok(n), Err)
+    }
 }

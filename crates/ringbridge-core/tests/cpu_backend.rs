@@ -578,3 +578,49 @@ fn corrupt_input_frame_gets_a_bad_frame_error_reply() {
     let id = session.recv_with(LIMIT, |h, _| h.correlation_id).expect("next reply");
     assert_eq!(id, 8);
 }
+
+// The two halves of a session run on two threads: nothing lost, duplicated or reordered.
+#[test]
+fn halves_stream_on_two_threads_in_order() {
+    let shape = ring(64, 64);
+    let mut session = launch("echo", shape, shape);
+    let total: u64 = if cfg!(miri) { 200 } else { 200_000 };
+    let (mut tx, mut rx) = session.halves();
+    thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut sent = 0u64;
+            let deadline = Instant::now() + LIMIT;
+            while sent < total {
+                let n = tx.free_slots(u64::MAX).min(total - sent);
+                for _ in 0..n {
+                    tx.stage_with(1, sent, |area| {
+                        area[..8].copy_from_slice(&sent.to_le_bytes());
+                        8
+                    })
+                    .unwrap();
+                    sent += 1;
+                }
+                tx.flush();
+                assert!(Instant::now() < deadline, "sender stuck at {sent}");
+                if n == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut got = 0u64;
+        let deadline = Instant::now() + LIMIT;
+        while got < total {
+            let n = rx
+                .recv_batch_with(u64::MAX, |h, p| {
+                    assert_eq!(h.correlation_id, got, "reply {got} out of order");
+                    assert_eq!(p, got.to_le_bytes(), "payload of {got}");
+                    got += 1;
+                })
+                .unwrap();
+            assert!(Instant::now() < deadline, "receiver stuck at {got}");
+            if n == 0 {
+                thread::yield_now();
+            }
+        }
+    });
+}

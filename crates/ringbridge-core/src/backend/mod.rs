@@ -19,7 +19,7 @@ use crate::Error;
 pub type Notify = Box<dyn Fn() + Send + Sync>;
 
 /// A launched ring kernel, whatever runs it.
-pub trait Kernel: Send {
+pub trait Kernel: Send + Sync {
     /// The region the kernel serves.
     fn region(&self) -> &Arc<Region>;
     /// Wakes a kernel that announced sleep (`kernel_sleeping`); harmless otherwise.
