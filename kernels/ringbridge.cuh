@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// ringbridge.cuh: the device side of the ringbridge ring protocol, version 1 (docs/PROTOCOL.md).
+// ringbridge.cuh: the device side of the ringbridge ring protocol, version 2 (docs/PROTOCOL.md).
 //
 // It mirrors crates/ringbridge-core/src/protocol.rs field for field: the control block, the frame
 // header, the constants, and the producer/consumer steps (P1–P4, C1–C4) and kernel steps (K1–K8)
@@ -742,7 +742,7 @@ RB_DEVICE uint64_t rb_ring_free(rb_producer* p, uint64_t wanted, uint32_t polls,
 }
 
 /// C3 (thread): consumes the next frame. The slot stays this end's until rb_ring_release (I3).
-/// The caller checks rb_frame_valid; an invalid frame is still consumed (BAD_FRAME, no reply).
+/// The caller checks rb_frame_valid; an invalid frame is still consumed and answered with a BAD_FRAME error frame (I6).
 /// @param c the consumer end
 /// @return the slot (header at 0, payload at 16), or nullptr if the ring is empty
 RB_DEVICE const uint8_t* rb_ring_pop(rb_consumer* c) {
