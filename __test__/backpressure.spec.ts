@@ -6,23 +6,10 @@ import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
 import { BACKPRESSURE_POLICIES, MessageQueue, Runtime, u32, type Backpressure, type LaunchOptions, type RingKernel } from '../index'
-import { codeOf, pendingAfter, sleep, until, within, launchOn } from './helpers'
+import { codeOf, pendingAfter, sleep, until, within, launchOn , receiveAll } from './helpers'
 
 function launch(t: ExecutionContext, options: Partial<LaunchOptions<number, number>>): Promise<RingKernel<number, number>> {
   return launchOn(t, { handler: 'echo', input: u32, output: u32, ...options })
-}
-
-/** Receives exactly `n` replies (each wait bounded), then checks that no other reply comes. */
-async function receiveAll(k: RingKernel<number, number>, n: number): Promise<number[]> {
-  const got: number[] = []
-  while (got.length < n) {
-    try {
-      got.push(...(await k.receiveBatch(n - got.length, { timeoutMs: 5000 })))
-    } catch (e) {
-      throw new Error(`waiting for reply ${got.length} of ${n}: ${(e as Error).message}`, { cause: e })
-    }
-  }
-  return got
 }
 
 async function assertNoMoreReplies(t: ExecutionContext, k: RingKernel<number, number>): Promise<void> {

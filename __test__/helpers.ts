@@ -42,3 +42,16 @@ export async function launchOn<TIn, TOut>(t: ExecutionContext, options: LaunchOp
   t.teardown(() => within(rt.close(), 15_000, 'runtime close'))
   return rt.launch(options)
 }
+
+/** Receives exactly `n` replies, each wait bounded, naming the reply it waited for on failure. */
+export async function receiveAll<T>(k: RingKernel<unknown, T>, n: number): Promise<T[]> {
+  const got: T[] = []
+  while (got.length < n) {
+    try {
+      got.push(...(await k.receiveBatch(n - got.length, { timeoutMs: 5000 })))
+    } catch (e) {
+      throw new Error(`waiting for reply ${got.length} of ${n}: ${(e as Error).message}`, { cause: e })
+    }
+  }
+  return got
+}

@@ -6,22 +6,10 @@ import path from 'node:path'
 import test, { type ExecutionContext } from 'ava'
 
 import { Runtime, struct, u32, type LaunchOptions, type RingKernel } from '../index'
-import { codeOf, pendingAfter, sleep, until, within, launchOn } from './helpers'
+import { codeOf, pendingAfter, sleep, until, within, launchOn , receiveAll } from './helpers'
 
 function launch<TIn = number, TOut = number>(t: ExecutionContext, options: Partial<LaunchOptions<TIn, TOut>> = {}): Promise<RingKernel<TIn, TOut>> {
   return launchOn(t, { handler: 'echo', input: u32, output: u32, ...options } as LaunchOptions<TIn, TOut>)
-}
-
-async function receiveAll<T>(k: RingKernel<unknown, T>, n: number): Promise<T[]> {
-  const got: T[] = []
-  while (got.length < n) {
-    try {
-      got.push(...(await k.receiveBatch(n - got.length, { timeoutMs: 5000 })))
-    } catch (e) {
-      throw new Error(`waiting for reply ${got.length} of ${n}: ${(e as Error).message}`, { cause: e })
-    }
-  }
-  return got
 }
 
 /** Samples `read` every 10 ms for `ms` and returns the distinct values seen. */

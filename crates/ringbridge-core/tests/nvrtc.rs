@@ -1,7 +1,8 @@
 //! The kernels compile through the same NVRTC path the CUDA backend uses, without a GPU: CI
 //! installs NVRTC 13.0 from the `nvidia-cuda-nvrtc` wheel and sets RINGBRIDGE_REQUIRE_NVRTC=1,
-//! so a kernel that does not compile fails CI. Elsewhere, without NVRTC, each test prints that it
-//! skipped and why.
+//! so a kernel that does not compile fails CI. They are ignored by a plain `cargo test` (NVRTC is
+//! not on a developer machine by default): CI runs them with `--include-ignored`, and there a
+//! missing NVRTC fails them, never passes them.
 
 use ringbridge_core::backend::cuda::{PROTOCOL_HEADER, RING_KERNEL_SOURCE};
 use ringbridge_core::cuda::nvrtc::{self, ImageKind};
@@ -9,20 +10,14 @@ use ringbridge_core::{Error, ErrorCode};
 
 const HEADERS: &[(&str, &str)] = &[("ringbridge.cuh", PROTOCOL_HEADER)];
 
-fn nvrtc_or_skip() -> bool {
-    if nvrtc::nvrtc_present() {
-        return true;
-    }
-    assert!(std::env::var("RINGBRIDGE_REQUIRE_NVRTC").as_deref() != Ok("1"), "RINGBRIDGE_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded (LD_LIBRARY_PATH?)");
-    eprintln!("skipped: libnvrtc cannot be loaded (set LD_LIBRARY_PATH to CUDA's lib64)");
-    false
+fn require_nvrtc() {
+    assert!(nvrtc::nvrtc_present(), "libnvrtc cannot be loaded: set LD_LIBRARY_PATH to CUDA's lib64 (CI uses the nvidia-cuda-nvrtc wheel)");
 }
 
 #[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
 fn ring_kernel_compiles_to_a_cubin_for_hopper_and_to_ptx() {
-    if !nvrtc_or_skip() {
-        return;
-    }
+    require_nvrtc();
     let cubin = nvrtc::compile(RING_KERNEL_SOURCE, "ring_kernel.cu", HEADERS, (9, 0), true).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cubin.kind, ImageKind::Cubin);
     assert_eq!(&cubin.bytes[..4], b"\x7fELF", "a CUBIN is an ELF image");
@@ -38,10 +33,9 @@ fn ring_kernel_compiles_to_a_cubin_for_hopper_and_to_ptx() {
 }
 
 #[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
 fn a_compile_error_carries_the_log_with_file_and_line() {
-    if !nvrtc_or_skip() {
-        return;
-    }
+    require_nvrtc();
     let source = "#include \"ringbridge.cuh\"\nextern \"C\" __global__ void k() {\n  int x = undeclared_name;\n}\n";
     let err = nvrtc::compile(source, "broken.cu", HEADERS, (9, 0), true).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Compile);
@@ -52,10 +46,9 @@ fn a_compile_error_carries_the_log_with_file_and_line() {
 }
 
 #[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
 fn the_disk_cache_returns_the_same_image_and_misses_on_any_change() {
-    if !nvrtc_or_skip() {
-        return;
-    }
+    require_nvrtc();
     let dir = std::env::temp_dir().join(format!("ringbridge-nvrtc-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::env::set_var("RINGBRIDGE_CACHE_DIR", &dir);
