@@ -1,5 +1,5 @@
 //! The kernels compile through the same NVRTC path the CUDA backend uses, without a GPU: CI
-//! installs NVRTC 13.0 from the `nvidia-cuda-nvrtc` wheel and sets RINGBRIDGE_REQUIRE_NVRTC=1,
+//! installs NVRTC 13.0 from the `nvidia-cuda-nvrtc` wheel,
 //! so a kernel that does not compile fails CI. They are ignored by a plain `cargo test` (NVRTC is
 //! not on a developer machine by default): CI runs them with `--include-ignored`, and there a
 //! missing NVRTC fails them, never passes them.
