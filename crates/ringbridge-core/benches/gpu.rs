@@ -6,14 +6,14 @@
 use std::time::{Duration, Instant};
 
 use ringbridge_core::backend::cuda::{runtime, Shape};
-use ringbridge_core::backend::LaunchSpec;
+use ringbridge_core::backend::{Isolation, LaunchSpec};
 use ringbridge_core::host::Session;
 use ringbridge_core::protocol::RingConfig;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn session(transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
-    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape };
+    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape, isolation: Isolation::Thread };
     Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"))
 }
 

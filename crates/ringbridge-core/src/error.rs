@@ -140,6 +140,13 @@ pub enum Error {
         /// NVRTC's log: file names, line numbers, messages.
         log: String,
     },
+    /// An error raised in another process (a kernel host), with its code and text kept.
+    Remote {
+        /// The original error's code.
+        code: ErrorCode,
+        /// The original error's text.
+        message: String,
+    },
     /// A bounded wait expired.
     Timeout {
         /// What was awaited.
@@ -163,6 +170,7 @@ impl Error {
             Error::Timeout { .. } => ErrorCode::Timeout,
             Error::Cuda { .. } => ErrorCode::Cuda,
             Error::Compile { .. } => ErrorCode::Compile,
+            Error::Remote { code, .. } => *code,
         }
     }
 }
@@ -190,6 +198,7 @@ impl fmt::Display for Error {
             Error::Cuda { call, message } => write!(f, "{call} failed: {message}"),
             Error::Compile { name, options, log } => write!(f, "{name} did not compile ({options}):\n{log}"),
             Error::Timeout { what, millis } => write!(f, "timed out after {millis} ms waiting for {what}"),
+            Error::Remote { message, .. } => f.write_str(message),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, Kernel, LaunchSpec, Launched};
+use crate::backend::{self, Isolation, Kernel, LaunchSpec, Launched};
 use crate::protocol::{FrameHeader, KernelState, RingConfig, WAIT_INPUT, WAIT_OUTPUT};
 use crate::ring::{Consumer, PopError, Producer, PushError};
 use crate::sync::{fence, Ordering};
@@ -52,7 +52,7 @@ impl Session {
     /// # Errors
     /// Invalid ring shapes, unknown handler or backend, or a backend that cannot start.
     pub fn launch(backend: &str, handler: &str, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
-        let spec = LaunchSpec { backend, handler, transport: "auto", shape: None };
+        let spec = LaunchSpec { backend, handler, transport: "auto", shape: None, isolation: Isolation::Thread };
         Self::launch_spec(&spec, input, output)
     }
 
@@ -61,7 +61,10 @@ impl Session {
     /// # Errors
     /// As [`Session::launch`].
     pub fn launch_spec(spec: &LaunchSpec<'_>, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
-        let region = Region::alloc(input, output)?;
+        let region = match spec.isolation {
+            Isolation::Thread => Region::alloc(input, output)?,
+            Isolation::Process(_) => Region::alloc_shared(input, output)?,
+        };
         let doorbell = Arc::new(Doorbell::default());
         let bell = Arc::clone(&doorbell);
         let (kernel, launched) = backend::launch(spec, Arc::clone(&region), Box::new(move || bell.ring()))?;

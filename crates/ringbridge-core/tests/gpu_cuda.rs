@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringbridge_core::backend::LaunchSpec;
+use ringbridge_core::backend::{Isolation, LaunchSpec};
 use ringbridge_core::host::Session;
 use ringbridge_core::protocol::{kernel_error, ErrorRecord, KernelState, RingConfig, FLAG_ERROR};
 use ringbridge_core::{Error, ErrorCode, Ordering};
@@ -18,7 +18,7 @@ fn messages() -> u64 {
 }
 
 fn launch(handler: &str, transport: &str, input: RingConfig, output: RingConfig) -> Session {
-    let spec = LaunchSpec { backend: "cuda", handler, transport, shape: None };
+    let spec = LaunchSpec { backend: "cuda", handler, transport, shape: None, isolation: Isolation::Thread };
     Session::launch_spec(&spec, input, output).unwrap_or_else(|e| panic!("launch {handler} on {transport}: {e}"))
 }
 
@@ -116,7 +116,7 @@ fn saxpy_matches_the_cpu_backend_bit_for_bit() {
     }
     inputs.push(vec![1, 2, 3]); // bad length: an error frame on both backends
     let run = |backend: &str, transport: &str| -> Vec<(u16, Vec<u8>)> {
-        let spec = LaunchSpec { backend, handler: "saxpy", transport, shape: None };
+        let spec = LaunchSpec { backend, handler: "saxpy", transport, shape: None, isolation: Isolation::Thread };
         let mut s = Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("{backend}: {e}"));
         let mut out = Vec::new();
         for (i, p) in inputs.iter().enumerate() {
@@ -196,7 +196,7 @@ fn trapping_handler_becomes_an_error_and_later_launches_say_restart() {
     let err = s.terminate(false, LIMIT).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     // A trap is a sticky error: this process gets no new CUDA context (driver 580), and says so.
-    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport: "mapped", shape: None };
+    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport: "mapped", shape: None, isolation: Isolation::Thread };
     let err = Session::launch_spec(&spec, ring, ring).err().expect("no launch after a sticky fault");
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     assert!(err.to_string().contains("restart the process"), "{err}");

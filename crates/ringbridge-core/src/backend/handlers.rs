@@ -76,7 +76,17 @@ impl Handler for Saxpy {
 /// The NaN every backend's saxpy answers with (the GPU's canonical quiet NaN).
 pub const CANONICAL_NAN: u32 = 0x7fff_ffff;
 
-/// Names accepted by [`builtin`].
+/// The CPU twin of the GPU's test handler `trap`: the first message aborts the process, the
+/// closest a thread can come to a trapping GPU kernel. Only inside a kernel host.
+pub struct Crash;
+
+impl Handler for Crash {
+    fn handle(&mut self, _: &FrameHeader, _: &[u8], _: &mut [u8]) -> Outcome {
+        std::process::abort()
+    }
+}
+
+/// Names accepted by [`builtin`] (besides the test-only `trap`).
 pub const BUILTIN_NAMES: &[&str] = &["echo", "saxpy"];
 
 /// A fresh instance of the built-in handler `name`.
@@ -87,6 +97,12 @@ pub fn builtin(name: &str) -> Result<Box<dyn Handler>, Error> {
     match name {
         "echo" => Ok(Box::new(Echo)),
         "saxpy" => Ok(Box::new(Saxpy)),
+        "trap" if crate::isolate::child::in_kernel_host() => Ok(Box::new(Crash)),
+        "trap" => Err(Error::InvalidConfig {
+            what: "handler 'trap' outside a kernel host".into(),
+            value: 0,
+            expected: "isolation 'process': the test handler ends the process it runs in, as a GPU trap ends a CUDA context".into(),
+        }),
         _ => Err(Error::UnknownHandler { name: name.to_owned(), known: BUILTIN_NAMES }),
     }
 }

@@ -67,6 +67,18 @@ pub fn choose(name: &str) -> Result<BackendChoice, Error> {
     }
 }
 
+/// Where a kernel's runner lives.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Isolation<'a> {
+    /// A thread of this process (cpu) or a context of this process (cuda): the lowest set-up
+    /// cost, but a GPU fault leaves this process unable to use CUDA again.
+    #[default]
+    Thread,
+    /// A kernel host process started with this command (`crate::isolate`): the region must be
+    /// shared memory ([`Region::alloc_shared`]); a fault ends the host only.
+    Process(&'a crate::isolate::HostCommand),
+}
+
 /// What to launch.
 #[derive(Clone, Debug)]
 pub struct LaunchSpec<'a> {
@@ -78,6 +90,8 @@ pub struct LaunchSpec<'a> {
     pub transport: &'a str,
     /// GPU launch shape; `None` for the transport's default.
     pub shape: Option<cuda::Shape>,
+    /// In this process, or in a kernel host process.
+    pub isolation: Isolation<'a>,
 }
 
 /// What was launched, and why.
@@ -91,11 +105,22 @@ pub struct Launched {
     pub transport_reason: String,
 }
 
-/// Launches a built-in handler.
+/// Launches a built-in handler, in this process or (with [`Isolation::Process`]) in a kernel
+/// host, which resolves the backend itself (so `auto` opens no CUDA context here).
 ///
 /// # Errors
 /// As [`choose`], plus [`Error::UnknownHandler`], an unknown transport, and set-up failures.
 pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Result<(Box<dyn Kernel>, Launched), Error> {
+    if let Isolation::Process(command) = spec.isolation {
+        let request = crate::isolate::wire::LaunchRequest {
+            backend: spec.backend.to_owned(),
+            handler: spec.handler.to_owned(),
+            transport: spec.transport.to_owned(),
+            shape: spec.shape,
+        };
+        let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &request, region, notify)?;
+        return Ok((Box::new(kernel), launched));
+    }
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
         let kernel = cuda::CudaKernel::launch(region, spec.handler, spec.transport, spec.shape, notify)?;

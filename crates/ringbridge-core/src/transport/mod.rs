@@ -15,6 +15,8 @@ use crate::protocol::{
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;
+#[cfg(target_os = "linux")]
+use crate::isolate::shm::SharedMemory;
 
 pub mod dma;
 pub mod managed;
@@ -73,6 +75,9 @@ enum Owner {
     Heap(Layout),
     /// Borrowed; the box keeps the memory alive until the region drops.
     External(#[allow(dead_code)] Box<dyn Send + Sync>),
+    /// A memfd mapping another process (the kernel host) maps too.
+    #[cfg(target_os = "linux")]
+    Shared(SharedMemory),
 }
 
 /// One control block plus its input and output slot arrays, in one block of memory.
@@ -164,6 +169,67 @@ impl Region {
         let region = Self { base, len, layout, owner: Owner::External(keep_alive) };
         region.init_control();
         Ok(Arc::new(region))
+    }
+
+    /// Allocates a region in memory another process can map ([`SharedMemory`]), for a kernel
+    /// run by a kernel host process (`crate::isolate`), and initialises its control block.
+    ///
+    /// # Errors
+    /// Invalid ring shapes; [`Error::Protocol`] when the memory cannot be created.
+    #[cfg(target_os = "linux")]
+    pub fn alloc_shared(input: RingConfig, output: RingConfig) -> Result<Arc<Self>, Error> {
+        let layout = RegionLayout::new(input, output)?;
+        let shm = SharedMemory::create(align_up(layout.total_bytes, REGION_PAGE))?;
+        let region = Self { base: NonNull::new(shm.as_ptr()).expect("mapped"), len: shm.len(), layout, owner: Owner::Shared(shm) };
+        region.init_control();
+        Ok(Arc::new(region))
+    }
+
+    /// The kernel host's side of [`Region::alloc_shared`]: the region the parent initialised,
+    /// taken as it is (nothing is reset: the parent may already be staging messages). The ring
+    /// shapes are read from the setup line and checked like any region's.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for a wrong magic or version, or memory smaller than the layout.
+    #[cfg(target_os = "linux")]
+    pub fn attach_shared(shm: SharedMemory) -> Result<Arc<Self>, Error> {
+        if shm.len() < crate::protocol::CONTROL_BLOCK_BYTES {
+            return Err(Error::Protocol(format!("shared region of {} bytes holds no control block", shm.len())));
+        }
+        // SAFETY: page-aligned, at least a control block long (checked), all fields atomics.
+        let cb = unsafe { &*(shm.as_ptr() as *const ControlBlock) };
+        let r = Ordering::Acquire;
+        let (magic, version) = (cb.magic.load(r), cb.version.load(r));
+        if magic != MAGIC || version != VERSION {
+            return Err(Error::Protocol(format!(
+                "shared region has magic {magic:#x} version {version}; expected {MAGIC:#x} version {VERSION}"
+            )));
+        }
+        let layout = RegionLayout::new(
+            RingConfig { capacity: cb.input_capacity.load(r), slot_size: cb.input_slot_size.load(r) },
+            RingConfig { capacity: cb.output_capacity.load(r), slot_size: cb.output_slot_size.load(r) },
+        )?;
+        if shm.len() < layout.total_bytes {
+            return Err(Error::Protocol(format!(
+                "shared region of {} bytes is smaller than the {} bytes its rings need",
+                shm.len(),
+                layout.total_bytes
+            )));
+        }
+        let region = Self { base: NonNull::new(shm.as_ptr()).expect("mapped"), len: shm.len(), layout, owner: Owner::Shared(shm) };
+        // The parent's addresses mean nothing here: point the kernel at this mapping (a GPU
+        // transport moves the view again before launch, I5).
+        region.set_kernel_view(KernelView::direct(region.base.as_ptr() as u64, &region.layout));
+        Ok(Arc::new(region))
+    }
+
+    /// The shared memory behind a region from [`Region::alloc_shared`] / [`Region::attach_shared`].
+    #[cfg(target_os = "linux")]
+    pub fn shared_memory(&self) -> Option<&SharedMemory> {
+        match &self.owner {
+            Owner::Shared(shm) => Some(shm),
+            _ => None,
+        }
     }
 
     /// The layout this region was built with.

@@ -1,0 +1,220 @@
+//! The control packets between a parent and its kernel host (see the table in [`super`]).
+//! Text fields separated by tabs; `%`, tab and newline inside a field are percent-escaped so
+//! any message (an NVRTC log, say) survives.
+#![forbid(unsafe_code)]
+
+use crate::backend::cuda::Shape;
+use crate::backend::{BackendChoice, Launched};
+use crate::{Error, ErrorCode};
+
+/// Packet tags.
+pub mod tag {
+    /// Parent → host: the region's memfd rides on this packet.
+    pub const REGION: u8 = b'F';
+    /// Host → parent: launched.
+    pub const LAUNCHED: u8 = b'L';
+    /// Host → parent: an error (launch or join).
+    pub const ERROR: u8 = b'E';
+    /// Host → parent: doorbell.
+    pub const DOORBELL: u8 = b'!';
+    /// Host → parent: stopped cleanly.
+    pub const DONE: u8 = b'D';
+    /// Parent → host: wake the kernel.
+    pub const WAKE: u8 = b'w';
+    /// Parent → host: stop the kernel.
+    pub const JOIN: u8 = b'j';
+}
+
+/// Largest packet either side sends (error messages are cut to fit).
+pub const MAX_PACKET: usize = 60 * 1024;
+
+fn escape(field: &str) -> String {
+    field.replace('%', "%25").replace('\t', "%09").replace('\n', "%0A")
+}
+
+fn unescape(field: &str) -> String {
+    field.replace("%0A", "\n").replace("%09", "\t").replace("%25", "%")
+}
+
+fn join_fields(tag: u8, fields: &[&str]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
+    out.truncate(MAX_PACKET);
+    out
+}
+
+fn split_fields(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body).split('\t').map(unescape).collect()
+}
+
+fn malformed(what: &str, packet: &[u8]) -> Error {
+    Error::Protocol(format!("malformed {what} packet from the other process: {:?}", String::from_utf8_lossy(packet)))
+}
+
+/// What the parent asks the host to run (the ring shapes travel in the region's setup line).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// `auto`, `cpu` or `cuda`.
+    pub backend: String,
+    /// Built-in handler name.
+    pub handler: String,
+    /// GPU transport name.
+    pub transport: String,
+    /// Launch shape, if not the transport's default.
+    pub shape: Option<Shape>,
+}
+
+impl LaunchRequest {
+    /// The packet.
+    pub fn encode(&self) -> Vec<u8> {
+        let (b, t) = self.shape.map_or((0, 0), |s| (s.blocks, s.threads));
+        let mut out = b"launch\t".to_vec();
+        out.extend_from_slice(&join_fields(b' ', &[&self.backend, &self.handler, &self.transport, &b.to_string(), &t.to_string()])[1..]);
+        out
+    }
+
+    /// Parses [`LaunchRequest::encode`]'s packet.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] for anything else.
+    pub fn decode(packet: &[u8]) -> Result<Self, Error> {
+        let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
+        let f = split_fields(body);
+        let [backend, handler, transport, blocks, threads] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
+        let (blocks, threads) = (num(blocks)?, num(threads)?);
+        let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
+        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape })
+    }
+}
+
+/// The host's answer to a launch.
+pub fn encode_launched(l: &Launched) -> Vec<u8> {
+    join_fields(tag::LAUNCHED, &[l.backend.name, &l.backend.reason, l.transport, &l.transport_reason])
+}
+
+/// Parses [`encode_launched`]'s packet.
+///
+/// # Errors
+/// [`Error::Protocol`] for an unknown backend or transport name or a wrong field count.
+pub fn decode_launched(packet: &[u8]) -> Result<Launched, Error> {
+    let f = split_fields(&packet[1..]);
+    let [backend, backend_reason, transport, transport_reason] = f.as_slice() else { return Err(malformed("launched", packet)) };
+    let name = *crate::backend::BACKEND_NAMES.iter().find(|n| *n == backend).ok_or_else(|| malformed("launched", packet))?;
+    let transport = *["shared-memory", "mapped", "dma", "managed"].iter().find(|n| *n == transport).ok_or_else(|| malformed("launched", packet))?;
+    Ok(Launched {
+        backend: BackendChoice { name, reason: backend_reason.clone() },
+        transport,
+        transport_reason: transport_reason.clone(),
+    })
+}
+
+/// An error, with its stable code, as a packet.
+pub fn encode_error(e: &Error) -> Vec<u8> {
+    join_fields(tag::ERROR, &[e.code().as_str(), &e.to_string()])
+}
+
+/// Parses [`encode_error`]'s packet back into an error with the same code and text.
+pub fn decode_error(packet: &[u8]) -> Error {
+    let f = split_fields(&packet[1..]);
+    match f.as_slice() {
+        [code, message] => match ErrorCode::ALL.iter().find(|c| c.as_str() == code) {
+            Some(code) => Error::Remote { code: *code, message: message.clone() },
+            None => malformed("error", packet),
+        },
+        _ => malformed("error", packet),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_request_round_trips_with_awkward_text() {
+        for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
+            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape };
+            assert_eq!(LaunchRequest::decode(&r.encode()).unwrap(), r);
+        }
+        assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());
+        assert!(LaunchRequest::decode(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn errors_keep_code_and_text() {
+        let e = Error::Compile { name: "k.cu".into(), options: "-arch".into(), log: "k.cu(3): error\tbad\n100%".into() };
+        let back = decode_error(&encode_error(&e));
+        assert_eq!(back.code(), ErrorCode::Compile);
+        assert_eq!(back.to_string(), e.to_string());
+    }
+
+    #[test]
+    fn launched_round_trips() {
+        let l = Launched {
+            backend: BackendChoice { name: "cuda", reason: "H100\tx".into() },
+            transport: "mapped",
+            transport_reason: "auto: mapped".into(),
+        };
+        assert_eq!(decode_launched(&encode_launched(&l)).unwrap(), l);
+        assert!(decode_launched(b"Lcuda\tr\tcarrier-pigeon\tr").is_err());
+    }
+}
+
+/// Sends one packet (blocking; never raises SIGPIPE).
+///
+/// # Errors
+/// [`Error::Protocol`] when the other process is gone.
+pub fn send(socket: &impl std::os::fd::AsFd, packet: &[u8]) -> Result<(), Error> {
+    loop {
+        match rustix::net::send(socket, packet, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::Protocol(format!("the other process is unreachable: {e}"))),
+        }
+    }
+}
+
+/// Sends one packet if the socket has room now; drops it otherwise (doorbells, wakes: a full
+/// socket already holds one).
+pub fn send_nowait(socket: &impl std::os::fd::AsFd, packet: &[u8]) {
+    let _ = rustix::net::send(socket, packet, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT);
+}
+
+/// Receives one packet; `None` when the other process closed its end.
+///
+/// # Errors
+/// [`Error::Protocol`] for a failing socket.
+pub fn recv(socket: &impl std::os::fd::AsFd) -> Result<Option<Vec<u8>>, Error> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::empty()) {
+            Ok((0, _)) => return Ok(None),
+            Ok((n, _)) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::Protocol(format!("the control socket failed: {e}"))),
+        }
+    }
+}
+
+/// Waits up to `limit` for the socket to have a packet (or be closed); `false` on timeout.
+///
+/// # Errors
+/// [`Error::Protocol`] for a failing poll.
+pub fn readable_within(socket: &impl std::os::fd::AsFd, limit: std::time::Duration) -> Result<bool, Error> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
+        let mut fds = [PollFd::new(socket, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::Protocol(format!("poll of the control socket failed: {e}"))),
+        }
+    }
+}
