@@ -126,40 +126,6 @@ pub fn decode_error(packet: &[u8]) -> Error {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn launch_request_round_trips_with_awkward_text() {
-        for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
-            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape };
-            assert_eq!(LaunchRequest::decode(&r.encode()).unwrap(), r);
-        }
-        assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());
-        assert!(LaunchRequest::decode(b"nonsense").is_err());
-    }
-
-    #[test]
-    fn errors_keep_code_and_text() {
-        let e = Error::Compile { name: "k.cu".into(), options: "-arch".into(), log: "k.cu(3): error\tbad\n100%".into() };
-        let back = decode_error(&encode_error(&e));
-        assert_eq!(back.code(), ErrorCode::Compile);
-        assert_eq!(back.to_string(), e.to_string());
-    }
-
-    #[test]
-    fn launched_round_trips() {
-        let l = Launched {
-            backend: BackendChoice { name: "cuda", reason: "H100\tx".into() },
-            transport: "mapped",
-            transport_reason: "auto: mapped".into(),
-        };
-        assert_eq!(decode_launched(&encode_launched(&l)).unwrap(), l);
-        assert!(decode_launched(b"Lcuda\tr\tcarrier-pigeon\tr").is_err());
-    }
-}
-
 /// Sends one packet (blocking; never raises SIGPIPE).
 ///
 /// # Errors
@@ -216,5 +182,39 @@ pub fn readable_within(socket: &impl std::os::fd::AsFd, limit: std::time::Durati
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(Error::Protocol(format!("poll of the control socket failed: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn launch_request_round_trips_with_awkward_text() {
+        for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
+            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape };
+            assert_eq!(LaunchRequest::decode(&r.encode()).unwrap(), r);
+        }
+        assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());
+        assert!(LaunchRequest::decode(b"nonsense").is_err());
+    }
+
+    #[test]
+    fn errors_keep_code_and_text() {
+        let e = Error::Compile { name: "k.cu".into(), options: "-arch".into(), log: "k.cu(3): error\tbad\n100%".into() };
+        let back = decode_error(&encode_error(&e));
+        assert_eq!(back.code(), ErrorCode::Compile);
+        assert_eq!(back.to_string(), e.to_string());
+    }
+
+    #[test]
+    fn launched_round_trips() {
+        let l = Launched {
+            backend: BackendChoice { name: "cuda", reason: "H100\tx".into() },
+            transport: "mapped",
+            transport_reason: "auto: mapped".into(),
+        };
+        assert_eq!(decode_launched(&encode_launched(&l)).unwrap(), l);
+        assert!(decode_launched(b"Lcuda\tr\tcarrier-pigeon\tr").is_err());
     }
 }
