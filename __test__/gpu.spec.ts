@@ -5,7 +5,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import test from 'ava'
 
 import { Runtime, array, bytes, f32, struct, u32, type RingKernel } from '../index'
-import { within } from './helpers'
+import { alive, until, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
 const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
@@ -129,12 +129,15 @@ gpuTest('a process that exits with a kernel still running ends at once and leave
     rb.Runtime.open({ backend: 'cuda' }).then(async (rt) => {
       const k = await rt.launch({ handler: 'echo', input: rb.u32, output: rb.u32 })
       await k.request(1)
+      process.stdout.write(String(k.hostPid))
       process.exit(0)
     })`
   const started = Date.now()
   let pid = -1
+  let out = ''
   const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: 'inherit' })
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
     pid = child.pid ?? -1
     const timer = setTimeout(() => {
       child.kill('SIGKILL')
@@ -147,21 +150,50 @@ gpuTest('a process that exits with a kernel still running ends at once and leave
   })
   t.is(code, 0)
   t.log(`exited after ${Date.now() - started} ms`)
+  // The kernel host (a grandchild) stops its kernel when its parent's socket closes.
+  const hostPid = Number(out)
+  t.true(Number.isInteger(hostPid) && hostPid > 0, `kernel host pid: ${out}`)
+  await until(() => !alive(hostPid), 10_000, `kernel host ${hostPid} to exit`)
+  t.log(`kernel host gone after ${Date.now() - started} ms`)
   const apps = execFileSync('nvidia-smi', ['--query-compute-apps=pid', '--format=csv,noheader']).toString().split('\n').map((l) => l.trim())
   t.false(apps.includes(String(pid)), `the exited process ${pid} is not on the GPU (${apps.join(',')})`)
+  t.false(apps.includes(String(hostPid)), `its kernel host ${hostPid} is not on the GPU (${apps.join(',')})`)
 })
 
-// Last: a fault ends this process's context (the next launch opens a fresh one).
-gpuTest('a trapping handler rejects its request with ERR_RINGBRIDGE_CUDA; later launches say the process must restart', async (t) => {
+gpuTest('a trapping handler in its kernel host rejects its requests with ERR_RINGBRIDGE_CUDA, and the next launch works', async (t) => {
   const rt = await open()
   t.teardown(() => within(rt.close(), 30_000, 'close'))
-  const k = await rt.launch({ handler: 'trap', input: u32, output: u32 })
+  for (const transport of TRANSPORTS) {
+    const k = await rt.launch({ handler: 'trap', input: u32, output: u32, transport })
+    t.is(k.isolation, 'process')
+    const pending = [k.request(1, { timeoutMs: 20_000 }), k.request(2, { timeoutMs: 20_000 })]
+    for (const p of pending) {
+      const err = await t.throwsAsync(within(p, 25_000, `${transport}: trap request`))
+      t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA', `${transport}: ${(err as Error).message}`)
+    }
+    t.is(k.state, 'terminated')
+    t.is(k.stats().errors.firstKernelError, 'handler-fault')
+    const again = await rt.launch({ handler: 'echo', input: u32, output: u32, transport })
+    t.not(again.hostPid, k.hostPid)
+    t.deepEqual(await Promise.all([again.request(5), again.request(6)]), [5, 6], `${transport}: after the trap`)
+    await again.terminate()
+  }
+})
+
+// Last: a fault in this process's own context (isolation 'thread') ends CUDA here; kernel
+// hosts are unaffected.
+gpuTest('isolation thread: a trap rejects with ERR_RINGBRIDGE_CUDA; thread launches then say restart, process launches still work', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  const k = await rt.launch({ handler: 'trap', input: u32, output: u32, isolation: 'thread' })
   const err = await t.throwsAsync(within(k.request(1, { timeoutMs: 20_000 }), 25_000, 'trap request'))
   t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
   t.is(k.state, 'terminated')
   t.truthy(k.fault)
   // A trap is a sticky error: the driver refuses new contexts in this process (driver 580).
-  const again = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32 }))
+  const again = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'thread' }))
   t.is((again as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
   t.regex((again as Error).message, /restart the process/)
+  const isolated = await rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'process' })
+  t.is(await isolated.request(11), 11)
 })

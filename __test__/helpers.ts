@@ -34,6 +34,16 @@ export async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boo
   return r === marker
 }
 
+/** Whether process `pid` exists (signal 0 checks without sending). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export const codeOf = (e: unknown) => (e as { code?: string } | undefined)?.code
 
 /** Opens a CPU runtime closed at the test's end and launches one kernel on it. */

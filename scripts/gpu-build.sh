@@ -11,4 +11,6 @@ grep -qxF '/.gpu-run/' .git/info/exclude || echo '/.gpu-run/' >> .git/info/exclu
 bin() { cargo "$@" --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
 cp "$(bin test -p ringbridge-core --release --test gpu_cuda --no-run)" .gpu-run/bin/gpu_cuda
 cp "$(bin bench -p ringbridge-core --bench gpu --no-run)" .gpu-run/bin/gpu
+cargo build -q --release -p ringbridge-core --bin ringbridge-kernel-host
+cp target/release/ringbridge-kernel-host .gpu-run/bin/
 bash ../shared/device/prepare.sh

@@ -5,7 +5,7 @@ set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
 export RINGBRIDGE_GPU=1 PATH=/tmp/gpu-node/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-export RINGBRIDGE_CACHE_DIR=/tmp/rb-cache
+export RINGBRIDGE_CACHE_DIR=/tmp/rb-cache RINGBRIDGE_KERNEL_HOST=$PWD/.gpu-run/bin/ringbridge-kernel-host
 O=${OUT:-/tmp/out}; mkdir -p "$O"
 bash .gpu/run.sh true
 step() { echo "=== $* ($(date +%T))"; }

@@ -1,9 +1,10 @@
 /**
  * `RingKernel<TIn, TOut>`: one launched ring kernel, seen from JavaScript. Messages are encoded
- * straight into the input ring's slots in the SharedArrayBuffer and replies decoded straight
+ * straight into the input ring's slots in shared memory and replies decoded straight
  * out of the output ring's slots: no per-message call into native code on the hot path.
  * @module
  */
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 
 import native from './binding'
@@ -48,7 +49,7 @@ export interface LaunchOptions<TIn, TOut> {
   /** Limit in ms for life-cycle waits: activate, deactivate, terminate (default 10000). */
   timeoutMs?: number
   /**
-   * GPU transport (cuda backend): `mapped` (the SharedArrayBuffer mapped into the GPU: lowest
+   * GPU transport (cuda backend): `mapped` (the rings' host memory mapped into the GPU: lowest
    * latency), `dma` (device rings fed by async copies: highest throughput), `managed`, or
    * `auto` (default: the first that works here, in that order; the reason is in
    * {@link RingKernel.transportReason}). The cpu backend takes `auto` only.
@@ -65,6 +66,17 @@ export interface LaunchOptions<TIn, TOut> {
    * event loop for at most this long per request.
    */
   spinMicros?: number
+  /**
+   * Where the kernel's runner lives (default: `process` on cuda, `thread` on cpu).
+   * - `process`: a kernel host process of its own (a child `node`), over shared memory both
+   *   processes map, so nothing is copied between them. A GPU fault (a trapping handler)
+   *   leaves a sticky error that ends CUDA for the process it happens in: here that is the
+   *   host, so the fault rejects this kernel's promises and the next launch works. Costs
+   *   ~0.1 s per launch and one CUDA context per kernel.
+   * - `thread`: in this process. Cheapest to launch; after a GPU fault this process cannot use
+   *   CUDA again (launches fail with `ERR_RINGBRIDGE_CUDA` saying so).
+   */
+  isolation?: 'process' | 'thread'
 }
 
 /** Options of a single wait. */
@@ -160,6 +172,10 @@ export class RingKernel<TIn, TOut> {
   readonly backend: string
   /** Why that backend was chosen. */
   readonly backendReason: string
+  /** Where the kernel's runner lives (see {@link LaunchOptions.isolation}). */
+  readonly isolation: 'process' | 'thread'
+  /** The kernel host's process id under `process` isolation. */
+  readonly hostPid: number | undefined
   /** The transport: `shared-memory` on the cpu backend; `mapped`, `dma` or `managed` on cuda. */
   readonly transport: string
   /** Why that transport (what `auto` tried and why the others failed). */
@@ -225,8 +241,12 @@ export class RingKernel<TIn, TOut> {
     for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
     }
+    const isolation = options.isolation ?? (backend === 'cuda' ? 'process' : 'thread')
+    if (isolation !== 'process' && isolation !== 'thread') badOption('isolation', "'process' or 'thread'", isolation)
     const shape = {
       backend,
+      isolation,
+      hostCommand: isolation === 'process' ? [process.execPath, join(__dirname, 'kernel-host.js')] : undefined,
       transport,
       blocks: options.blocks,
       threads: options.threads,
@@ -253,18 +273,21 @@ export class RingKernel<TIn, TOut> {
     this.#sendQueue = new MessageQueue(queueOptions('sendQueue', options.sendQueue, { capacity: 4096, policy: 'block' }))
     this.#replies = new MessageQueue(queueOptions('replyQueue', options.replyQueue, { capacity: 65536, policy: 'block' }))
 
-    // Whole pages plus one: the region starts at the first page boundary inside the buffer (V8
-    // does not page-align it) and a GPU transport registers whole pages (spec §3.1).
+    // In this process: a SharedArrayBuffer of whole pages plus one, as the region starts at
+    // the first page boundary inside it (V8 does not page-align it) and a GPU transport
+    // registers whole pages (spec §3.1). In a kernel host: shared memory the addon maps.
     const page = PROTOCOL.regionPage
-    const buffer = new SharedArrayBuffer(Math.ceil(layout.totalBytes / page) * page + page)
+    const sab = isolation === 'thread' ? new SharedArrayBuffer(Math.ceil(layout.totalBytes / page) * page + page) : undefined
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)
+    let buffer: ArrayBufferLike
     try {
-      this.#native = new native.NativeKernel(new Uint8Array(buffer), shape, () => {
+      this.#native = new native.NativeKernel(sab ? new Uint8Array(sab) : null, shape, () => {
         const kernel = self.deref()
         if (kernel) kernel.#pump()
       })
+      buffer = sab ?? this.#native.sharedMemory()
     } catch (e) {
       throw fromNative(e)
     }
@@ -289,6 +312,8 @@ export class RingKernel<TIn, TOut> {
     this.backendReason = this.#native.backendReason
     this.transport = this.#native.transport
     this.transportReason = this.#native.transportReason
+    this.isolation = isolation
+    this.hostPid = this.#native.hostPid ?? undefined
     this.capacity = shape.inputCapacity
   }
 

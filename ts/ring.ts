@@ -1,6 +1,6 @@
 /**
- * The host's ends of a region's two rings, in JavaScript, over the kernel's SharedArrayBuffer
- * (spec §5). `InputRing` is the producer of the input ring (owns `input.tail`), `OutputRing` the
+ * The host's ends of a region's two rings, in JavaScript, over the kernel's shared memory (a
+ * SharedArrayBuffer, or the kernel host's mapping) (spec §5). `InputRing` is the producer of the input ring (owns `input.tail`), `OutputRing` the
  * consumer of the output ring (owns `output.head`). Both cache the opposite index and re-read it
  * only when the ring looks full or empty; both publish once per batch.
  *
@@ -34,7 +34,7 @@ export class ControlBlockView {
   readonly #u32: Int32Array
   readonly #u64: BigUint64Array
 
-  constructor(buffer: SharedArrayBuffer, regionOffset: number) {
+  constructor(buffer: ArrayBufferLike, regionOffset: number) {
     this.#u32 = new Int32Array(buffer, regionOffset, 1024 / 4)
     this.#u64 = new BigUint64Array(buffer, regionOffset, 1024 / 8)
   }
@@ -75,7 +75,7 @@ export class ControlBlockView {
   }
 }
 
-/** Shape and place of one ring inside the SharedArrayBuffer. */
+/** Shape and place of one ring inside the shared memory. */
 export interface RingPlace {
   /** Byte offset of the slot array from the buffer's start. */
   slotsOffset: number
@@ -93,7 +93,7 @@ abstract class RingEnd {
   protected readonly mask: number
   protected readonly slots: number
 
-  constructor(buffer: SharedArrayBuffer, place: RingPlace) {
+  constructor(buffer: ArrayBufferLike, place: RingPlace) {
     this.view = new DataView(buffer)
     this.u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
     this.bytes = new Uint8Array(buffer)
@@ -121,7 +121,7 @@ export class InputRing extends RingEnd {
   published: number
   #cachedHead: number
 
-  constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
+  constructor(buffer: ArrayBufferLike, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
     this.#cb = cb
     this.#head = cb.index64('input_head')
@@ -213,7 +213,7 @@ export interface FrameRef {
   typeId: number
   flags: number
   correlationId: number
-  /** Byte offset of the payload in the SharedArrayBuffer. */
+  /** Byte offset of the payload in the shared memory. */
   offset: number
   /** The length field found when it overruns the slot (the frame is unusable), else 0. */
   corrupt: number
@@ -228,7 +228,7 @@ export class OutputRing extends RingEnd {
   released: number
   #cachedTail: number
 
-  constructor(buffer: SharedArrayBuffer, place: RingPlace, cb: ControlBlockView) {
+  constructor(buffer: ArrayBufferLike, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
     this.#cb = cb
     this.#head = cb.index64('output_head')

@@ -1,5 +1,6 @@
 //! The CUDA backend end to end, per transport: millions of checksummed echo messages, saxpy
-//! against the CPU backend bit for bit, pause/resume, drain/abandon, and a trapping handler.
+//! against the CPU backend bit for bit, pause/resume, drain/abandon, a trapping handler in a
+//! kernel host process (the next launch works) and in this process (CUDA ends here).
 //! Needs a GPU: every test is ignored unless run with `--ignored` (the GPU suite does, with
 //! RINGBRIDGE_GPU=1); without a device they fail, never pass.
 
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringbridge_core::backend::{Isolation, LaunchSpec};
 use ringbridge_core::host::Session;
+use ringbridge_core::isolate::HostCommand;
 use ringbridge_core::protocol::{kernel_error, ErrorRecord, KernelState, RingConfig, FLAG_ERROR};
 use ringbridge_core::{Error, ErrorCode, Ordering};
 
@@ -185,6 +187,7 @@ fn pause_resume_drain_and_abandon() {
 #[test]
 #[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
 fn trapping_handler_becomes_an_error_and_later_launches_say_restart() {
+    // In this process (isolation Thread); the suite runs it alone, last: it ends CUDA here.
     let ring = RingConfig { capacity: 8, slot_size: 64 };
     let mut s = launch("trap", "mapped", ring, ring);
     s.send(1, 1, b"boom", LIMIT).unwrap();
@@ -200,4 +203,53 @@ fn trapping_handler_becomes_an_error_and_later_launches_say_restart() {
     let err = Session::launch_spec(&spec, ring, ring).err().expect("no launch after a sticky fault");
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     assert!(err.to_string().contains("restart the process"), "{err}");
+}
+
+/// The kernel host: `RINGBRIDGE_KERNEL_HOST` (the GPU suite's copy), else this build's binary.
+fn kernel_host() -> HostCommand {
+    HostCommand::new(std::env::var("RINGBRIDGE_KERNEL_HOST").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ringbridge-kernel-host").to_owned()))
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn a_trap_in_a_kernel_host_ends_that_host_only_and_the_next_launch_works() {
+    let host = kernel_host();
+    let ring = RingConfig { capacity: 1024, slot_size: 64 };
+    let spec = |handler, transport| LaunchSpec { backend: "cuda", handler, transport, shape: None, isolation: Isolation::Process(&host) };
+    for transport in TRANSPORTS {
+        let mut s = Session::launch_spec(&spec("trap", transport), ring, ring).unwrap_or_else(|e| panic!("launch trap on {transport}: {e}"));
+        s.send(1, 1, b"boom", LIMIT).unwrap();
+        let err = s.recv_with(LIMIT, |_, _| ()).unwrap_err();
+        assert!(matches!(err, Error::Closed), "{transport}: a dead kernel closes the session: {err}");
+        assert_eq!(s.region().control().error_code.load(Ordering::Acquire), kernel_error::HANDLER_FAULT);
+        let err = s.terminate(false, LIMIT).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cuda, "{transport}: {err}");
+        assert!(err.to_string().contains("faulted"), "{err}");
+
+        // A fresh host, a fresh context: a million checksummed messages go through.
+        let mut s = Session::launch_spec(&spec("echo", transport), ring, ring).unwrap_or_else(|e| panic!("relaunch on {transport}: {e}"));
+        assert_eq!(s.launched().transport, *transport);
+        let total = messages().min(1_000_000);
+        let (mut sent, mut got) = (0u64, 0u64);
+        let started = Instant::now();
+        while got < total {
+            let free = s.free_slots(u64::MAX).min(total - sent);
+            for _ in 0..free {
+                s.stage(1, sent, &check_of(sent).to_le_bytes()).expect("a free slot was counted");
+                sent += 1;
+            }
+            s.flush();
+            while let Ok((id, check)) = s.try_recv_with(|h, p| (h.correlation_id, u64::from_le_bytes(p[..8].try_into().unwrap()))) {
+                assert_eq!((id, check), (got, check_of(got)), "{transport}: reply {got} after relaunch");
+                got += 1;
+            }
+            assert!(started.elapsed() < LIMIT * 4, "{transport}: {got} of {total} replies after relaunch");
+        }
+        assert_eq!(s.terminate(true, LIMIT).unwrap().undelivered, 0);
+    }
+    // The faults never touched this process: an in-process launch still works.
+    let mut s = launch("echo", "mapped", ring, ring);
+    s.send(1, 9, b"still here", LIMIT).unwrap();
+    assert_eq!(s.recv_with(LIMIT, |h, _| h.correlation_id).unwrap(), 9);
+    s.terminate(true, LIMIT).unwrap();
 }

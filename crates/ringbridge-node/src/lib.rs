@@ -63,6 +63,13 @@ pub fn builtin_handlers() -> Vec<String> {
     ringbridge_core::backend::handlers::BUILTIN_NAMES.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Runs this process as a kernel host (process isolation): serves one kernel over the control
+/// socket on stdin, blocking until the parent stops it or goes away; returns the exit code.
+#[napi]
+pub fn serve_kernel_host() -> i32 {
+    ringbridge_core::isolate::child::serve_stdin()
+}
+
 /// Resolves a backend name to the backend that would run here, with the reason.
 #[napi]
 pub fn choose_backend(name: String) -> error::Result<Vec<String>> {

@@ -3,15 +3,20 @@
 // `deny`, not `forbid`: the #[napi] expansion allows unsafe for its own glue.
 #![deny(unsafe_code)]
 
-use napi::bindgen_prelude::Uint8Array;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{ArrayBuffer, Uint8Array};
+use napi::Env;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use ringbridge_core::backend::cuda::Shape;
-use ringbridge_core::backend::{self, Kernel, LaunchSpec, Launched};
+use ringbridge_core::backend::{self, Isolation, Kernel, LaunchSpec, Launched};
+use ringbridge_core::isolate::HostCommand;
+use ringbridge_core::transport::Region;
 use ringbridge_core::protocol::{RegionLayout, RingConfig};
 
-use crate::error::{to_js, Result};
+use crate::error::{invalid, to_js, Result};
 use crate::sab;
 
 /// Ring shapes and what to run.
@@ -35,6 +40,12 @@ pub struct KernelOptions {
     pub blocks: Option<u32>,
     /// GPU threads per block (default 512 for mapped, 256 otherwise).
     pub threads: Option<u32>,
+    /// `thread` (default): the kernel's runner lives in this process, over the `memory` given;
+    /// `process`: a kernel host process runs it over shared memory the addon allocates
+    /// (`sharedMemory()`), so a GPU fault ends that process, not this one.
+    pub isolation: Option<String>,
+    /// The kernel host to start under `process` isolation: program, then arguments.
+    pub host_command: Option<Vec<String>>,
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -77,16 +88,31 @@ pub struct NativeKernel {
     kernel: Option<Box<dyn Kernel>>,
     region_offset: u32,
     launched: Launched,
+    /// The region, when the addon allocated it (process isolation) and JS has yet to take it.
+    shared: Option<Arc<Region>>,
 }
 
 #[napi]
 impl NativeKernel {
     /// Initialises the region inside `memory` (at a page boundary) and launches the kernel.
     /// `doorbell` is called on the JS thread whenever the kernel publishes while JS waits.
-    #[napi(constructor, ts_args_type = "memory: Uint8Array, options: KernelOptions, doorbell: () => void")]
-    pub fn new(memory: Uint8Array, options: KernelOptions, doorbell: Doorbell) -> Result<Self> {
+    /// Under `process` isolation `memory` is `null`: take the region with `sharedMemory()`.
+    #[napi(constructor, ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void")]
+    pub fn new(memory: Option<Uint8Array>, options: KernelOptions, doorbell: Doorbell) -> Result<Self> {
         let layout = layout_of(&options)?;
-        let (region, offset) = sab::region_over(memory, layout)?;
+        let host = match (options.isolation.as_deref(), options.host_command.as_deref()) {
+            (None | Some("thread"), _) => None,
+            (Some("process"), Some([program, args @ ..])) => {
+                Some(HostCommand { program: program.into(), args: args.iter().map(Into::into).collect() })
+            }
+            (Some("process"), _) => return Err(invalid("isolation 'process' needs hostCommand: [program, ...args]")),
+            (Some(other), _) => return Err(invalid(format!("isolation '{other}': expected 'thread' or 'process'"))),
+        };
+        let (region, offset) = match (&host, memory) {
+            (None, Some(memory)) => sab::region_over(memory, layout)?,
+            (None, None) => return Err(invalid("isolation 'thread' needs the memory of the region (a SharedArrayBuffer view)")),
+            (Some(_), _) => (Region::alloc_shared(layout.input, layout.output).map_err(to_js)?, 0),
+        };
         let notify = Box::new(move || {
             // NonBlocking into a queue of one: `QueueFull` means a ring is already pending,
             // and that pending call re-reads the rings when it runs, so nothing is missed.
@@ -101,9 +127,25 @@ impl NativeKernel {
             handler: &options.handler,
             transport: options.transport.as_deref().unwrap_or("auto"),
             shape,
+            isolation: host.as_ref().map_or(Isolation::Thread, Isolation::Process),
         };
+        let shared = host.is_some().then(|| Arc::clone(&region));
         let (kernel, launched) = backend::launch(&spec, region, notify).map_err(to_js)?;
-        Ok(Self { kernel: Some(kernel), region_offset: offset as u32, launched })
+        Ok(Self { kernel: Some(kernel), region_offset: offset as u32, launched, shared })
+    }
+
+    /// Under `process` isolation: the region's shared memory as an ArrayBuffer (once; the
+    /// buffer keeps the memory mapped until it is collected, even after `join`).
+    #[napi]
+    pub fn shared_memory<'env>(&mut self, env: &'env Env) -> Result<ArrayBuffer<'env>> {
+        let region = self.shared.take().ok_or_else(|| invalid("sharedMemory(): no shared region (isolation 'thread', or already taken)"))?;
+        let (ptr, len) = (region.base_ptr(), region.registered_len());
+        // SAFETY: `ptr..ptr + len` is the region's mapping (whole pages, `registered_len` ≤ the
+        // mapping); the finalizer owns an `Arc` of the region, so the mapping outlives the
+        // buffer. JS and the kernel host only touch it through the protocol (I2/I3).
+        #[allow(unsafe_code)]
+        let buffer = unsafe { ArrayBuffer::from_external(env, ptr, len, region, |_, region| drop(region)) };
+        buffer.map_err(|e| invalid(format!("cannot expose the shared region to JavaScript: {e}")))
     }
 
     /// Offset of the region (control block) from the start of the SharedArrayBuffer view.
@@ -134,6 +176,12 @@ impl NativeKernel {
     #[napi(getter)]
     pub fn transport_reason(&self) -> String {
         self.launched.transport_reason.clone()
+    }
+
+    /// The kernel host's process id under `process` isolation, else null.
+    #[napi(getter)]
+    pub fn host_pid(&self) -> Option<u32> {
+        self.kernel.as_ref().and_then(|k| k.host_pid())
     }
 
     /// Wakes the kernel after JS saw `kernel_sleeping == 1` (spec §8, D2).

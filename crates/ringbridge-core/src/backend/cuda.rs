@@ -58,20 +58,38 @@ impl CudaRuntime {
     /// One line describing the device, the driver and how the kernel was built.
     pub fn describe(&self) -> String {
         let g = &self.gpu;
-        format!(
-            "{} (sm_{}{}, {} SMs), driver {}.{}, NVRTC {}.{}, kernel {:?}{}",
-            g.name,
-            g.arch.0,
-            g.arch.1,
-            g.sms,
-            g.driver_version / 1000,
-            g.driver_version % 1000 / 10,
-            self.nvrtc.0,
-            self.nvrtc.1,
-            self.image.kind,
-            if self.image.cached { " from the disk cache" } else { "" }
-        )
+        describe(&g.name, g.arch, g.sms, g.driver_version, self.nvrtc, &self.image)
     }
+}
+
+fn describe(name: &str, arch: (i32, i32), sms: u32, driver: i32, nvrtc: (i32, i32), image: &Image) -> String {
+    format!(
+        "{name} (sm_{}{}, {sms} SMs), driver {}.{}, NVRTC {}.{}, kernel {:?}{}",
+        arch.0,
+        arch.1,
+        driver / 1000,
+        driver % 1000 / 10,
+        nvrtc.0,
+        nvrtc.1,
+        image.kind,
+        if image.cached { " from the disk cache" } else { "" }
+    )
+}
+
+/// Whether the cuda backend can run here, without opening a context in this process: the
+/// driver and device answer, NVRTC loads, and the ring kernel compiles (into the disk cache,
+/// where launches find it). The description names the device and the versions.
+///
+/// # Errors
+/// As [`runtime`], except the load check, which needs a context.
+pub fn probe() -> Result<String, Error> {
+    if let Some(rt) = RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
+        return Ok(rt.describe());
+    }
+    let info = driver::probe(0)?;
+    let nvrtc = nvrtc::version()?;
+    let image = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", &[("ringbridge.cuh", PROTOCOL_HEADER)], info.arch)?;
+    Ok(describe(&info.name, info.arch, info.sms, info.driver_version, nvrtc, &image))
 }
 
 static RUNTIME: Mutex<Option<Arc<CudaRuntime>>> = Mutex::new(None);

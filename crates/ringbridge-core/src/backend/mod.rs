@@ -30,6 +30,10 @@ pub trait Kernel: Send + Sync {
     /// # Errors
     /// What the kernel left behind: a crash of its runner.
     fn join(&mut self) -> Result<(), Error>;
+    /// The kernel host's process id under [`Isolation::Process`]; `None` in this process.
+    fn host_pid(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Backend names accepted by [`launch`].
@@ -46,7 +50,7 @@ pub struct BackendChoice {
 
 /// Resolves a backend name (`auto`, `cpu`, `cuda`) to the backend that will run kernels here.
 /// `auto` takes CUDA when the driver, NVRTC and a device work, else the CPU backend with the
-/// reason.
+/// reason. Opens no CUDA context ([`cuda::probe`]).
 ///
 /// # Errors
 /// [`Error::BackendUnavailable`] (or the compile/load error) when `cuda` is asked for and
@@ -54,9 +58,9 @@ pub struct BackendChoice {
 pub fn choose(name: &str) -> Result<BackendChoice, Error> {
     match name {
         "cpu" => Ok(BackendChoice { name: "cpu", reason: "asked for".into() }),
-        "cuda" => cuda::runtime().map(|rt| BackendChoice { name: "cuda", reason: rt.describe() }),
-        "auto" => Ok(match cuda::runtime() {
-            Ok(rt) => BackendChoice { name: "cuda", reason: format!("auto: {}", rt.describe()) },
+        "cuda" => cuda::probe().map(|d| BackendChoice { name: "cuda", reason: d }),
+        "auto" => Ok(match cuda::probe() {
+            Ok(d) => BackendChoice { name: "cuda", reason: format!("auto: {d}") },
             Err(e) => BackendChoice { name: "cpu", reason: format!("auto: cuda unavailable ({e})") },
         }),
         other => Err(Error::InvalidConfig {

@@ -197,6 +197,10 @@ impl Kernel for ProcessKernel {
         &self.region
     }
 
+    fn host_pid(&self) -> Option<u32> {
+        Some(self.child.lock().unwrap_or_else(|e| e.into_inner()).id())
+    }
+
     fn wake(&self) {
         wire::send_nowait(&self.ctl.as_fd(), &[tag::WAKE]);
     }

@@ -1,0 +1,10 @@
+/**
+ * Entry point of a kernel host process (`isolation: 'process'`): started by the addon with a
+ * control socket on stdin, it serves one kernel for its parent and exits when the parent stops
+ * it or goes away. Not part of the API and never run by hand.
+ * @internal
+ * @module
+ */
+import native from './binding'
+
+process.exitCode = native.serveKernelHost()
