@@ -1,6 +1,9 @@
 //! `dma`: the slots the kernel reads and writes live in device memory; a bridge (the kernel's
-//! service thread) moves batches between them and the host rings with async copies on its own
-//! non-blocking stream (spec §11).
+//! service thread) moves batches between them and the host rings with async copies on two
+//! non-blocking streams of its own, one per direction (spec §11): input copies are only
+//! enqueued (the host does not rewrite those slots until the kernel releases them, which is
+//! after the copy landed), so they run on one copy engine while the bridge waits for the
+//! output copies on the other.
 //!
 //! Ordering with the copy engine, the third writer the PTX model does not describe: input
 //! slots are copied, then `cuStreamWriteValue64` writes the kernel's input tail word on the
@@ -27,7 +30,10 @@ pub struct DmaLink {
     registration: HostRegistration,
     device: DeviceBuffer,
     mirror: PinnedBuffer,
-    stream: Arc<CudaStream>,
+    /// Host → device copies and the input tail word; never waited for.
+    in_stream: Arc<CudaStream>,
+    /// Device → host copies; synchronised before each publish to the host.
+    out_stream: Arc<CudaStream>,
     /// Input positions copied to the device and published to the kernel.
     sent: u64,
     /// Output positions copied back and published to the host.
@@ -49,14 +55,15 @@ impl DmaLink {
         let (in_bytes, out_bytes) = (l.input.bytes(), l.output.bytes());
         let device = DeviceBuffer::zeroed(ctx, in_bytes + out_bytes + LINE_BYTES)?;
         let mirror = PinnedBuffer::zeroed(ctx, LINE_BYTES)?;
-        let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
+        let in_stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
+        let out_stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         region.set_kernel_view(KernelView {
             input_buffer: device.ptr(),
             output_buffer: device.ptr() + in_bytes as u64,
             input_tail_addr: device.ptr() + (in_bytes + out_bytes) as u64,
             output_tail_addr: mirror.device_ptr(),
         });
-        Ok(Self { registration, device, mirror, stream, sent: 0, copied: 0 })
+        Ok(Self { registration, device, mirror, in_stream, out_stream, sent: 0, copied: 0 })
     }
 
     fn mirror(&self) -> &AtomicU64 {
@@ -92,11 +99,11 @@ impl Link for DmaLink {
                 // the input part of `device`.
                 let src = unsafe { std::slice::from_raw_parts(region.bytes_ptr(l.input_offset + off, n * size), n * size) };
                 // SAFETY: see above.
-                unsafe { copy_htod_async(&self.stream, self.device.ptr() + off as u64, src) }?;
+                unsafe { copy_htod_async(&self.in_stream, self.device.ptr() + off as u64, src) }?;
             }
             let tail_word = self.device.ptr() + (l.input.bytes() + l.output.bytes()) as u64;
             // SAFETY: an 8-aligned word inside `device`; ordered after the copies above.
-            unsafe { write_value_u64(&self.stream, tail_word, tail) }?;
+            unsafe { write_value_u64(&self.in_stream, tail_word, tail) }?;
             self.sent = tail;
             moved = true;
         }
@@ -113,9 +120,9 @@ impl Link for DmaLink {
                 let dst = unsafe { std::slice::from_raw_parts_mut(region.bytes_ptr(l.output_offset + off, n * size), n * size) };
                 // SAFETY: the device range lies in the output part of `device` and holds frames
                 // the kernel published.
-                unsafe { copy_dtoh_async(&self.stream, dst, self.device.ptr() + (l.input.bytes() + off) as u64) }?;
+                unsafe { copy_dtoh_async(&self.out_stream, dst, self.device.ptr() + (l.input.bytes() + off) as u64) }?;
             }
-            self.stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
+            self.out_stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
             // ORDERING: (P4, bridge as the host ring's producer) release: the copied slots
             // happen before the host's acquire of output_tail (C2).
             cb.output_tail.value.store(done, Ordering::Release);
