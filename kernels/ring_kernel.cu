@@ -358,6 +358,56 @@ RB_DEVICE uint32_t rb_group_saxpy(const rb_ring_setup& s, uint4 v, uint32_t len,
   return 0;
 }
 
+#ifdef RB_USER_HANDLER
+// ---------------------------------------------------------------------------------------------
+// The user handler seam (spec §13.1). The host compiles this file after the generated schema
+// header (`rb_input`, `rb_output`) and the user's source, with RB_USER_HANDLER naming the entry:
+//   uint32_t entry(const rb_input& in, rb_output& out, rb_context& ctx)
+// which returns 0 for a reply (`out`), or an error code (>= 256 by convention) for an error frame
+// carrying ctx.detail. It runs on the group's leader, one message per call; calls for different
+// messages run concurrently across groups and blocks.
+// ---------------------------------------------------------------------------------------------
+
+/// Copies `n` payload bytes out of an input slot with L2-only loads (the copy engine writes dma
+/// slots through L2). Whole words; the last word of a payload lies inside its slot (payload
+/// areas are multiples of 16 bytes).
+RB_DEVICE void rb_load_payload(uint8_t* dst, const uint8_t* src, uint32_t n) {
+  for (uint32_t i = 0; i < n; i += 4u) {
+    const uint32_t w = rb_ld_slot_u32(src + i);
+    for (uint32_t k = 0; k < 4u && i + k < n; ++k) dst[i + k] = static_cast<uint8_t>(w >> (8u * k));
+  }
+}
+
+/// K3 of a user handler for one message, by a group (the leader calls the handler).
+/// @return 0, or the code of the error frame staged instead; the same on every lane
+RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
+                                 uint8_t* out) {
+  if (len != sizeof(rb_input)) return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_PAYLOAD, len);
+  if (sizeof(rb_output) > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, sizeof(rb_output));
+  }
+  uint32_t code = 0;
+  if (s.lane == 0) {
+    const rb_frame_header h = rb_header_of(v);
+    rb_input msg;
+    rb_load_payload(reinterpret_cast<uint8_t*>(&msg), in + RB_FRAME_HEADER_BYTES, sizeof(rb_input));
+    // Zeroed, so padding bytes reach the host as zeros, never as stale stack.
+    rb_output reply;
+    for (uint32_t i = 0; i < sizeof(rb_output); ++i) reinterpret_cast<uint8_t*>(&reply)[i] = 0;
+    rb_context ctx = {h.correlation_id, h.type_id, 0u};
+    code = RB_USER_HANDLER(msg, reply, ctx);
+    if (code == 0) {
+      const uint8_t* r = reinterpret_cast<const uint8_t*>(&reply);
+      for (uint32_t i = 0; i < sizeof(rb_output); ++i) out[RB_FRAME_HEADER_BYTES + i] = r[i];
+      rb_complete_frame(&h, rb_reply(h.type_id, sizeof(rb_output)), out, s.out_slot_size);
+    } else {
+      rb_complete_frame(&h, rb_error(code, ctx.detail), out, s.out_slot_size);
+    }
+  }
+  return __shfl_sync(s.group_mask, code, 0, s.group_size);
+}
+#endif
+
 /// K3 for one message: C3's length check, the handler, and the one output frame it yields.
 /// @tparam H RB_HANDLER_*
 /// @param s the setup
@@ -376,6 +426,9 @@ RB_DEVICE uint32_t rb_group_message(const rb_ring_setup& s, uint4 v, const uint8
   }
   if (H == RB_HANDLER_ECHO) return rb_group_echo(s, v, len, in, out);
   if (H == RB_HANDLER_SAXPY) return rb_group_saxpy(s, v, len, in, out);
+#ifdef RB_USER_HANDLER
+  if (H == RB_HANDLER_USER) return rb_group_user(s, v, len, in, out);
+#endif
   // RB_HANDLER_TRAP: the test handler that faults (the host reports HANDLER_FAULT).
   __trap();
   return RB_KERNEL_ERROR_HANDLER_FAULT;
@@ -448,6 +501,11 @@ RB_DEVICE void rb_block_op_messages(const rb_ring_setup& s, rb_block_op* op) {
     case RB_HANDLER_SAXPY:
       rb_block_messages<RB_HANDLER_SAXPY>(s, start, n, round_start, delta, op);
       break;
+#ifdef RB_USER_HANDLER
+    case RB_HANDLER_USER:
+      rb_block_messages<RB_HANDLER_USER>(s, start, n, round_start, delta, op);
+      break;
+#endif
     default:
       rb_block_messages<RB_HANDLER_TRAP>(s, start, n, round_start, delta, op);
       break;
@@ -789,7 +847,12 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
   if (blockIdx.x != 0 && rb_ld_relaxed_gpu_u32(&rb_grid.exit) != 0) return;
   const rb_ring_setup s = rb_read_setup(cb);
   const uint32_t h = s.handler;
-  if (h != RB_HANDLER_ECHO && h != RB_HANDLER_SAXPY && h != RB_HANDLER_TRAP) {
+#ifdef RB_USER_HANDLER
+  const bool user = h == RB_HANDLER_USER;
+#else
+  const bool user = false;
+#endif
+  if (h != RB_HANDLER_ECHO && h != RB_HANDLER_SAXPY && h != RB_HANDLER_TRAP && !user) {
     if (is_poller) {
       // record_error (§12): HANDLER_FAULT, then TERMINATED.
       if (rb_ld_relaxed_sys_u32(&cb->error_code) == RB_KERNEL_ERROR_NONE) {

@@ -74,6 +74,15 @@ typedef unsigned long long uint64_t;
 /// `handler_id` of the test-only handler that executes `__trap()` on its first message, so a
 /// host can check that a faulting kernel becomes a clear error.
 #define RB_HANDLER_TRAP 255u
+/// `handler_id` of a user handler compiled into the ring kernel (`RB_USER_HANDLER`, spec §13.1).
+#define RB_HANDLER_USER 1024u
+
+/// What a user handler knows of its message besides the payload (spec §13.1).
+struct rb_context {
+  uint64_t correlation_id;  ///< the request's correlation id
+  uint32_t type_id;         ///< the request's type id
+  uint32_t detail;          ///< with an error return: the error record's detail
+};
 
 /// `terminate` word: keep running.
 #define RB_TERMINATE_NONE 0u

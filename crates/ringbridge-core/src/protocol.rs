@@ -27,6 +27,8 @@ pub const REGION_ALIGN: usize = LINE_BYTES;
 pub const HANDLER_ECHO: u32 = 0;
 /// `handler_id` of the built-in saxpy handler.
 pub const HANDLER_SAXPY: u32 = 1;
+/// `handler_id` of a user handler compiled into the ring kernel (spec §13.1).
+pub const HANDLER_USER: u32 = 1024;
 
 /// Frame flag: the payload is an [`ErrorRecord`] from the handler, not a reply.
 pub const FLAG_ERROR: u16 = 1;

@@ -63,3 +63,40 @@ fn the_disk_cache_returns_the_same_image_and_misses_on_any_change() {
     assert_eq!(first.bytes, second.bytes);
     assert!(!other_arch.cached && !other_source.cached, "arch and source are part of the key");
 }
+
+const SCHEMA: &str = "struct rb_input { float a; unsigned int n; };\nstruct rb_output { double product; };\nstatic_assert(sizeof(rb_input) == 8, \"rb_input\");\n";
+
+fn user(source: &str, entry: &str) -> ringbridge_core::backend::user::UserKernel {
+    ringbridge_core::backend::user::UserKernel { source: source.into(), entry: entry.into(), schema_header: SCHEMA.into() }
+}
+
+#[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
+fn a_user_handler_compiles_into_the_ring_kernel() {
+    require_nvrtc();
+    let k = user(
+        "__device__ unsigned int multiply(const rb_input& in, rb_output& out, rb_context& ctx) {\n  if (in.n == 0) { ctx.detail = 7; return 300; }\n  out.product = double(in.a) * in.n;\n  return 0;\n}\n",
+        "multiply",
+    );
+    let image = k.compile((9, 0)).unwrap_or_else(|e| panic!("{e}"));
+    let has = |needle: &str| image.bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("rb_ring_kernel"), "the ring kernel's entry point is in the image");
+}
+
+#[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
+fn user_compile_errors_name_the_users_file_and_line() {
+    require_nvrtc();
+    let k = user("__device__ unsigned int f(const rb_input& in, rb_output& out, rb_context& ctx) {\n  return in.missing_field;\n}\n", "f");
+    let err = k.compile((9, 0)).unwrap_err();
+    let Error::Compile { log, .. } = &err else { panic!("{err:?}") };
+    assert!(log.contains("handler.cu(2)"), "the user's own line: {log}");
+    assert!(log.contains("missing_field"), "{log}");
+    // A handler declared over other types than the launch's schemas is a compile error at
+    // launch, never garbage at run time.
+    let k = user("struct other { int x; };\n__device__ unsigned int g(const other& in, rb_output& out, rb_context& ctx) { return 0; }\n", "g");
+    let Error::Compile { log, .. } = k.compile((9, 0)).unwrap_err() else { panic!() };
+    assert!(log.contains("ring_kernel.cu") || log.contains("no suitable") || log.contains("argument"), "{log}");
+    let bad_entry = user("", "not an identifier").compile((9, 0)).unwrap_err();
+    assert_eq!(bad_entry.code(), ErrorCode::InvalidArgument, "{bad_entry}");
+}

@@ -22,7 +22,8 @@ use crate::cuda::driver::{self, Gpu};
 use crate::cuda::module::{stream_done, RingModule};
 use crate::cuda::nvrtc::{self, Image};
 use crate::cuda::cuda_err;
-use crate::protocol::{kernel_error, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, TERMINATE_ABANDON};
+use super::user::UserKernel;
+use crate::protocol::{kernel_error, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, HANDLER_USER, TERMINATE_ABANDON};
 use crate::sync::{fence, Ordering};
 use crate::transport::dma::DmaLink;
 use crate::transport::managed::ManagedLink;
@@ -253,11 +254,17 @@ impl CudaKernel {
     ///
     /// # Errors
     /// Unknown handler or transport; transport set-up, module load or launch failures.
-    pub fn launch(region: Arc<Region>, handler: &str, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
+    pub fn launch(region: Arc<Region>, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
         let runtime = runtime()?;
         let ctx = Arc::clone(&runtime.gpu.ctx);
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
-        let id = handler_id(handler)?;
+        // A user kernel is its own image (compiled, or found in the disk cache, before anything
+        // is set up); the built-in handlers share the runtime's.
+        let (id, user_image) = match user {
+            Some(u) => (HANDLER_USER, Some(u.compile(runtime.gpu.arch)?)),
+            None => (handler_id(handler)?, None),
+        };
+        let image = user_image.as_ref().unwrap_or(&runtime.image);
         region.control().handler_id.store(id, Ordering::Relaxed);
         let concurrent = runtime.gpu.concurrent_managed;
         let (link, name, reason) = choose_transport(transport, |t| -> Result<Box<dyn Link>, Error> {
@@ -275,7 +282,7 @@ impl CudaKernel {
                 expected: "at least one block of 32..=1024 threads, a multiple of 32".into(),
             });
         }
-        let module = RingModule::load(&ctx, &runtime.image.bytes)?;
+        let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         let cb_device = link.kernel_cb();
         // L1: the setup line is complete (region init + set_kernel_view) before the launch.

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod dispatch;
 pub mod handlers;
+pub mod user;
 
 use std::sync::Arc;
 
@@ -96,6 +97,8 @@ pub struct LaunchSpec<'a> {
     pub shape: Option<cuda::Shape>,
     /// In this process, or in a kernel host process.
     pub isolation: Isolation<'a>,
+    /// A user handler in CUDA C instead of the built-in `handler` (cuda backend only).
+    pub user: Option<&'a user::UserKernel>,
 }
 
 /// What was launched, and why.
@@ -121,15 +124,23 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
             handler: spec.handler.to_owned(),
             transport: spec.transport.to_owned(),
             shape: spec.shape,
+            user: spec.user.cloned(),
         };
         let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &request, region, notify)?;
         return Ok((Box::new(kernel), launched));
     }
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
-        let kernel = cuda::CudaKernel::launch(region, spec.handler, spec.transport, spec.shape, notify)?;
+        let kernel = cuda::CudaKernel::launch(region, spec.handler, spec.user, spec.transport, spec.shape, notify)?;
         let (transport, transport_reason) = kernel.transport.clone();
         return Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }));
+    }
+    if spec.user.is_some() {
+        return Err(Error::InvalidConfig {
+            what: "a CUDA handler (source, entry) on the cpu backend".into(),
+            value: 0,
+            expected: "the cuda backend; the cpu backend runs built-in handlers".into(),
+        });
     }
     if spec.transport != "auto" {
         return Err(Error::InvalidConfig {

@@ -57,6 +57,7 @@ impl ProcessKernel {
         let shm = region.shared_memory().ok_or_else(|| {
             Error::Protocol("a kernel host needs the region in shared memory (Region::alloc_shared)".into())
         })?;
+        let packet = request.encode()?;
         let (mine, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
             .map_err(|e| unavailable(format!("socketpair failed: {e}")))?;
         let child = Command::new(&command.program)
@@ -67,7 +68,7 @@ impl ProcessKernel {
         let child = Arc::new(Mutex::new(child));
         // A host that exits at once (not a kernel host at all) closes its end before or while
         // it is sent to: both read as "exited before it launched".
-        let answer = match send_region(&mine, shm.fd()).and_then(|()| wire::send(&mine, &request.encode())) {
+        let answer = match send_region(&mine, shm.fd()).and_then(|()| wire::send(&mine, &packet)) {
             Ok(()) => first_answer(&mine, &child, &notify),
             Err(e) => Err(exited_early(&child, &e.to_string())),
         };
@@ -125,14 +126,16 @@ fn first_answer(ctl: &OwnedFd, child: &Mutex<Child>, notify: &Notify) -> Result<
 /// away without a report crashed, and its kernel's status words are taken over.
 fn read_reports(ctl: &OwnedFd, child: &Mutex<Child>, region: &Region, reports: &mpsc::Sender<Result<(), Error>>, notify: &Notify) {
     let mut reported = false;
+    let mut buf = Vec::new();
     loop {
-        match wire::recv(ctl) {
-            Ok(Some(p)) if p == [tag::DOORBELL] => notify(),
-            Ok(Some(p)) => {
+        match wire::recv_into(ctl, &mut buf) {
+            Ok(Some(n)) if buf[..n] == [tag::DOORBELL] => notify(),
+            Ok(Some(n)) => {
+                let p = &buf[..n];
                 let report = match p.first() {
                     Some(&tag::DONE) if p.len() == 1 => Ok(()),
-                    Some(&tag::ERROR) => Err(wire::decode_error(&p)),
-                    _ => Err(Error::Protocol(format!("unexpected packet {:?} from the kernel host", String::from_utf8_lossy(&p)))),
+                    Some(&tag::ERROR) => Err(wire::decode_error(p)),
+                    _ => Err(Error::Protocol(format!("unexpected packet {:?} from the kernel host", String::from_utf8_lossy(p)))),
                 };
                 reported = true;
                 let _ = reports.send(report);

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::backend::cuda::Shape;
+use crate::backend::user::UserKernel;
 use crate::backend::{BackendChoice, Launched};
 use crate::{Error, ErrorCode};
 
@@ -25,8 +26,9 @@ pub mod tag {
     pub const JOIN: u8 = b'j';
 }
 
-/// Largest packet either side sends (error messages are cut to fit).
-pub const MAX_PACKET: usize = 60 * 1024;
+/// Largest packet either side sends (error messages are cut to fit; a launch request carries a
+/// user kernel of up to `MAX_USER_SOURCE` bytes, escaped). Below the default socket buffer.
+pub const MAX_PACKET: usize = 180 * 1024;
 
 fn escape(field: &str) -> String {
     field.replace('%', "%25").replace('\t', "%09").replace('\n', "%0A")
@@ -62,15 +64,29 @@ pub struct LaunchRequest {
     pub transport: String,
     /// Launch shape, if not the transport's default.
     pub shape: Option<Shape>,
+    /// A user kernel, compiled by the host.
+    pub user: Option<UserKernel>,
 }
 
 impl LaunchRequest {
     /// The packet.
-    pub fn encode(&self) -> Vec<u8> {
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when it would not fit one packet (a huge user kernel).
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let (b, t) = self.shape.map_or((0, 0), |s| (s.blocks, s.threads));
         let mut out = b"launch\t".to_vec();
-        out.extend_from_slice(&join_fields(b' ', &[&self.backend, &self.handler, &self.transport, &b.to_string(), &t.to_string()])[1..]);
-        out
+        let (source, entry, header) = self.user.as_ref().map_or(("", "", ""), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str()));
+        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header];
+        out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
+        if out.len() > MAX_PACKET {
+            return Err(Error::InvalidConfig {
+                what: "launch request bytes (user kernel source, escaped)".into(),
+                value: out.len() as u64,
+                expected: format!("at most {MAX_PACKET}"),
+            });
+        }
+        Ok(out)
     }
 
     /// Parses [`LaunchRequest::encode`]'s packet.
@@ -80,11 +96,12 @@ impl LaunchRequest {
     pub fn decode(packet: &[u8]) -> Result<Self, Error> {
         let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
         let f = split_fields(body);
-        let [backend, handler, transport, blocks, threads] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let [backend, handler, transport, blocks, threads, source, entry, header] = f.as_slice() else { return Err(malformed("launch", packet)) };
         let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
         let (blocks, threads) = (num(blocks)?, num(threads)?);
         let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
-        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape })
+        let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone() });
+        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user })
     }
 }
 
@@ -151,14 +168,21 @@ pub fn send_nowait(socket: &impl std::os::fd::AsFd, packet: &[u8]) {
 /// # Errors
 /// [`Error::Protocol`] for a failing socket.
 pub fn recv(socket: &impl std::os::fd::AsFd) -> Result<Option<Vec<u8>>, Error> {
-    let mut buf = vec![0u8; MAX_PACKET];
+    let mut buf = Vec::new();
+    Ok(recv_into(socket, &mut buf)?.map(|n| buf[..n].to_vec()))
+}
+
+/// [`recv`] into a buffer kept across calls (the reader's hot path: doorbells): the packet is
+/// `buf[..n]`.
+///
+/// # Errors
+/// [`Error::Protocol`] for a failing socket.
+pub fn recv_into(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> Result<Option<usize>, Error> {
+    buf.resize(MAX_PACKET, 0);
     loop {
         match rustix::net::recv(socket, &mut buf[..], rustix::net::RecvFlags::empty()) {
             Ok((0, _)) => return Ok(None),
-            Ok((n, _)) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
+            Ok((n, _)) => return Ok(Some(n)),
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(Error::Protocol(format!("the control socket failed: {e}"))),
         }
@@ -192,8 +216,9 @@ mod tests {
     #[test]
     fn launch_request_round_trips_with_awkward_text() {
         for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
-            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape };
-            assert_eq!(LaunchRequest::decode(&r.encode()).unwrap(), r);
+            let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into() });
+            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user };
+            assert_eq!(LaunchRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
         assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());
         assert!(LaunchRequest::decode(b"nonsense").is_err());
