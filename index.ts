@@ -30,13 +30,16 @@ export {
   u32,
   u64,
   u8,
+  type ArraySchema,
   type FieldLayout,
   type Fields,
   type Infer,
   type Schema,
   type StructSchema,
+  type StructOptions,
   type StructValue,
 } from './ts/codec'
+export { compileKernel, cudaHeader, type CompiledKernel, type KernelSource } from './ts/cuda'
 export {
   ERROR_CODES,
   RingbridgeError,

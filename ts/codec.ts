@@ -143,8 +143,24 @@ function fixedOf<T>(schema: Schema<T>, where: string): Fixed<T> {
   return schema as Fixed<T>
 }
 
-/** A fixed-length array of `length` elements. Encodes any array-like of that length. */
-export function array<T>(element: Schema<T>, length: number): Schema<T[]> {
+/** A fixed-length array schema, with its element. */
+export interface ArraySchema<T> extends Schema<T[]> {
+  /** Bytes. */
+  readonly size: number
+  /** The element schema. */
+  readonly element: Schema<T>
+  /** Elements. */
+  readonly length: number
+}
+
+/**
+ * A fixed-length array of `length` elements. Encodes any array-like of that length.
+ * @example
+ * ```ts
+ * const Vec3 = array(f32, 3) // number[] of 3; `float v[3]` in CUDA
+ * ```
+ */
+export function array<T>(element: Schema<T>, length: number): ArraySchema<T> {
   const el = fixedOf(element, 'array element')
   if (!Number.isInteger(length) || length < 1 || length > 1 << 20) {
     throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `array length: expected an integer from 1 to ${1 << 20}, got ${describe(length)}`)
@@ -153,6 +169,8 @@ export function array<T>(element: Schema<T>, length: number): Schema<T[]> {
   return {
     kind: `array<${el.kind},${length}>`,
     size,
+    element: el,
+    length,
     align: el.align,
     maxSize: size,
     encode(view, offset, value, capacity, path = 'message') {
@@ -184,6 +202,16 @@ export interface StructSchema<F extends Fields> extends Schema<StructValue<F>> {
   readonly size: number
   /** Field offsets, in declaration order. */
   readonly layout: readonly FieldLayout[]
+  /** The field schemas as declared. */
+  readonly fields: F
+  /** The CUDA C struct name, if given (generated headers otherwise derive one). */
+  readonly name: string | undefined
+}
+
+/** Options of {@link struct}. */
+export interface StructOptions {
+  /** The struct's name in generated CUDA C (a C identifier), e.g. `Particle`. */
+  name?: string
 }
 
 const alignUp = (n: number, a: number) => Math.ceil(n / a) * a
@@ -193,12 +221,16 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a
  * rounded up to the largest alignment.
  * @example
  * ```ts
- * const Particle = struct({ id: u32, x: f32, v: array(f32, 3) })
+ * const Particle = struct({ id: u32, x: f32, v: array(f32, 3) }, { name: 'Particle' })
  * type Particle = Infer<typeof Particle> // { id: number; x: number; v: number[] }
  * ```
  */
-export function struct<F extends Fields>(fields: F): StructSchema<F> {
+export function struct<F extends Fields>(fields: F, options?: StructOptions): StructSchema<F> {
   if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) badFields(fields)
+  const name = options?.name
+  if (name !== undefined && (typeof name !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))) {
+    throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `struct name: expected a C identifier, got ${describe(name)}`)
+  }
   const names = Object.keys(fields)
   if (names.length === 0) badFields(fields)
   let offset = 0
@@ -220,6 +252,8 @@ export function struct<F extends Fields>(fields: F): StructSchema<F> {
     align,
     maxSize: size,
     layout,
+    fields,
+    name,
     encode(view, base, value, capacity, path = 'message') {
       if (size > capacity) tooLarge(path, size, capacity)
       if (value === null || typeof value !== 'object') invalid(path, `an object with fields ${names.join(', ')}`, value)

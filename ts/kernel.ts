@@ -12,6 +12,7 @@ import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
 import type { Runtime } from './runtime'
 import { MessageQueue, queueOptions, type QueueOptions } from './queue'
+import { cudaHeader } from './cuda'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
 /** Life-cycle state of a kernel, as its control block reports it. */
@@ -26,8 +27,21 @@ export type TerminateMode = 'drain' | 'abandon'
 
 /** What {@link Runtime.launch} needs. */
 export interface LaunchOptions<TIn, TOut> {
-  /** Built-in handler: `echo` or `saxpy` (see `builtinHandlers()`). */
-  handler: string
+  /** Built-in handler: `echo` or `saxpy` (see `builtinHandlers()`); or give `source` and `entry`. */
+  handler?: string
+  /**
+   * A user handler in CUDA C (cuda backend), instead of `handler`: compiled by NVRTC for the
+   * device together with the structs generated from `input` and `output` ({@link cudaHeader}:
+   * `rb_input`, `rb_output`), disk-cached. `entry` names its function:
+   * `__device__ uint32_t entry(const rb_input& in, rb_output& out, rb_context& ctx)`, returning 0
+   * for the reply in `out`, or an error code (>= 256) that rejects this message's `request()`
+   * with `ERR_RINGBRIDGE_KERNEL_ERROR` (`details.kernelCode`, and `ctx.detail` as
+   * `details.detail`). Compile errors throw `ERR_RINGBRIDGE_COMPILE` with NVRTC's log, lines
+   * numbered as in `source` (file `handler.cu`).
+   */
+  source?: string
+  /** The user handler's function name in `source`. */
+  entry?: string
   /** Schema of the messages sent. */
   input: Schema<TIn>
   /** Schema of the replies. */
@@ -220,9 +234,17 @@ export class RingKernel<TIn, TOut> {
   /** @internal Use `Runtime.launch`. */
   constructor(options: LaunchOptions<TIn, TOut>, backend: string) {
     if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
-    if (typeof options.handler !== 'string') badOption('handler', `a built-in handler name (${native.builtinHandlers().join(', ')})`, options.handler)
+    const user = options.source !== undefined || options.entry !== undefined
+    if (user) {
+      if (typeof options.source !== 'string' || options.source.trim() === '') badOption('source', 'the CUDA C source of the handler', options.source)
+      if (typeof options.entry !== 'string') badOption('entry', 'the name of the handler function in source', options.entry)
+      if (options.handler !== undefined) badOption('handler', 'nothing: a user kernel (source, entry) replaces the built-in handler', options.handler)
+    } else if (typeof options.handler !== 'string') {
+      badOption('handler', `a built-in handler name (${native.builtinHandlers().join(', ')}), or source and entry`, options.handler)
+    }
     checkSchema(options.input, 'input')
     checkSchema(options.output, 'output')
+    const schemaHeader = user ? cudaHeader(options.input, options.output) : undefined
     const capacity = options.capacity ?? 1024
     const typeId = options.typeId ?? 1
     if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
@@ -250,7 +272,10 @@ export class RingKernel<TIn, TOut> {
       transport,
       blocks: options.blocks,
       threads: options.threads,
-      handler: options.handler,
+      handler: options.handler ?? 'user',
+      source: user ? options.source : undefined,
+      entry: user ? options.entry : undefined,
+      schemaHeader,
       inputCapacity: capacity,
       inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
       outputCapacity: options.outputCapacity ?? capacity,

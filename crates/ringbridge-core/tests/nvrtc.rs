@@ -100,3 +100,21 @@ fn user_compile_errors_name_the_users_file_and_line() {
     let bad_entry = user("", "not an identifier").compile((9, 0)).unwrap_err();
     assert_eq!(bad_entry.code(), ErrorCode::InvalidArgument, "{bad_entry}");
 }
+
+#[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
+fn nvrtc_enforces_the_offset_asserts_of_a_schema_header() {
+    require_nvrtc();
+    // The generated headers' offset check under NVRTC 13.0 (ts/cuda.ts): a wrong offset must
+    // stop the compile, or the asserts would prove nothing on the GPU side.
+    let header = |offset: u32| {
+        format!(
+            "#define RB_OFFSETOF(T, m) ((unsigned long long)__INTADDR__(&(((T*)0)->m)))\nstruct rb_input {{ unsigned char a; unsigned char _rb_pad0[7]; double b; }};\ntypedef rb_input rb_output;\nstatic_assert(RB_OFFSETOF(rb_input, b) == {offset}, \"rb_input.b\");\n"
+        )
+    };
+    let source = "__device__ unsigned int f(const rb_input& in, rb_output& out, rb_context&) { out = in; return 0; }";
+    let k = |offset| ringbridge_core::backend::user::UserKernel { source: source.into(), entry: "f".into(), schema_header: header(offset) };
+    k(8).compile((9, 0)).unwrap_or_else(|e| panic!("the true offset compiles: {e}"));
+    let Error::Compile { log, .. } = k(4).compile((9, 0)).unwrap_err() else { panic!("a wrong offset compiled") };
+    assert!(log.contains("static assertion failed") || log.contains("static_assert"), "{log}");
+}

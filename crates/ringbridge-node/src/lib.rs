@@ -63,6 +63,36 @@ pub fn builtin_handlers() -> Vec<String> {
     ringbridge_core::backend::handlers::BUILTIN_NAMES.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// What compiling a user kernel produced.
+#[napi(object)]
+pub struct CompiledKernel {
+    /// `cubin` (for the exact arch) or `ptx`.
+    pub kind: String,
+    /// Bytes of the image.
+    pub bytes: u32,
+    /// Whether it came from the disk cache.
+    pub cached: bool,
+}
+
+/// Compiles a user kernel (the ring kernel with the handler `entry` of `source`, over the
+/// generated `schema_header`) for compute capability `major.minor` with NVRTC; no GPU needed.
+#[napi]
+pub fn compile_user_kernel(source: String, entry: String, schema_header: String, major: i32, minor: i32) -> error::Result<CompiledKernel> {
+    let user = ringbridge_core::backend::user::UserKernel { source, entry, schema_header };
+    if !ringbridge_core::cuda::nvrtc::nvrtc_present() {
+        return Err(error::to_js(ringbridge_core::Error::BackendUnavailable {
+            backend: "cuda",
+            reason: "NVRTC (libnvrtc.so.13) could not be loaded: install the CUDA toolkit or the nvidia-cuda-nvrtc wheel and put it on LD_LIBRARY_PATH".into(),
+        }));
+    }
+    let image = user.compile((major, minor)).map_err(error::to_js)?;
+    Ok(CompiledKernel {
+        kind: if image.kind == ringbridge_core::cuda::nvrtc::ImageKind::Cubin { "cubin".into() } else { "ptx".into() },
+        bytes: image.bytes.len() as u32,
+        cached: image.cached,
+    })
+}
+
 /// Runs this process as a kernel host (process isolation): serves one kernel over the control
 /// socket on stdin, blocking until the parent stops it or goes away; returns the exit code.
 #[napi]

@@ -11,6 +11,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
 use ringbridge_core::backend::cuda::Shape;
+use ringbridge_core::backend::user::UserKernel;
 use ringbridge_core::backend::{self, Isolation, Kernel, LaunchSpec, Launched};
 use ringbridge_core::isolate::HostCommand;
 use ringbridge_core::transport::Region;
@@ -46,6 +47,12 @@ pub struct KernelOptions {
     pub isolation: Option<String>,
     /// The kernel host to start under `process` isolation: program, then arguments.
     pub host_command: Option<Vec<String>>,
+    /// A user handler's CUDA C source (with `entry` and `schemaHeader`), instead of `handler`.
+    pub source: Option<String>,
+    /// The user handler's function name.
+    pub entry: Option<String>,
+    /// The CUDA header generated from the input and output schemas.
+    pub schema_header: Option<String>,
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -108,6 +115,11 @@ impl NativeKernel {
             (Some("process"), _) => return Err(invalid("isolation 'process' needs hostCommand: [program, ...args]")),
             (Some(other), _) => return Err(invalid(format!("isolation '{other}': expected 'thread' or 'process'"))),
         };
+        let user = match (options.source.clone(), options.entry.clone(), options.schema_header.clone()) {
+            (None, None, None) => None,
+            (Some(source), Some(entry), Some(schema_header)) => Some(UserKernel { source, entry, schema_header }),
+            _ => return Err(invalid("source, entry and schemaHeader: give all three (a user kernel) or none")),
+        };
         let (region, offset) = match (&host, memory) {
             (None, Some(memory)) => sab::region_over(memory, layout)?,
             (None, None) => return Err(invalid("isolation 'thread' needs the memory of the region (a SharedArrayBuffer view)")),
@@ -128,6 +140,7 @@ impl NativeKernel {
             transport: options.transport.as_deref().unwrap_or("auto"),
             shape,
             isolation: host.as_ref().map_or(Isolation::Thread, Isolation::Process),
+            user: user.as_ref(),
         };
         let shared = host.is_some().then(|| Arc::clone(&region));
         let (kernel, launched) = backend::launch(&spec, region, notify).map_err(to_js)?;
