@@ -16,7 +16,7 @@ if [[ $mode == smoke ]]; then
   RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping 2>&1 | tail -40
   timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping 2>&1 | tail -30
   step js gpu smoke
-  RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js 2>&1 | tail -40
+  RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/gpu-user.spec.js 2>&1 | tail -40
   exit 0
 fi
 step anchors
@@ -32,9 +32,13 @@ step rust gpu tests
 RINGBRIDGE_GPU_MESSAGES=10000000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping > "$O/rust_gpu_tests.txt" 2>&1
 timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping >> "$O/rust_gpu_tests.txt" 2>&1
 step js gpu suite
-RINGBRIDGE_GPU_MESSAGES=10000000 timeout 300 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/errors.spec.js > "$O/js_gpu.txt" 2>&1
+RINGBRIDGE_GPU_MESSAGES=10000000 timeout 300 node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/gpu-user.spec.js __test__/errors.spec.js > "$O/js_gpu.txt" 2>&1
 step sanitizers
 for tool in memcheck racecheck; do
   RINGBRIDGE_GPU_MESSAGES=20000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 saxpy pause > "$O/sanitizer_$tool.txt" 2>&1
+done
+# The user kernels too (a kernel host per launch: the sanitizer follows child processes).
+for tool in memcheck racecheck; do
+  RINGBRIDGE_GPU_MESSAGES=2000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 node node_modules/ava/entrypoints/cli.mjs __test__/gpu-user.spec.js > "$O/sanitizer_user_$tool.txt" 2>&1
 done
 tail -n 3 "$O"/*.txt
