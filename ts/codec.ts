@@ -304,3 +304,41 @@ export function bytes(max = 1 << 20): Schema<Uint8Array> {
     },
   }
 }
+
+/** A schema as plain data, to rebuild it in another thread (functions do not cross). */
+export type SchemaDescriptor =
+  | { kind: 'scalar'; name: string }
+  | { kind: 'array'; element: SchemaDescriptor; length: number }
+  | { kind: 'struct'; name: string | undefined; fields: [string, SchemaDescriptor][] }
+  | { kind: 'bytes'; max: number }
+
+const SCALAR_SCHEMAS: Record<string, Schema<any>> = { u8, u16, u32, u64, i8, i16, i32, i64, f32, f64, bool }
+
+/** @internal The plain-data form of a schema built by this module. */
+export function describeSchema(schema: Schema<unknown>): SchemaDescriptor {
+  if (SCALAR_SCHEMAS[schema.kind] === schema) return { kind: 'scalar', name: schema.kind }
+  if (schema.kind === 'bytes') return { kind: 'bytes', max: schema.maxSize }
+  if (schema.kind.startsWith('array<')) {
+    const a = schema as ArraySchema<unknown>
+    return { kind: 'array', element: describeSchema(a.element), length: a.length }
+  }
+  if (schema.kind === 'struct') {
+    const s = schema as StructSchema<Fields>
+    return { kind: 'struct', name: s.name, fields: Object.entries(s.fields).map(([n, f]) => [n, describeSchema(f)]) }
+  }
+  throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `a JS handler needs schemas built by ringbridge (u32, struct, array, bytes…), got a custom ${schema.kind}`)
+}
+
+/** @internal Rebuilds a schema from {@link describeSchema}'s form. */
+export function schemaFrom(d: SchemaDescriptor): Schema<any> {
+  switch (d.kind) {
+    case 'scalar':
+      return SCALAR_SCHEMAS[d.name]!
+    case 'bytes':
+      return bytes(d.max)
+    case 'array':
+      return array(schemaFrom(d.element), d.length)
+    case 'struct':
+      return struct(Object.fromEntries(d.fields.map(([n, f]) => [n, schemaFrom(f)])), { name: d.name })
+  }
+}

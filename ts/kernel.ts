@@ -13,6 +13,7 @@ import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './
 import type { Runtime } from './runtime'
 import { MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
+import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
 /** Life-cycle state of a kernel, as its control block reports it. */
@@ -42,6 +43,14 @@ export interface LaunchOptions<TIn, TOut> {
   source?: string
   /** The user handler's function name in `source`. */
   entry?: string
+  /**
+   * A handler in JavaScript for the cpu backend (instead of `handler`): runs in a worker thread
+   * over the same rings, so flows written for a CUDA handler (`source`) can be developed and
+   * tested without a GPU. Give both `source` and `cpu` to run on whichever backend the runtime
+   * has. Rebuilt from its source text in the worker: it must not use outer variables; per-kernel
+   * state goes in `ctx.state`. Throw a `HandlerError` to answer with an error frame.
+   */
+  cpu?: JsHandler<TIn, TOut>
   /** Schema of the messages sent. */
   input: Schema<TIn>
   /** Schema of the replies. */
@@ -198,6 +207,9 @@ export class RingKernel<TIn, TOut> {
   readonly capacity: number
 
   readonly #native: InstanceType<typeof native.NativeKernel>
+  /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
+  readonly #runner: { wake(): void; join(): void }
+  readonly #worker: WorkerRunner | undefined
   readonly #cb: ControlBlockView
   readonly #in: InputRing
   readonly #out: OutputRing
@@ -234,8 +246,16 @@ export class RingKernel<TIn, TOut> {
   /** @internal Use `Runtime.launch`. */
   constructor(options: LaunchOptions<TIn, TOut>, backend: string) {
     if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
-    const user = options.source !== undefined || options.entry !== undefined
-    if (user) {
+    if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply', options.cpu)
+    const jsHandler = backend === 'cpu' && options.cpu !== undefined
+    if (jsHandler && options.handler !== undefined) badOption('handler', 'nothing: the cpu handler replaces the built-in handler', options.handler)
+    if (backend !== 'cpu' && options.cpu !== undefined && options.source === undefined) {
+      badOption('source', `a CUDA handler (source, entry) for the ${backend} backend: the cpu handler runs on the cpu backend only`, options.source)
+    }
+    const user = !jsHandler && (options.source !== undefined || options.entry !== undefined)
+    if (jsHandler) {
+      if (options.isolation === 'process') badOption('isolation', "'thread' (a JS handler runs in a worker thread of this process)", options.isolation)
+    } else if (user) {
       if (typeof options.source !== 'string' || options.source.trim() === '') badOption('source', 'the CUDA C source of the handler', options.source)
       if (typeof options.entry !== 'string') badOption('entry', 'the name of the handler function in source', options.entry)
       if (options.handler !== undefined) badOption('handler', 'nothing: a user kernel (source, entry) replaces the built-in handler', options.handler)
@@ -263,7 +283,7 @@ export class RingKernel<TIn, TOut> {
     for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
     }
-    const isolation = options.isolation ?? (backend === 'cuda' ? 'process' : 'thread')
+    const isolation = jsHandler ? 'thread' : (options.isolation ?? (backend === 'cuda' ? 'process' : 'thread'))
     if (isolation !== 'process' && isolation !== 'thread') badOption('isolation', "'process' or 'thread'", isolation)
     const shape = {
       backend,
@@ -272,7 +292,7 @@ export class RingKernel<TIn, TOut> {
       transport,
       blocks: options.blocks,
       threads: options.threads,
-      handler: options.handler ?? 'user',
+      handler: jsHandler ? 'external' : (options.handler ?? 'user'),
       source: user ? options.source : undefined,
       entry: user ? options.entry : undefined,
       schemaHeader,
@@ -324,6 +344,18 @@ export class RingKernel<TIn, TOut> {
     this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
     this.#out = new OutputRing(buffer, { slotsOffset: base + layout.outputOffset, capacity: shape.outputCapacity, slotSize: shape.outputSlotSize }, this.#cb)
     this.#bytes = new Uint8Array(buffer)
+    if (jsHandler) {
+      const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
+      this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, options.input, options.output, options.cpu!, this.#cb, () => {
+        const kernel = self.deref()
+        if (kernel) kernel.#pump()
+      }, () => undefined)
+      this.#runner = this.#worker
+    } else {
+      this.#worker = undefined
+      const n = this.#native
+      this.#runner = { wake: () => n.wake(), join: () => n.join() }
+    }
     this.#input = options.input
     this.#output = options.output
     this.#typeId = typeId
@@ -340,6 +372,14 @@ export class RingKernel<TIn, TOut> {
     this.isolation = isolation
     this.hostPid = this.#native.hostPid ?? undefined
     this.capacity = shape.inputCapacity
+  }
+
+  /**
+   * For a JS handler (`cpu:`): the message of the first exception it threw that was not a
+   * `HandlerError` (those messages were answered with HANDLER_FAULT error frames).
+   */
+  get handlerFault(): string | undefined {
+    return this.#worker?.lastFault
   }
 
   /** Current life-cycle state. */
@@ -599,7 +639,7 @@ export class RingKernel<TIn, TOut> {
   async activate(): Promise<void> {
     this.#checkOpen('activate')
     this.#cb.store32('active', 1)
-    this.#native.wake()
+    this.#runner.wake()
     await this.#until(() => this.state !== 'paused', 'activate')
   }
 
@@ -611,7 +651,7 @@ export class RingKernel<TIn, TOut> {
   async deactivate(): Promise<void> {
     this.#checkOpen('deactivate')
     this.#cb.store32('active', 0)
-    this.#native.wake()
+    this.#runner.wake()
     await this.#until(() => this.state === 'paused' || this.state === 'terminated', 'deactivate')
   }
 
@@ -695,7 +735,7 @@ export class RingKernel<TIn, TOut> {
 
   #wakeKernel(): void {
     // D2: our Atomics.store of the index is seq_cst, so this load cannot pass it.
-    if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0) this.#native.wake()
+    if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0) this.#runner.wake()
   }
 
   async #enqueue(item: Queued): Promise<void> {
@@ -931,11 +971,11 @@ export class RingKernel<TIn, TOut> {
         // A paused kernel takes nothing, so the send queue would never flush: drain overrides
         // pause, as the kernel does for the ring (dispatch.rs).
         this.#cb.store32('active', 1)
-        this.#native.wake()
+        this.#runner.wake()
         await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
       }
       this.#cb.store32('terminate', mode === 'drain' ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
-      this.#native.wake()
+      this.#runner.wake()
       await this.#until(() => this.state === 'terminated', 'terminate')
     } catch (e) {
       // The kernel did not stop in time: abandon it (join stops it for certain) and report.
@@ -949,7 +989,7 @@ export class RingKernel<TIn, TOut> {
   #finish(mode: TerminateMode = 'abandon'): TerminateReport<TIn> {
     let fault: Error | undefined
     try {
-      this.#native.join()
+      this.#runner.join()
     } catch (e) {
       fault = fromNative(e)
     } finally {

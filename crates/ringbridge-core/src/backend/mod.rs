@@ -149,9 +149,37 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
             expected: "'auto' (the cpu backend's kernel reads the shared memory directly)".into(),
         });
     }
+    if spec.handler == EXTERNAL_HANDLER {
+        return Ok((
+            Box::new(ExternalKernel { region }),
+            Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend, kernel run by the caller".into() },
+        ));
+    }
     let handler = handlers::builtin(spec.handler)?;
     let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH)?;
     Ok((Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
+}
+
+/// The handler name under which the cpu backend only initialises the region and runs nothing:
+/// the caller runs the kernel side itself (the JS facade's worker-thread handlers).
+pub const EXTERNAL_HANDLER: &str = "external";
+
+/// A region whose kernel side someone else runs (see [`EXTERNAL_HANDLER`]): waking and stopping
+/// it is that runner's business.
+pub struct ExternalKernel {
+    region: Arc<Region>,
+}
+
+impl Kernel for ExternalKernel {
+    fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+
+    fn wake(&self) {}
+
+    fn join(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Asks the kernel to stop: `drain` finishes what is in the input ring, otherwise the rest is

@@ -1,0 +1,138 @@
+/**
+ * Handlers written in JavaScript (`cpu:` on the cpu backend): they run in a worker thread, off
+ * the main thread, over the kernel's rings (`ts/worker-kernel.ts` is the kernel side), so a
+ * message flow can be developed and tested without a GPU.
+ * @module
+ */
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+
+import { describeSchema, type Schema } from './codec'
+import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
+import { PROTOCOL, type ControlBlockView } from './ring'
+import type { WorkerKernelData } from './worker-kernel'
+
+/** What a JS handler knows of its message besides the payload. */
+export interface HandlerContext {
+  /** The request's correlation id. */
+  correlationId: bigint
+  /** The request's type id. */
+  typeId: number
+  /** An object kept for the kernel's life: per-kernel state (the worker's, not the caller's). */
+  state: Record<string, unknown>
+}
+
+/**
+ * A JS handler: takes a message, returns its reply; throws a {@link HandlerError} to answer with
+ * an error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
+ * use variables of the module that defines it (keep state in `ctx.state`).
+ */
+export type JsHandler<TIn, TOut> = (msg: TIn, ctx: HandlerContext) => TOut
+
+/**
+ * Thrown by a handler to reject one message: the matching `request()` rejects with
+ * `ERR_RINGBRIDGE_KERNEL_ERROR`, `details.kernelCode` = `code`, `details.detail` = `detail` — as
+ * a CUDA handler's error return does.
+ * @example
+ * ```ts
+ * cpu: (msg) => { if (msg.key >= 256) throw new HandlerError(404, msg.key); return lookup(msg) }
+ * ```
+ */
+export class HandlerError extends Error {
+  /** The error code (>= 256; lower codes are the protocol's). */
+  readonly kernelCode: number
+  /** A handler-defined detail (u32). */
+  readonly detail: number
+
+  constructor(code: number, detail = 0) {
+    if (!Number.isInteger(code) || code < 256 || code > 0xffffffff) {
+      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `HandlerError code: expected an integer from 256 to 4294967295, got ${describe(code)}`)
+    }
+    super(`handler error ${code} (detail ${detail})`)
+    this.kernelCode = code
+    this.detail = detail >>> 0
+  }
+}
+
+/** @internal Where the kernel's rings lie in its buffer. */
+export interface RingShape {
+  base: number
+  inputOffset: number
+  outputOffset: number
+  inCapacity: number
+  inSlot: number
+  outCapacity: number
+  outSlot: number
+}
+
+/** @internal How long `join` waits for the worker to see terminate. */
+const JOIN_LIMIT_MS = 5000
+
+/**
+ * @internal The host's handle on a worker-thread kernel: wake (D2 as `Atomics.notify`), join.
+ */
+export class WorkerRunner {
+  readonly #worker: Worker
+  readonly #cb: ControlBlockView
+  #lastFault: string | undefined
+  #joined = false
+
+  constructor(buffer: SharedArrayBuffer, shape: RingShape, input: Schema<unknown>, output: Schema<unknown>, handler: Function, cb: ControlBlockView, onBell: () => void, onCrash: (e: Error) => void) {
+    const source = handler.toString()
+    try {
+      // The worker rebuilds the handler the same way; a method shorthand or native function
+      // does not survive that, so say so here rather than fail every message there.
+      // eslint-disable-next-line @typescript-eslint/no-implied-eval
+      if (typeof new Function(`return (${source})`)() !== 'function') throw new Error('not a function')
+    } catch {
+      throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `cpu: expected a self-contained function or arrow function (it is rebuilt from its source in a worker), got ${describe(source.slice(0, 80))}`)
+    }
+    this.#cb = cb
+    const data: WorkerKernelData = {
+      buffer,
+      ...shape,
+      input: describeSchema(input),
+      output: describeSchema(output),
+      handler: source,
+      constants: { terminateDrain: PROTOCOL.terminateDrain, terminateAbandon: PROTOCOL.terminateAbandon, flagError: PROTOCOL.flagError },
+    }
+    this.#worker = new Worker(join(__dirname, 'worker-kernel.js'), { workerData: data })
+    this.#worker.on('message', (m: unknown) => {
+      if (m === 'bell') onBell()
+      else if (m !== null && typeof m === 'object' && 'fault' in m) this.#lastFault = String((m as { fault: unknown }).fault)
+    })
+    this.#worker.on('error', (e) => {
+      // A worker that died writes nothing more: take over its status words (spec §12).
+      if (this.#cb.load32('error_code') === 0) this.#cb.store32('error_code', 5)
+      this.#cb.store32('state', 3)
+      onCrash(e)
+      onBell()
+    })
+    // Like the native kernel thread, an idle worker does not keep the process alive.
+    this.#worker.unref()
+  }
+
+  /** The first message of a handler exception that was not a HandlerError, if any. */
+  get lastFault(): string | undefined {
+    return this.#lastFault
+  }
+
+  /** D2: wakes a worker asleep on `kernel_sleeping`. */
+  wake(): void {
+    Atomics.notify(this.#cb.u32, this.#cb.index32('kernel_sleeping'))
+  }
+
+  /** Stops the worker (abandon, unless a terminate command was given) and waits, bounded. */
+  join(): void {
+    if (this.#joined) return
+    this.#joined = true
+    if (this.#cb.load32('terminate') === 0) this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+    const tick = new Int32Array(new SharedArrayBuffer(4))
+    const deadline = Date.now() + JOIN_LIMIT_MS
+    while (this.#cb.load32('state') !== 3 && Date.now() < deadline) {
+      this.wake()
+      Atomics.wait(tick, 0, 0, 1)
+    }
+    void this.#worker.terminate()
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * The kernel side of the protocol in JavaScript, for handlers written in JS (`cpu:` on the cpu
+ * backend): runs in a worker thread over the kernel's SharedArrayBuffer, the same rings and
+ * steps as the native dispatch loop (spec §5, K1–K8): take a batch of input frames, answer each
+ * with one output frame (a reply, or an error frame), publish the output tail, then release the
+ * input, then ring the host if it waits. Sleeps with the D1 handshake on `kernel_sleeping`; the
+ * host wakes it with `Atomics.notify`.
+ * @internal
+ * @module
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+
+import { schemaFrom, type SchemaDescriptor } from './codec'
+import { ControlBlockView } from './ring'
+
+/** What the host hands the worker. */
+export interface WorkerKernelData {
+  buffer: SharedArrayBuffer
+  base: number
+  inputOffset: number
+  outputOffset: number
+  inCapacity: number
+  inSlot: number
+  outCapacity: number
+  outSlot: number
+  input: SchemaDescriptor
+  output: SchemaDescriptor
+  handler: string
+  constants: { terminateDrain: number; terminateAbandon: number; flagError: number }
+}
+
+const STATE_RUNNING = 1
+const STATE_PAUSED = 2
+const STATE_TERMINATED = 3
+const BAD_FRAME = 1
+const BAD_PAYLOAD = 2
+const HANDLER_FAULT = 5
+const MAX_BATCH = 1024
+const SLEEP_MS = 50
+
+function run(d: WorkerKernelData): void {
+  const cb = new ControlBlockView(d.buffer, d.base)
+  const u32 = cb.u32
+  const u64 = cb.u64
+  const ix = {
+    inHead: cb.index64('input_head'),
+    inTail: cb.index64('input_tail'),
+    outHead: cb.index64('output_head'),
+    outTail: cb.index64('output_tail'),
+    processed: cb.index64('messages_processed'),
+    state: cb.index32('state'),
+    active: cb.index32('active'),
+    terminate: cb.index32('terminate'),
+    sleeping: cb.index32('kernel_sleeping'),
+    waiting: cb.index32('host_waiting'),
+    errorCode: cb.index32('error_code'),
+    errorCount: cb.index32('error_count'),
+  }
+  const dv = new DataView(d.buffer)
+  const input = schemaFrom(d.input)
+  const output = schemaFrom(d.output)
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const handler = new Function(`return (${d.handler})`)() as (msg: unknown, ctx: object) => unknown
+  const state: Record<string, unknown> = {}
+  let reportedFault = false
+  const bell = () => parentPort!.postMessage('bell')
+  const setState = (s: number) => {
+    if ((Atomics.load(u32, ix.state) >>> 0) !== s) {
+      Atomics.store(u32, ix.state, s)
+      bell()
+    }
+  }
+  const recordError = (code: number) => {
+    if (Atomics.load(u32, ix.errorCode) === 0) Atomics.store(u32, ix.errorCode, code)
+    Atomics.add(u32, ix.errorCount, 1)
+  }
+  /** D1: announce sleep, re-check, wait for the host's notify (bounded). */
+  const sleep = (ready: () => boolean, ms: number) => {
+    Atomics.store(u32, ix.sleeping, 1)
+    if (!ready()) Atomics.wait(u32, ix.sleeping, 1, ms)
+    Atomics.store(u32, ix.sleeping, 0)
+  }
+  let head = Number(Atomics.load(u64, ix.inHead))
+  let outTail = Number(Atomics.load(u64, ix.outTail))
+  let processed = Number(Atomics.load(u64, ix.processed))
+  setState(STATE_RUNNING)
+  for (;;) {
+    const terminate = Atomics.load(u32, ix.terminate)
+    if (terminate === d.constants.terminateAbandon) break
+    if (Atomics.load(u32, ix.active) === 0 && terminate === 0) {
+      setState(STATE_PAUSED)
+      sleep(() => Atomics.load(u32, ix.active) !== 0 || Atomics.load(u32, ix.terminate) !== 0, SLEEP_MS)
+      continue
+    }
+    setState(STATE_RUNNING)
+    const tail = Number(Atomics.load(u64, ix.inTail))
+    if (tail === head) {
+      if (terminate === d.constants.terminateDrain) break
+      sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || Atomics.load(u32, ix.terminate) !== 0 || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
+      continue
+    }
+    const room = d.outCapacity - (outTail - Number(Atomics.load(u64, ix.outHead)))
+    const n = Math.min(tail - head, room, MAX_BATCH)
+    if (n === 0) {
+      // Output ring full (P2): wait for the host to take replies.
+      if (Atomics.load(u32, ix.waiting) !== 0) bell()
+      sleep(() => Number(Atomics.load(u64, ix.outHead)) + d.outCapacity > outTail || Atomics.load(u32, ix.terminate) === d.constants.terminateAbandon, 1)
+      continue
+    }
+    for (let k = 0; k < n; k++) {
+      const slot = d.base + d.inputOffset + ((head + k) % d.inCapacity) * d.inSlot
+      const out = d.base + d.outputOffset + ((outTail + k) % d.outCapacity) * d.outSlot
+      const length = dv.getUint32(slot, true)
+      const typeId = dv.getUint16(slot + 4, true)
+      const correlation = dv.getBigUint64(slot + 8, true)
+      let code = 0
+      let detail = 0
+      let written = 0
+      if (length > d.inSlot - 16) {
+        code = BAD_FRAME
+        detail = length
+      } else {
+        let msg: unknown
+        try {
+          msg = input.decode(dv, slot + 16, length)
+        } catch {
+          code = BAD_PAYLOAD
+          detail = length
+        }
+        if (code === 0) {
+          try {
+            const reply = handler(msg, { correlationId: correlation, typeId, state })
+            written = output.encode(dv, out + 16, reply, d.outSlot - 16, 'reply')
+          } catch (e) {
+            const err = e as { kernelCode?: unknown; detail?: unknown; message?: unknown }
+            if (typeof err?.kernelCode === 'number' && err.kernelCode >= 256) {
+              code = err.kernelCode
+              detail = typeof err.detail === 'number' ? err.detail >>> 0 : 0
+            } else {
+              code = HANDLER_FAULT
+              if (!reportedFault) {
+                reportedFault = true
+                parentPort!.postMessage({ fault: String(err?.message ?? e) })
+              }
+            }
+          }
+        }
+      }
+      if (code === 0) {
+        dv.setUint32(out, written, true)
+        dv.setUint16(out + 4, typeId, true)
+        dv.setUint16(out + 6, 0, true)
+      } else {
+        dv.setUint32(out + 16, code, true)
+        dv.setUint32(out + 20, detail, true)
+        dv.setUint32(out, 8, true)
+        dv.setUint16(out + 4, typeId, true)
+        dv.setUint16(out + 6, d.constants.flagError, true)
+        recordError(code)
+      }
+      dv.setBigUint64(out + 8, correlation, true)
+    }
+    head += n
+    outTail += n
+    processed += n
+    Atomics.store(u64, ix.processed, BigInt(processed))
+    // P4 on output before C4 on input: the host never sees an input slot free before its reply.
+    Atomics.store(u64, ix.outTail, BigInt(outTail))
+    Atomics.store(u64, ix.inHead, BigInt(head))
+    // K7: the stores above are seq_cst, so this load cannot miss a host that announced waiting.
+    if (Atomics.load(u32, ix.waiting) !== 0) bell()
+  }
+  Atomics.store(u32, ix.state, STATE_TERMINATED)
+  bell()
+}
+
+if (parentPort !== null && workerData !== undefined) run(workerData as WorkerKernelData)
