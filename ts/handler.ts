@@ -19,7 +19,14 @@ export interface HandlerContext {
   /** The request's type id. */
   typeId: number
   /** An object kept for the kernel's life: per-kernel state (the worker's, not the caller's). */
-  state: Record<string, unknown>
+  state: Record<string, any>
+  /**
+   * Rejects this message with an error frame (code >= 256, detail a u32): the matching
+   * `request()` rejects with `ERR_RINGBRIDGE_KERNEL_ERROR` — as a CUDA handler's error return.
+   * Use this rather than `throw new HandlerError(…)` inside the handler: the handler runs in a
+   * worker, where the names of its module are not in scope.
+   */
+  fail(code: number, detail?: number): never
 }
 
 /**
@@ -101,13 +108,18 @@ export class WorkerRunner {
       if (m === 'bell') onBell()
       else if (m !== null && typeof m === 'object' && 'fault' in m) this.#lastFault = String((m as { fault: unknown }).fault)
     })
-    this.#worker.on('error', (e) => {
-      // A worker that died writes nothing more: take over its status words (spec §12).
+    // A worker that died or exited without TERMINATED writes nothing more: take over its
+    // status words (spec §12), so every waiter sees the fault instead of hanging.
+    const takeOver = (why: string) => {
+      if (this.#cb.load32('state') === 3) return
       if (this.#cb.load32('error_code') === 0) this.#cb.store32('error_code', 5)
       this.#cb.store32('state', 3)
-      onCrash(e)
+      this.#lastFault ??= why
+      onCrash(new Error(why))
       onBell()
-    })
+    }
+    this.#worker.on('error', (e) => takeOver(`the handler's worker thread failed: ${e.message}`))
+    this.#worker.on('exit', (code) => takeOver(`the handler's worker thread exited (code ${code}) while its kernel ran`))
     // Like the native kernel thread, an idle worker does not keep the process alive.
     this.#worker.unref()
   }

@@ -11,7 +11,7 @@ import native from './binding'
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
 import type { Runtime } from './runtime'
-import { MessageQueue, queueOptions, type QueueOptions } from './queue'
+import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
 import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
@@ -224,7 +224,7 @@ export class RingKernel<TIn, TOut> {
   readonly #pending = new Map<number, Waiter<TOut>>()
   readonly #expired = new Set<number>()
   readonly #receivers: Waiter<TOut>[] = []
-  readonly #blocked: (Waiter<void> & { item: Queued })[] = []
+  readonly #blocked = new Fifo<Waiter<void> & { item: Queued }>()
   readonly #stateWaiters: (Waiter<void> & { until: () => boolean })[] = []
   readonly #sleepingIdx: number
   readonly #waitingIdx: number
@@ -965,7 +965,7 @@ export class RingKernel<TIn, TOut> {
     // Already stopped by dispose(): its report says what it abandoned.
     if (this.#closed) return this.#undelivered
     this.#terminating = true
-    for (const w of this.#blocked.splice(0)) w.reject(closedError('send'))
+    for (const w of this.#blocked.drain()) w.reject(closedError('send'))
     try {
       if (mode === 'drain') {
         // A paused kernel takes nothing, so the send queue would never flush: drain overrides
@@ -1007,7 +1007,7 @@ export class RingKernel<TIn, TOut> {
       }
       this.#closed = true
       this.#announce(0)
-      for (const w of this.#blocked.splice(0)) w.reject(ended('send'))
+      for (const w of this.#blocked.drain()) w.reject(ended('send'))
       for (const [id] of this.#pending) this.#settle(id, { ok: false, error: ended(`request ${id}`) })
       if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(ended('receive'))
       for (const w of this.#stateWaiters.splice(0)) {

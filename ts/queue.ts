@@ -154,3 +154,43 @@ export class MessageQueue<T> {
     return out
   }
 }
+
+/**
+ * @internal An unbounded FIFO with O(1) `shift`: `Array.prototype.shift` copies the array once it
+ * is large, which made a 200 000-message `sendBatch` quadratic (measured: 100 000 in 0.6 s,
+ * 200 000 in 7 s). Compacts its storage when more than half of it is consumed.
+ */
+export class Fifo<T> {
+  #items: (T | undefined)[] = []
+  #head = 0
+
+  /** Items waiting. */
+  get length(): number {
+    return this.#items.length - this.#head
+  }
+
+  /** Appends at the back. */
+  push(item: T): void {
+    this.#items.push(item)
+  }
+
+  /** Takes the front item, or `undefined` when empty. */
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined
+    const item = this.#items[this.#head]
+    this.#items[this.#head++] = undefined
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    return item
+  }
+
+  /** Takes every item, front first. */
+  drain(): T[] {
+    const all = this.#items.slice(this.#head) as T[]
+    this.#items = []
+    this.#head = 0
+    return all
+  }
+}

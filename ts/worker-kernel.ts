@@ -62,6 +62,10 @@ function run(d: WorkerKernelData): void {
   // eslint-disable-next-line @typescript-eslint/no-implied-eval
   const handler = new Function(`return (${d.handler})`)() as (msg: unknown, ctx: object) => unknown
   const state: Record<string, unknown> = {}
+  const fail = (code: number, detail = 0): never => {
+    if (!Number.isInteger(code) || code < 256 || code > 0xffffffff) throw new RangeError(`ctx.fail: code ${code} is not an integer from 256 to 4294967295`)
+    throw Object.assign(new Error(`handler error ${code}`), { kernelCode: code, detail })
+  }
   let reportedFault = false
   const bell = () => parentPort!.postMessage('bell')
   const setState = (s: number) => {
@@ -129,7 +133,7 @@ function run(d: WorkerKernelData): void {
         }
         if (code === 0) {
           try {
-            const reply = handler(msg, { correlationId: correlation, typeId, state })
+            const reply = handler(msg, { correlationId: correlation, typeId, state, fail })
             written = output.encode(dv, out + 16, reply, d.outSlot - 16, 'reply')
           } catch (e) {
             const err = e as { kernelCode?: unknown; detail?: unknown; message?: unknown }
