@@ -26,8 +26,12 @@ step rust bench
 timeout 200 .gpu-run/bin/gpu --bench > "$O/rust_bench.txt" 2>&1
 step js bench
 timeout 150 node bench/gpu.js > "$O/js_bench.txt" 2>&1
-step demo
+step demo and examples
 timeout 120 node examples/demo.js >> "$O/js_bench.txt" 2>&1
+for ex in vector-rpc running-stats key-counter; do
+  echo "--- example $ex" >> "$O/examples.txt"
+  timeout 120 node examples/$ex.js >> "$O/examples.txt" 2>&1; echo "exit $?" >> "$O/examples.txt"
+done
 step rust gpu tests
 RINGBRIDGE_GPU_MESSAGES=10000000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping > "$O/rust_gpu_tests.txt" 2>&1
 timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping >> "$O/rust_gpu_tests.txt" 2>&1
