@@ -31,7 +31,7 @@ __device__ uint32_t running_stats(const rb_input& in, rb_output& out, rb_context
   out.stream = s;
   if (in.op == 0) {
     atomicAdd(&rs_sum[s], in.x);
-    atomicMin(&rs_min[s], ~rs_key(in.x));  // stored inverted so a zeroed slot means "none"
+    atomicMax(&rs_min[s], ~rs_key(in.x));  // the min's key, inverted: max of ~key = min of key, and 0 means "none"
     atomicMax(&rs_max[s], rs_key(in.x));
     out.count = atomicAdd(&rs_count[s], 1ull) + 1;
     return 0;
