@@ -242,10 +242,24 @@ const TRIGGERS: Record<RingbridgeErrorCode, Trigger[]> = {
   ],
   ERR_RINGBRIDGE_COMPILE: [
     {
-      name: 'a kernel source NVRTC rejects',
+      name: 'a user kernel source NVRTC rejects (also raised without a GPU by cuda-schema.spec under CI\'s NVRTC step)',
       cls: RingbridgeError,
-      skip: 'JS launches built-in kernels only until user kernels land (issue #4); tests/nvrtc.rs raises it in Rust',
-      run: () => undefined,
+      gpu: true,
+      run: (_t, rt) => rt.launch({ input: u32, output: u32, source: '__device__ uint32_t f(const rb_input& in, rb_output& out, rb_context&) { return nope; }', entry: 'f' }),
+    },
+  ],
+  ERR_RINGBRIDGE_ABORTED: [
+    {
+      name: 'request aborted while paused',
+      cls: RingbridgeError,
+      run: async (t, rt) => {
+        const k = await kernelOf(t, rt)
+        await within(k.deactivate(), 5000, 'deactivate')
+        const ac = new AbortController()
+        const p = k.request(1, { signal: ac.signal })
+        ac.abort(new Error('user gave up'))
+        return p
+      },
     },
   ],
 }

@@ -19,6 +19,7 @@ export const ERROR_CODES = [
   'ERR_RINGBRIDGE_PROTOCOL',
   'ERR_RINGBRIDGE_CUDA',
   'ERR_RINGBRIDGE_COMPILE',
+  'ERR_RINGBRIDGE_ABORTED',
 ] as const
 
 /** A stable error code. */

@@ -106,6 +106,12 @@ export interface LaunchOptions<TIn, TOut> {
 export interface WaitOptions {
   /** Give up after this many ms with `ERR_RINGBRIDGE_TIMEOUT` (default: no limit). */
   timeoutMs?: number
+  /**
+   * Cancels the wait with `ERR_RINGBRIDGE_ABORTED` (the signal's reason as `cause`). A message
+   * not yet in the input ring (waiting in the send queue or for room) is withdrawn and never
+   * sent; one already in the ring cannot be taken back: its reply is counted as late.
+   */
+  signal?: AbortSignal
 }
 
 /** Counters and depths of one kernel. */
@@ -415,13 +421,41 @@ export class RingKernel<TIn, TOut> {
    * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE`.
    * @throws {RingbridgeError} `ERR_RINGBRIDGE_FULL` under `reject`; `ERR_RINGBRIDGE_CLOSED` after terminate.
    */
-  send(message: TIn): Promise<void> {
+  send(message: TIn, options?: WaitOptions): Promise<void> {
     try {
+      const { timeoutMs, signal } = waitLimit(options)
+      if (signal?.aborted) throw abortedError('send', signal)
       if (this.trySend(message)) return Promise.resolve()
-      return this.#enqueue({ id: this.#nextId++, bytes: this.#encode(message) })
+      const id = this.#nextId++
+      const sent = this.#enqueue({ id, bytes: this.#encode(message) })
+      if (timeoutMs === undefined && signal === undefined) return sent
+      // Bounded: a message still waiting when the limit hits is withdrawn, never half-sent.
+      return new Promise<void>((resolve, reject) => {
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const cancel = (error: Error) => {
+          if (this.#withdraw(id)) reject(error)
+        }
+        const onAbort = () => cancel(abortedError(`send ${id}`, signal!))
+        if (timeoutMs !== undefined) timer = setTimeout(() => cancel(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `send ${id}: no room within ${timeoutMs} ms`)), timeoutMs)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        sent.then(resolve, reject).finally(() => {
+          if (timer) clearTimeout(timer)
+          signal?.removeEventListener('abort', onAbort)
+        })
+      })
     } catch (e) {
       return Promise.reject(e)
     }
+  }
+
+  /** Takes a message that has not reached the ring out of the send queue or the blocked line. */
+  #withdraw(id: number): boolean {
+    const blocked = this.#blocked.remove((b) => b.item.id === id)
+    if (blocked) {
+      blocked.resolve() // its send() promise is settled by the caller's rejection instead
+      return true
+    }
+    return this.#sendQueue.remove((q) => q.id === id) !== undefined
   }
 
   /**
@@ -519,7 +553,8 @@ export class RingKernel<TIn, TOut> {
   request(message: TIn, options?: WaitOptions): Promise<TOut> {
     try {
       this.#checkOpen('request')
-      const timeoutMs = waitLimit(options)
+      const { timeoutMs, signal } = waitLimit(options)
+      if (signal?.aborted) throw abortedError('request', signal)
       const id = this.#nextId++
       const fast = this.#sendQueue.length === 0 && this.#in.free(1) > 0
       const bytes = fast ? undefined : this.#encode(message)
@@ -534,6 +569,28 @@ export class RingKernel<TIn, TOut> {
               this.#pump()
             }
           }, timeoutMs)
+        }
+        if (signal) {
+          const onAbort = () => {
+            if (this.#pending.delete(id)) {
+              if (w.timer) clearTimeout(w.timer)
+              // Withdrawn if it never reached the ring; otherwise its reply will be late.
+              if (!this.#withdraw(id)) this.#expired.add(id)
+              reject(abortedError(`request ${id}`, signal))
+              this.#pump()
+            }
+          }
+          signal.addEventListener('abort', onAbort, { once: true })
+          const settle = w.resolve
+          const fail = w.reject
+          w.resolve = (v) => {
+            signal.removeEventListener('abort', onAbort)
+            settle(v)
+          }
+          w.reject = (e) => {
+            signal.removeEventListener('abort', onAbort)
+            fail(e)
+          }
         }
         this.#pending.set(id, w)
       })
@@ -553,7 +610,8 @@ export class RingKernel<TIn, TOut> {
    */
   receive(options?: WaitOptions): Promise<TOut> {
     try {
-      const timeoutMs = waitLimit(options)
+      const { timeoutMs, signal } = waitLimit(options)
+      if (signal?.aborted) throw abortedError('receive', signal)
       this.#pump()
       const now = this.#takeReply()
       if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(now.error)
@@ -569,6 +627,22 @@ export class RingKernel<TIn, TOut> {
               this.#pump()
             }
           }, timeoutMs)
+        }
+        if (signal) {
+          const onAbort = () => {
+            const i = this.#receivers.indexOf(w)
+            if (i >= 0) {
+              this.#receivers.splice(i, 1)
+              if (w.timer) clearTimeout(w.timer)
+              reject(abortedError('receive', signal))
+            }
+          }
+          signal.addEventListener('abort', onAbort, { once: true })
+          const settle = w.resolve
+          w.resolve = (v) => {
+            signal.removeEventListener('abort', onAbort)
+            settle(v)
+          }
         }
         this.#receivers.push(w)
         this.#pump()
@@ -1028,10 +1102,16 @@ export class RingKernel<TIn, TOut> {
   }
 }
 
-function waitLimit(options: WaitOptions | undefined): number | undefined {
-  if (options === undefined) return undefined
-  if (options === null || typeof options !== 'object') badOption('options', 'an object { timeoutMs? }', options)
+function waitLimit(options: WaitOptions | undefined): { timeoutMs: number | undefined; signal: AbortSignal | undefined } {
+  if (options === undefined) return { timeoutMs: undefined, signal: undefined }
+  if (options === null || typeof options !== 'object') badOption('options', 'an object { timeoutMs?, signal? }', options)
   const t = options.timeoutMs
   if (t !== undefined && (typeof t !== 'number' || !(t >= 0) || !Number.isFinite(t))) badOption('timeoutMs', 'a non-negative finite number of milliseconds', t)
-  return t
+  const signal = options.signal
+  if (signal !== undefined && !(signal instanceof AbortSignal)) badOption('signal', 'an AbortSignal', signal)
+  return { timeoutMs: t, signal }
+}
+
+function abortedError(what: string, signal: AbortSignal): RingbridgeError {
+  return new RingbridgeError('ERR_RINGBRIDGE_ABORTED', `${what}: aborted`, { cause: signal.reason })
 }

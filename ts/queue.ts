@@ -129,6 +129,18 @@ export class MessageQueue<T> {
     return r
   }
 
+  /** @internal Removes the first item matching `pred` (O(n): for cancelled sends). */
+  remove(pred: (item: T) => boolean): T | undefined {
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i] as T
+      if (pred(item)) {
+        this.#items.splice(i, 1)
+        return item
+      }
+    }
+    return undefined
+  }
+
   /** The oldest item without removing it. */
   peek(): T | undefined {
     return this.length > 0 ? this.#items[this.#head] : undefined
@@ -172,6 +184,18 @@ export class Fifo<T> {
   /** Appends at the back. */
   push(item: T): void {
     this.#items.push(item)
+  }
+
+  /** Removes the first item matching `pred` (O(n): for cancellations). */
+  remove(pred: (item: T) => boolean): T | undefined {
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i] as T
+      if (pred(item)) {
+        this.#items.splice(i, 1)
+        return item
+      }
+    }
+    return undefined
   }
 
   /** Takes the front item, or `undefined` when empty. */

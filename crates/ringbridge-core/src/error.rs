@@ -33,6 +33,8 @@ pub enum ErrorCode {
     Cuda,
     /// A kernel did not compile (NVRTC's log is in the message).
     Compile,
+    /// A wait was cancelled by its `AbortSignal` (raised by the JavaScript facade).
+    Aborted,
 }
 
 impl ErrorCode {
@@ -51,6 +53,7 @@ impl ErrorCode {
         ErrorCode::Protocol,
         ErrorCode::Cuda,
         ErrorCode::Compile,
+        ErrorCode::Aborted,
     ];
 
     /// The stable string form, e.g. `ERR_RINGBRIDGE_CLOSED`.
@@ -69,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Protocol => "ERR_RINGBRIDGE_PROTOCOL",
             ErrorCode::Cuda => "ERR_RINGBRIDGE_CUDA",
             ErrorCode::Compile => "ERR_RINGBRIDGE_COMPILE",
+            ErrorCode::Aborted => "ERR_RINGBRIDGE_ABORTED",
         }
     }
 }
