@@ -39,6 +39,7 @@ export {
   type StructOptions,
   type StructValue,
 } from './ts/codec'
+export { type LatencyPercentiles } from './ts/histogram'
 export { HandlerError, type HandlerContext, type JsHandler } from './ts/handler'
 export { compileKernel, cudaHeader, type CompiledKernel, type KernelSource } from './ts/cuda'
 export {

@@ -268,3 +268,21 @@ test('timeoutMs of request and receive is validated', async (t) => {
   t.is(k.stats().sent, 0)
   t.is(k.stats().pendingRequests, 0)
 })
+
+test('stats() keeps request latency percentiles, and they bracket the measured round trips', async (t) => {
+  const k = await launch(t, { handler: 'echo', input: u32, output: u32 })
+  const times: number[] = []
+  for (let i = 0; i < 2000; i++) {
+    const t0 = performance.now()
+    await k.request(i)
+    times.push((performance.now() - t0) * 1000)
+  }
+  const l = k.stats().requestLatency
+  t.is(l.count, 2000)
+  t.true(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, JSON.stringify(l))
+  times.sort((a, b) => a - b)
+  const median = times[1000]!
+  // Buckets are within 12.5 %; the histogram times send→settle, inside the caller's await.
+  t.true(l.p50 <= median * 1.15, `p50 ${l.p50} µs vs caller-measured median ${median.toFixed(2)} µs`)
+  t.true(l.p50 >= times[0]! * 0.5, `p50 ${l.p50} µs vs fastest ${times[0]!.toFixed(2)} µs`)
+})

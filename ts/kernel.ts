@@ -13,6 +13,7 @@ import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './
 import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
+import { LatencyHistogram, type LatencyPercentiles } from './histogram'
 import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
@@ -136,6 +137,8 @@ export interface KernelStats {
   depth: { sendQueue: number; inputRing: number; outputRing: number; replyQueue: number }
   /** Requests awaiting their reply. */
   pendingRequests: number
+  /** Round trips of `request()` that got their reply, send to settle, in µs. */
+  requestLatency: LatencyPercentiles
 }
 
 /** What {@link RingKernel.terminate} hands back. */
@@ -155,6 +158,8 @@ interface Waiter<T> {
   resolve: (v: T) => void
   reject: (e: Error) => void
   timer?: ReturnType<typeof setTimeout>
+  /** `performance.now()` at send, for the latency histogram (requests only). */
+  started?: number
 }
 interface Queued {
   id: number
@@ -216,6 +221,7 @@ export class RingKernel<TIn, TOut> {
   /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
   readonly #runner: { wake(): void; join(): void }
   readonly #worker: WorkerRunner | undefined
+  readonly #latency = new LatencyHistogram()
   readonly #cb: ControlBlockView
   readonly #in: InputRing
   readonly #out: OutputRing
@@ -560,7 +566,7 @@ export class RingKernel<TIn, TOut> {
       const bytes = fast ? undefined : this.#encode(message)
       if (fast) this.#stage(message, id)
       const reply = new Promise<TOut>((resolve, reject) => {
-        const w: Waiter<TOut> = { resolve, reject }
+        const w: Waiter<TOut> = { resolve, reject, started: performance.now() }
         if (timeoutMs !== undefined) {
           w.timer = setTimeout(() => {
             if (this.#pending.delete(id)) {
@@ -771,6 +777,7 @@ export class RingKernel<TIn, TOut> {
         replyQueue: this.#replies.length,
       },
       pendingRequests: this.#pending.size,
+      requestLatency: this.#latency.percentiles(),
     }
   }
 
@@ -945,6 +952,7 @@ export class RingKernel<TIn, TOut> {
     if (!p) return false
     this.#pending.delete(id)
     if (p.timer) clearTimeout(p.timer)
+    if (p.started !== undefined && entry.ok) this.#latency.record(performance.now() - p.started)
     if (entry.ok) p.resolve(entry.value)
     else p.reject(entry.error)
     return true
