@@ -8,7 +8,7 @@
 const SUB = 8
 const BUCKETS = 64 * SUB
 
-/** Percentiles of a {@link LatencyHistogram}, in microseconds (upper bounds of their buckets). */
+/** Latency percentiles in microseconds (upper bounds of log-linear buckets, within 12.5 %). */
 export interface LatencyPercentiles {
   /** Samples recorded. */
   count: number
