@@ -45,6 +45,60 @@ test('100 000 requests in flight each resolve to their own reply', async (t) => 
   t.true(replies.every((r, i) => r.seq === i && r.y === -i * 0.5))
 })
 
+test('100 000 requests in flight resolve to their own replies while the handler answers them in shuffled order', async (t) => {
+  const k = await launchOn(t, {
+    input: Msg,
+    output: Out,
+    capacity: 1024,
+    cpu: (m: { seq: number; x: number }, ctx: HandlerContext) => {
+      // Holds 100 messages, then answers them in a shuffled order (a seeded LCG).
+      const held = (ctx.state.held ??= []) as { seq: number; respond: (v: unknown) => void }[]
+      held.push({ seq: m.seq, respond: ctx.defer() })
+      if (held.length === 100) {
+        let seed = (ctx.state.seed as number | undefined) ?? 12345
+        for (let i = held.length - 1; i > 0; i--) {
+          seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
+          const j = seed % (i + 1)
+          ;[held[i], held[j]] = [held[j]!, held[i]!]
+        }
+        ctx.state.seed = seed
+        ctx.state.orderChanged = ((ctx.state.orderChanged as number | undefined) ?? 0) + (held[0]!.seq % 100 !== 0 ? 1 : 0)
+        for (const h of held.splice(0)) h.respond({ seq: h.seq, y: h.seq * 3, total: 0 })
+      }
+      return undefined
+    },
+  })
+  const N = 100_000
+  const order: number[] = []
+  const replies = await within(
+    Promise.all(Array.from({ length: N }, (_, i) => k.request({ seq: i, x: 0 }).then((r) => (order.push(i), r)))),
+    60_000,
+    'requests',
+  )
+  t.true(replies.every((r, i) => r.seq === i && r.y === i * 3), 'each request got its own reply')
+  t.true(order.some((v, i) => v !== i), 'replies completed out of request order')
+  t.deepEqual([...order].sort((a, b) => a - b), Array.from({ length: N }, (_, i) => i))
+  t.is(k.stats().lateReplies, 0)
+})
+
+test('a handler may answer a message several times or not at all', async (t) => {
+  const k = await launchOn(t, {
+    input: Msg,
+    output: Out,
+    cpu: (m: { seq: number; x: number }, ctx: HandlerContext) => {
+      if (m.seq % 2 === 1) return undefined // no reply
+      ctx.reply({ seq: m.seq, y: 1, total: 0 })
+      ctx.reply({ seq: m.seq, y: 2, total: 0 })
+      return { seq: m.seq, y: 3, total: 0 }
+    },
+  })
+  t.is((await k.request({ seq: 0, x: 0 })).y, 1, 'request() takes the first reply of its id')
+  t.deepEqual([(await k.receive()).y, (await k.receive()).y], [2, 3], 'the others go to receive()')
+  const none = await t.throwsAsync(k.request({ seq: 1, x: 0 }, { timeoutMs: 50 }))
+  t.is(codeOf(none), 'ERR_RINGBRIDGE_TIMEOUT')
+  t.is(k.stats().processed, 2)
+})
+
 test('ctx.fail rejects one request with its code and detail; the kernel goes on', async (t) => {
   const k = await launchOn(t, {
     input: Msg,

@@ -27,14 +27,23 @@ export interface HandlerContext {
    * worker, where the names of its module are not in scope.
    */
   fail(code: number, detail?: number): never
+  /** Emits a reply now, besides (or instead of) the returned one: a handler may answer a
+   * message several times. `request()` resolves with the first reply of its id; later ones go to
+   * `receive()`. */
+  reply(value: unknown): void
+  /** Answers this message later: returns a function to call once with the reply — from a
+   * later message's handler call, say — so replies may leave in another order than messages
+   * came. Return `undefined` from this call to send nothing now. */
+  defer(): (value: unknown) => void
 }
 
 /**
- * A JS handler: takes a message, returns its reply; throws a {@link HandlerError} to answer with
- * an error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
+ * A JS handler: takes a message, returns its reply (or `undefined` for none now; see
+ * `ctx.reply` and `ctx.defer` for several or later replies); throws a {@link HandlerError}, or
+ * calls `ctx.fail`, to answer with an error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
  * use variables of the module that defines it (keep state in `ctx.state`).
  */
-export type JsHandler<TIn, TOut> = (msg: TIn, ctx: HandlerContext) => TOut
+export type JsHandler<TIn, TOut> = (msg: TIn, ctx: HandlerContext) => TOut | undefined
 
 /**
  * Thrown by a handler to reject one message: the matching `request()` rejects with

@@ -87,6 +87,116 @@ function run(d: WorkerKernelData): void {
   let head = Number(Atomics.load(u64, ix.inHead))
   let outTail = Number(Atomics.load(u64, ix.outTail))
   let processed = Number(Atomics.load(u64, ix.processed))
+  let published = outTail
+  const abandoned = () => Atomics.load(u32, ix.terminate) === d.constants.terminateAbandon
+
+  /** P4 on the output ring, then K7: ring the host if it waits (seq_cst store, then load). */
+  const publishOutput = () => {
+    if (published === outTail) return
+    Atomics.store(u64, ix.outTail, BigInt(outTail))
+    published = outTail
+    if (Atomics.load(u32, ix.waiting) !== 0) bell()
+  }
+
+  /**
+   * Reserves the next output slot (P2), waiting while the ring is full — after publishing what
+   * is staged, so the host can make room — and writes one frame with `write`. False when the
+   * kernel is abandoned meanwhile (the frame is dropped: nobody will read it).
+   */
+  const emit = (write: (out: number) => void): boolean => {
+    while (outTail - Number(Atomics.load(u64, ix.outHead)) >= d.outCapacity) {
+      publishOutput()
+      if (abandoned()) return false
+      sleep(() => outTail - Number(Atomics.load(u64, ix.outHead)) < d.outCapacity || abandoned(), 1)
+    }
+    write(d.base + d.outputOffset + (outTail % d.outCapacity) * d.outSlot)
+    outTail++
+    return true
+  }
+
+  const emitReply = (value: unknown, typeId: number, correlation: bigint): boolean =>
+    emit((out) => {
+      let written: number
+      try {
+        written = output.encode(dv, out + 16, value, d.outSlot - 16, 'reply')
+      } catch (e) {
+        // A reply that does not fit its schema is the handler's fault, answered as such.
+        reportFault(e)
+        writeError(out, HANDLER_FAULT, 0, typeId, correlation)
+        return
+      }
+      dv.setUint32(out, written, true)
+      dv.setUint16(out + 4, typeId, true)
+      dv.setUint16(out + 6, 0, true)
+      dv.setBigUint64(out + 8, correlation, true)
+    })
+
+  const writeError = (out: number, code: number, detail: number, typeId: number, correlation: bigint) => {
+    dv.setUint32(out + 16, code, true)
+    dv.setUint32(out + 20, detail, true)
+    dv.setUint32(out, 8, true)
+    dv.setUint16(out + 4, typeId, true)
+    dv.setUint16(out + 6, d.constants.flagError, true)
+    dv.setBigUint64(out + 8, correlation, true)
+    recordError(code)
+  }
+
+  const reportFault = (e: unknown) => {
+    if (reportedFault) return
+    reportedFault = true
+    parentPort!.postMessage({ fault: String((e as { message?: unknown })?.message ?? e) })
+  }
+
+  /**
+   * K3 for the input frame at `position`: decode, run the handler, emit what it answers — a
+   * reply, nothing, several (`ctx.reply`), later (`ctx.defer`), or an error frame. The input is
+   * decoded into a fresh value first, so its slot may be released before a deferred answer.
+   * False when the kernel was abandoned while waiting for output room.
+   */
+  const serve = (position: number): boolean => {
+    const slot = d.base + d.inputOffset + (position % d.inCapacity) * d.inSlot
+    const length = dv.getUint32(slot, true)
+    const typeId = dv.getUint16(slot + 4, true)
+    const correlation = dv.getBigUint64(slot + 8, true)
+    const error = (code: number, detail: number) => emit((out) => writeError(out, code, detail, typeId, correlation))
+    if (length > d.inSlot - 16) return error(BAD_FRAME, length)
+    let msg: unknown
+    try {
+      msg = input.decode(dv, slot + 16, length)
+    } catch {
+      return error(BAD_PAYLOAD, length)
+    }
+    let ok = true
+    const ctx = {
+      correlationId: correlation,
+      typeId,
+      state,
+      fail,
+      reply: (value: unknown) => {
+        ok = emitReply(value, typeId, correlation) && ok
+      },
+      defer: () => {
+        let done = false
+        return (value: unknown) => {
+          if (done) throw new Error('a deferred reply is given once')
+          done = true
+          emitReply(value, typeId, correlation)
+        }
+      },
+    }
+    try {
+      const reply = handler(msg, ctx)
+      if (reply !== undefined) ok = emitReply(reply, typeId, correlation) && ok
+    } catch (e) {
+      const err = e as { kernelCode?: unknown; detail?: unknown }
+      if (typeof err?.kernelCode === 'number' && err.kernelCode >= 256) {
+        return error(err.kernelCode, typeof err.detail === 'number' ? err.detail >>> 0 : 0) && ok
+      }
+      reportFault(e)
+      return error(HANDLER_FAULT, 0) && ok
+    }
+    return ok
+  }
   setState(STATE_RUNNING)
   for (;;) {
     const terminate = Atomics.load(u32, ix.terminate)
@@ -103,77 +213,20 @@ function run(d: WorkerKernelData): void {
       sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || Atomics.load(u32, ix.terminate) !== 0 || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
       continue
     }
-    const room = d.outCapacity - (outTail - Number(Atomics.load(u64, ix.outHead)))
-    const n = Math.min(tail - head, room, MAX_BATCH)
-    if (n === 0) {
-      // Output ring full (P2): wait for the host to take replies.
-      if (Atomics.load(u32, ix.waiting) !== 0) bell()
-      sleep(() => Number(Atomics.load(u64, ix.outHead)) + d.outCapacity > outTail || Atomics.load(u32, ix.terminate) === d.constants.terminateAbandon, 1)
-      continue
-    }
-    for (let k = 0; k < n; k++) {
-      const slot = d.base + d.inputOffset + ((head + k) % d.inCapacity) * d.inSlot
-      const out = d.base + d.outputOffset + ((outTail + k) % d.outCapacity) * d.outSlot
-      const length = dv.getUint32(slot, true)
-      const typeId = dv.getUint16(slot + 4, true)
-      const correlation = dv.getBigUint64(slot + 8, true)
-      let code = 0
-      let detail = 0
-      let written = 0
-      if (length > d.inSlot - 16) {
-        code = BAD_FRAME
-        detail = length
-      } else {
-        let msg: unknown
-        try {
-          msg = input.decode(dv, slot + 16, length)
-        } catch {
-          code = BAD_PAYLOAD
-          detail = length
-        }
-        if (code === 0) {
-          try {
-            const reply = handler(msg, { correlationId: correlation, typeId, state, fail })
-            written = output.encode(dv, out + 16, reply, d.outSlot - 16, 'reply')
-          } catch (e) {
-            const err = e as { kernelCode?: unknown; detail?: unknown; message?: unknown }
-            if (typeof err?.kernelCode === 'number' && err.kernelCode >= 256) {
-              code = err.kernelCode
-              detail = typeof err.detail === 'number' ? err.detail >>> 0 : 0
-            } else {
-              code = HANDLER_FAULT
-              if (!reportedFault) {
-                reportedFault = true
-                parentPort!.postMessage({ fault: String(err?.message ?? e) })
-              }
-            }
-          }
-        }
-      }
-      if (code === 0) {
-        dv.setUint32(out, written, true)
-        dv.setUint16(out + 4, typeId, true)
-        dv.setUint16(out + 6, 0, true)
-      } else {
-        dv.setUint32(out + 16, code, true)
-        dv.setUint32(out + 20, detail, true)
-        dv.setUint32(out, 8, true)
-        dv.setUint16(out + 4, typeId, true)
-        dv.setUint16(out + 6, d.constants.flagError, true)
-        recordError(code)
-      }
-      dv.setBigUint64(out + 8, correlation, true)
-    }
+    const batch = Math.min(tail - head, MAX_BATCH)
+    // A message whose answer could not be emitted (abandoned while the output was full) is
+    // not taken: it stays in the ring and terminate reports it as undelivered.
+    let n = 0
+    while (n < batch && serve(head + n)) n++
     head += n
-    outTail += n
     processed += n
     Atomics.store(u64, ix.processed, BigInt(processed))
-    // P4 on output before C4 on input: the host never sees an input slot free before its reply.
-    Atomics.store(u64, ix.outTail, BigInt(outTail))
+    // P4 on output before C4 on input: the host never sees an input slot free before the
+    // replies the handler gave for it.
+    publishOutput()
     Atomics.store(u64, ix.inHead, BigInt(head))
-    // K7: the stores above are seq_cst, so this load cannot miss a host that announced waiting.
-    if (Atomics.load(u32, ix.waiting) !== 0) bell()
   }
+  publishOutput()
   Atomics.store(u32, ix.state, STATE_TERMINATED)
   bell()
 }
