@@ -1,6 +1,9 @@
 // User ring kernels on the GPU (runs with RINGBRIDGE_GPU=1 in the GPU suite; listed as skipped
 // elsewhere, never passed): every field kind through a CUDA handler bit for bit, per-message
 // errors, state kept in device memory across messages, compile errors at launch.
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+
 import test from 'ava'
 
 import { Runtime, array, bool, f32, f64, i16, i32, i64, i8, struct, u16, u32, u64, u8 } from '../index'
@@ -141,4 +144,35 @@ gpuTest('a CUDA handler that does not compile fails its launch with the NVRTC lo
   t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
   t.regex((err as Error).message, /handler\.cu\(2\): error: class "Add"|handler\.cu\(2\): error/)
   t.regex((err as Error).message, /missing/)
+})
+
+gpuTest('4 worker threads share one GPU kernel\'s input ring (producers: shared): none lost, duplicated or reordered', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  const Tagged = struct({ producer: u32, seq: u32 })
+  const k = await rt.launch({ handler: 'echo', input: Tagged, output: Tagged, capacity: 4096, producers: 'shared', transport: 'dma' })
+  t.is(k.isolation, 'thread')
+  const P = 4
+  const N = Math.min(1_000_000, Number(process.env.RINGBRIDGE_GPU_MESSAGES ?? 1_000_000))
+  const senders = Array.from({ length: P }, (_, i) => {
+    const handle = k.producer()
+    const w = new Worker(join(__dirname, 'producer-worker.js'), { workerData: { handle, producer: i, count: N, batch: 512 }, transferList: [handle.wake] })
+    return new Promise<number>((resolve, reject) => {
+      w.once('message', (m: { sent?: number; error?: string }) => (m.error ? reject(new Error(m.error)) : resolve(m.sent!)))
+      w.once('error', reject)
+    })
+  })
+  const next = new Array<number>(P).fill(0)
+  let got = 0
+  let bad = ''
+  while (got < P * N) {
+    for (const r of await within(k.receiveBatch(16_384), 30_000, `replies after ${got}`)) {
+      if (r.producer >= P || r.seq !== next[r.producer]) bad ||= `reply ${got}: producer ${r.producer} seq ${r.seq}`
+      else next[r.producer]!++
+      got++
+    }
+  }
+  t.is(bad, '')
+  t.deepEqual(await Promise.all(senders), new Array(P).fill(N))
+  t.deepEqual((await k.terminate()).undelivered, [])
 })

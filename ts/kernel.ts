@@ -14,6 +14,8 @@ import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
 import { LatencyHistogram, type LatencyPercentiles } from './histogram'
+import { producerHandle, type ProducerHandle } from './producer'
+import { MessageChannel } from 'node:worker_threads'
 import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
@@ -101,6 +103,14 @@ export interface LaunchOptions<TIn, TOut> {
    *   CUDA again (launches fail with `ERR_RINGBRIDGE_CUDA` saying so).
    */
   isolation?: 'process' | 'thread'
+  /**
+   * `single` (default): this object is the input ring's one producer. `shared`: several
+   * {@link RingProducer}s — one per worker thread, say — write the input ring with no lock on
+   * the hot path (claims by compare-and-swap, publication in claim order; see `RingProducer`);
+   * take handles with {@link RingKernel.producer}. This object then only receives: its send
+   * methods throw. Needs the rings in a SharedArrayBuffer (`isolation: 'thread'`).
+   */
+  producers?: 'single' | 'shared'
 }
 
 /** Options of a single wait. */
@@ -222,6 +232,8 @@ export class RingKernel<TIn, TOut> {
   readonly #runner: { wake(): void; join(): void }
   readonly #worker: WorkerRunner | undefined
   readonly #latency = new LatencyHistogram()
+  /** Shared-input mode: the producers' claim word and the buffer they attach to. */
+  readonly #shared: { claim: SharedArrayBuffer; buffer: SharedArrayBuffer; base: number; inputOffset: number } | undefined
   readonly #cb: ControlBlockView
   readonly #in: InputRing
   readonly #out: OutputRing
@@ -295,7 +307,10 @@ export class RingKernel<TIn, TOut> {
     for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
       if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
     }
-    const isolation = jsHandler ? 'thread' : (options.isolation ?? (backend === 'cuda' ? 'process' : 'thread'))
+    const producers = options.producers ?? 'single'
+    if (producers !== 'single' && producers !== 'shared') badOption('producers', "'single' or 'shared'", producers)
+    if (producers === 'shared' && options.isolation === 'process') badOption('isolation', "'thread' with producers 'shared' (worker threads attach to a SharedArrayBuffer)", options.isolation)
+    const isolation = jsHandler || producers === 'shared' ? 'thread' : (options.isolation ?? (backend === 'cuda' ? 'process' : 'thread'))
     if (isolation !== 'process' && isolation !== 'thread') badOption('isolation', "'process' or 'thread'", isolation)
     const shape = {
       backend,
@@ -356,6 +371,13 @@ export class RingKernel<TIn, TOut> {
     this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
     this.#out = new OutputRing(buffer, { slotsOffset: base + layout.outputOffset, capacity: shape.outputCapacity, slotSize: shape.outputSlotSize }, this.#cb)
     this.#bytes = new Uint8Array(buffer)
+    if (producers === 'shared') {
+      const claim = new SharedArrayBuffer(8)
+      new BigUint64Array(claim)[0] = BigInt(this.#cb.load64('input_tail'))
+      this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset }
+    } else {
+      this.#shared = undefined
+    }
     if (jsHandler) {
       const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
       this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, options.input, options.output, options.cpu!, this.#cb, () => {
@@ -793,6 +815,31 @@ export class RingKernel<TIn, TOut> {
 
   #checkOpen(what: string): void {
     if (this.#closed || this.#terminating) throw closedError(what)
+    if (this.#shared !== undefined && what !== 'activate' && what !== 'deactivate') {
+      throw new RingbridgeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${what}: this kernel's input is shared by producers (producers: 'shared'): send through a RingProducer from kernel.producer()`)
+    }
+  }
+
+  /**
+   * A handle for one more producer of a shared input ring (`producers: 'shared'`): post it to
+   * a worker thread — with `handle.wake` in the transfer list — and attach a
+   * {@link RingProducer} there. Replies come back here, to `receive()`.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` unless launched with `producers: 'shared'`; `ERR_RINGBRIDGE_CLOSED` after terminate.
+   * @example
+   * ```ts
+   * const handle = kernel.producer()
+   * const worker = new Worker('./producer.js', { workerData: handle, transferList: [handle.wake] })
+   * ```
+   */
+  producer(): ProducerHandle {
+    if (this.#closed || this.#terminating) throw closedError('producer')
+    const s = this.#shared
+    if (s === undefined) throw new RingbridgeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', "producer(): launch with producers: 'shared' to share the input ring")
+    const { port1, port2 } = new MessageChannel()
+    // A producer that publishes to a parked cpu kernel asks its owner to wake it (D2).
+    port1.on('message', () => this.#runner.wake())
+    port1.unref()
+    return producerHandle(s.buffer, s.claim, s.base, s.inputOffset, this.capacity, this.#in.slotSize, this.#typeId, this.#input, port2)
   }
 
   #stage(message: TIn, id: number, path?: string): void {
@@ -1080,7 +1127,8 @@ export class RingKernel<TIn, TOut> {
       this.#drainOutput()
       const head = this.#cb.load64('input_head')
       const undelivered: TIn[] = []
-      for (let p = head; p < this.#in.published; p++) {
+      const end = this.#shared ? this.#cb.load64('input_tail') : this.#in.published
+      for (let p = head; p < end; p++) {
         const f = this.#in.frameAt(p)
         undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
       }
