@@ -36,6 +36,7 @@ export {
   type Infer,
   type Schema,
   type StructSchema,
+  type SchemaDescriptor,
   type StructOptions,
   type StructValue,
 } from './ts/codec'

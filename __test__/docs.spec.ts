@@ -15,6 +15,21 @@ function snippetOf(source: string): string {
   return source.slice(start + '// snippet-start\n'.length, end).trimEnd()
 }
 
+test('every name the package exports has a usage example in its documentation (typedoc shows it)', (t) => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const ts = require('typescript') as typeof import('typescript')
+  const entry = join(root, 'index.ts')
+  const program = ts.createProgram([entry], { strict: true, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.CommonJS })
+  const checker = program.getTypeChecker()
+  const exported = checker.getExportsOfModule(checker.getSymbolAtLocation(program.getSourceFile(entry)!)!)
+  t.true(exported.length > 40)
+  const missing = exported.filter((sym) => {
+    const target = sym.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(sym) : sym
+    return !target.getJsDocTags(checker).some((tag) => tag.name === 'example')
+  })
+  t.deepEqual(missing.map((s) => s.name), [])
+})
+
 test('README quick start is the tested example, verbatim', (t) => {
   const readme = read('README.md')
   const block = /<!-- snippet: examples\/quickstart\.ts -->\n```ts\n([\s\S]*?)\n```/.exec(readme)

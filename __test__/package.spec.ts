@@ -89,6 +89,7 @@ const TYPE_EXPORTS = [
   'RingbridgeErrorCode',
   'RuntimeOptions',
   'Schema',
+  'SchemaDescriptor',
   'StructOptions',
   'StructSchema',
   'StructValue',

@@ -10,6 +10,12 @@ import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, describe } 
  * A message type: how values of `T` are laid out in a slot's payload.
  * Implementations must check every value completely before writing a byte that matters:
  * the frame is only published after `encode` returns, so a throw leaves nothing behind.
+ * @example
+ * ```ts
+ * function sizeOf(s: Schema<unknown>): number | undefined {
+ *   return s.size // undefined for bytes()
+ * }
+ * ```
  */
 export interface Schema<T> {
   /** Kind name for messages and layouts, e.g. `u32`, `struct`, `bytes`. */
@@ -26,10 +32,23 @@ export interface Schema<T> {
   decode(view: DataView, offset: number, length: number): T
 }
 
-/** The TypeScript type a schema describes. */
+/**
+ * The TypeScript type a schema describes.
+ * @example
+ * ```ts
+ * const Point = struct({ x: f64, y: f64 })
+ * type Point = Infer<typeof Point> // { x: number; y: number }
+ * ```
+ */
 export type Infer<S> = S extends Schema<infer T> ? T : never
 
-/** One field of a struct layout. */
+/**
+ * One field of a struct layout.
+ * @example
+ * ```ts
+ * for (const f of struct({ a: u8, b: u32 }).layout) console.log(f.name, f.offset) // a 0, b 4
+ * ```
+ */
 export interface FieldLayout {
   /** Field name. */
   readonly name: string
@@ -104,27 +123,94 @@ const numCheck = (kind: string) => (v: unknown, path: string): number => {
   return v
 }
 
-/** Unsigned 8-bit integer. */
+/**
+ * Unsigned 8-bit integer.
+ * @example
+ * ```ts
+ * const Pixel = struct({ r: u8, g: u8, b: u8 })
+ * ```
+ */
 export const u8: Schema<number> = scalar('u8', 1, intCheck('u8', 0, 0xff), (d, o, v) => d.setUint8(o, v), (d, o) => d.getUint8(o))
-/** Unsigned 16-bit integer. */
+/**
+ * Unsigned 16-bit integer.
+ * @example
+ * ```ts
+ * const Port = struct({ port: u16 })
+ * ```
+ */
 export const u16: Schema<number> = scalar('u16', 2, intCheck('u16', 0, 0xffff), (d, o, v) => d.setUint16(o, v, true), (d, o) => d.getUint16(o, true))
-/** Unsigned 32-bit integer. */
+/**
+ * Unsigned 32-bit integer.
+ * @example
+ * ```ts
+ * const kernel = await runtime.launch({ handler: 'echo', input: u32, output: u32 })
+ * await kernel.request(7) // 7
+ * ```
+ */
 export const u32: Schema<number> = scalar('u32', 4, intCheck('u32', 0, 0xffffffff), (d, o, v) => d.setUint32(o, v, true), (d, o) => d.getUint32(o, true))
-/** Unsigned 64-bit integer, as a `bigint`. */
+/**
+ * Unsigned 64-bit integer, as a `bigint`.
+ * @example
+ * ```ts
+ * const Stamp = struct({ ns: u64 }) // values are bigint: { ns: 1n }
+ * ```
+ */
 export const u64: Schema<bigint> = scalar('u64', 8, bigCheck('u64', 0n, 0xffffffffffffffffn), (d, o, v) => d.setBigUint64(o, v, true), (d, o) => d.getBigUint64(o, true))
-/** Signed 8-bit integer. */
+/**
+ * Signed 8-bit integer.
+ * @example
+ * ```ts
+ * const Delta = struct({ dx: i8, dy: i8 })
+ * ```
+ */
 export const i8: Schema<number> = scalar('i8', 1, intCheck('i8', -0x80, 0x7f), (d, o, v) => d.setInt8(o, v), (d, o) => d.getInt8(o))
-/** Signed 16-bit integer. */
+/**
+ * Signed 16-bit integer.
+ * @example
+ * ```ts
+ * const Sample = struct({ pcm: array(i16, 64) })
+ * ```
+ */
 export const i16: Schema<number> = scalar('i16', 2, intCheck('i16', -0x8000, 0x7fff), (d, o, v) => d.setInt16(o, v, true), (d, o) => d.getInt16(o, true))
-/** Signed 32-bit integer. */
+/**
+ * Signed 32-bit integer.
+ * @example
+ * ```ts
+ * const Offset = struct({ offset: i32 })
+ * ```
+ */
 export const i32: Schema<number> = scalar('i32', 4, intCheck('i32', -0x80000000, 0x7fffffff), (d, o, v) => d.setInt32(o, v, true), (d, o) => d.getInt32(o, true))
-/** Signed 64-bit integer, as a `bigint`. */
+/**
+ * Signed 64-bit integer, as a `bigint`.
+ * @example
+ * ```ts
+ * const Balance = struct({ cents: i64 }) // bigint
+ * ```
+ */
 export const i64: Schema<bigint> = scalar('i64', 8, bigCheck('i64', -(1n << 63n), (1n << 63n) - 1n), (d, o, v) => d.setBigInt64(o, v, true), (d, o) => d.getBigInt64(o, true))
-/** 32-bit float (values are rounded to f32 on encode). */
+/**
+ * 32-bit float (values are rounded to f32 on encode).
+ * @example
+ * ```ts
+ * const Vec3 = array(f32, 3)
+ * ```
+ */
 export const f32: Schema<number> = scalar('f32', 4, numCheck('f32'), (d, o, v) => d.setFloat32(o, v, true), (d, o) => d.getFloat32(o, true))
-/** 64-bit float. */
+/**
+ * 64-bit float.
+ * @example
+ * ```ts
+ * const Reading = struct({ value: f64 })
+ * ```
+ */
 export const f64: Schema<number> = scalar('f64', 8, numCheck('f64'), (d, o, v) => d.setFloat64(o, v, true), (d, o) => d.getFloat64(o, true))
-/** Boolean stored as one byte (0 or 1). */
+/**
+ * Boolean stored as one byte (0 or 1).
+ * @example
+ * ```ts
+ * const Flagged = struct({ id: u32, urgent: bool })
+ * ```
+ */
 export const bool: Schema<boolean> = scalar(
   'bool',
   1,
@@ -143,7 +229,14 @@ function fixedOf<T>(schema: Schema<T>, where: string): Fixed<T> {
   return schema as Fixed<T>
 }
 
-/** A fixed-length array schema, with its element. */
+/**
+ * A fixed-length array schema, with its element.
+ * @example
+ * ```ts
+ * const m: ArraySchema<number[]> = array(array(f32, 4), 4) // a 4x4 matrix
+ * m.length // 4
+ * ```
+ */
 export interface ArraySchema<T> extends Schema<T[]> {
   /** Bytes. */
   readonly size: number
@@ -190,13 +283,34 @@ export function array<T>(element: Schema<T>, length: number): ArraySchema<T> {
   }
 }
 
-/** Field schemas of a struct, by name. */
+/**
+ * Field schemas of a struct, by name.
+ * @example
+ * ```ts
+ * const fields: Fields = { id: u32, x: f32 }
+ * const S = struct(fields)
+ * ```
+ */
 export type Fields = Record<string, Schema<any>>
 
-/** The value type of a struct with `F` fields. */
+/**
+ * The value type of a struct with `F` fields.
+ * @example
+ * ```ts
+ * const S = struct({ id: u32, x: f32 })
+ * const v: StructValue<typeof S.fields> = { id: 1, x: 0.5 }
+ * ```
+ */
 export type StructValue<F extends Fields> = { [K in keyof F]: Infer<F[K]> }
 
-/** A struct schema, with its C layout. */
+/**
+ * A struct schema, with its C layout.
+ * @example
+ * ```ts
+ * const S: StructSchema<{ id: Schema<number> }> = struct({ id: u32 })
+ * S.size // 4
+ * ```
+ */
 export interface StructSchema<F extends Fields> extends Schema<StructValue<F>> {
   /** Bytes, trailing padding included. */
   readonly size: number
@@ -208,7 +322,14 @@ export interface StructSchema<F extends Fields> extends Schema<StructValue<F>> {
   readonly name: string | undefined
 }
 
-/** Options of {@link struct}. */
+/**
+ * Options of {@link struct}.
+ * @example
+ * ```ts
+ * const Particle = struct({ x: f32, y: f32 }, { name: 'Particle' } satisfies StructOptions)
+ * cudaHeader(Particle, Particle) // struct Particle { float x; float y; }; …
+ * ```
+ */
 export interface StructOptions {
   /** The struct's name in generated CUDA C (a C identifier), e.g. `Particle`. */
   name?: string
@@ -280,6 +401,11 @@ function badFields(got: unknown): never {
 /**
  * Raw bytes of any length up to the slot payload (and up to `max`, if given). Decoded replies
  * are fresh copies, never views into the ring.
+ * @example
+ * ```ts
+ * const kernel = await runtime.launch({ handler: 'echo', input: bytes(), output: bytes() })
+ * await kernel.request(new TextEncoder().encode('hi'))
+ * ```
  */
 export function bytes(max = 1 << 20): Schema<Uint8Array> {
   if (!Number.isInteger(max) || max < 0) {
@@ -305,7 +431,14 @@ export function bytes(max = 1 << 20): Schema<Uint8Array> {
   }
 }
 
-/** A schema as plain data, to rebuild it in another thread (functions do not cross). */
+/**
+ * A schema as plain data, to rebuild it in another thread (functions do not cross): what a
+ * {@link ProducerHandle} carries to a worker.
+ * @example
+ * ```ts
+ * const d: SchemaDescriptor = kernel.producer().input // { kind: 'struct', fields: [...] }
+ * ```
+ */
 export type SchemaDescriptor =
   | { kind: 'scalar'; name: string }
   | { kind: 'array'; element: SchemaDescriptor; length: number }

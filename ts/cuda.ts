@@ -151,7 +151,15 @@ export function cudaHeader(input: Schema<unknown>, output: Schema<unknown>): str
   return e.text()
 }
 
-/** What {@link compileKernel} needs: the launch's schemas and the handler. */
+/**
+ * What {@link compileKernel} needs: the launch's schemas and the handler.
+ * @example
+ * ```ts
+ * const k: KernelSource = { input: u32, output: u32, entry: 'twice', source: `
+ *   __device__ uint32_t twice(const rb_input& in, rb_output& out, rb_context&) { out = 2 * in; return 0; }` }
+ * compileKernel(k)
+ * ```
+ */
 export interface KernelSource {
   /** Schema of the messages the handler takes. */
   input: Schema<unknown>
@@ -163,7 +171,13 @@ export interface KernelSource {
   entry: string
 }
 
-/** What {@link compileKernel} produced. */
+/**
+ * What {@link compileKernel} produced.
+ * @example
+ * ```ts
+ * const { kind, bytes } = compileKernel({ input: u32, output: u32, source, entry: 'f' })
+ * ```
+ */
 export interface CompiledKernel {
   /** `cubin` (for the exact architecture) or `ptx`. */
   kind: 'cubin' | 'ptx'

@@ -4,7 +4,13 @@
  * @module
  */
 
-/** Every error code, in `docs/errors.md` order (the Rust list must match; a test checks it). */
+/**
+ * Every error code, in `docs/errors.md` order (the Rust list must match; a test checks it).
+ * @example
+ * ```ts
+ * ERROR_CODES.includes('ERR_RINGBRIDGE_TIMEOUT') // true
+ * ```
+ */
 export const ERROR_CODES = [
   'ERR_RINGBRIDGE_INVALID_ARGUMENT',
   'ERR_RINGBRIDGE_INVALID_MESSAGE',
@@ -22,10 +28,26 @@ export const ERROR_CODES = [
   'ERR_RINGBRIDGE_ABORTED',
 ] as const
 
-/** A stable error code. */
+/**
+ * A stable error code.
+ * @example
+ * ```ts
+ * const code: RingbridgeErrorCode = 'ERR_RINGBRIDGE_CLOSED'
+ * ```
+ */
 export type RingbridgeErrorCode = (typeof ERROR_CODES)[number]
 
-/** An error raised by ringbridge at run time (closed kernel, full queue, kernel error…). */
+/**
+ * An error raised by ringbridge at run time (closed kernel, full queue, kernel error…).
+ * @example
+ * ```ts
+ * try {
+ *   await kernel.request(1, { timeoutMs: 10 })
+ * } catch (e) {
+ *   if (e instanceof RingbridgeError && e.code === 'ERR_RINGBRIDGE_TIMEOUT') console.log('slow kernel')
+ * }
+ * ```
+ */
 export class RingbridgeError extends Error {
   /** The stable code. */
   readonly code: RingbridgeErrorCode
@@ -40,7 +62,17 @@ export class RingbridgeError extends Error {
   }
 }
 
-/** A value of the wrong type (a message field, an option). */
+/**
+ * A value of the wrong type (a message field, an option).
+ * @example
+ * ```ts
+ * try {
+ *   await kernel.send('not a number' as never)
+ * } catch (e) {
+ *   if (e instanceof RingbridgeTypeError) console.log(e.code) // ERR_RINGBRIDGE_INVALID_MESSAGE
+ * }
+ * ```
+ */
 export class RingbridgeTypeError extends TypeError {
   /** The stable code. */
   readonly code: RingbridgeErrorCode
@@ -51,7 +83,17 @@ export class RingbridgeTypeError extends TypeError {
   }
 }
 
-/** A value out of range (an integer field, a capacity, a message size). */
+/**
+ * A value out of range (an integer field, a capacity, a message size).
+ * @example
+ * ```ts
+ * try {
+ *   await kernel.send(new Uint8Array(1 << 20))
+ * } catch (e) {
+ *   if (e instanceof RingbridgeRangeError) console.log(e.code) // ERR_RINGBRIDGE_MESSAGE_TOO_LARGE
+ * }
+ * ```
+ */
 export class RingbridgeRangeError extends RangeError {
   /** The stable code. */
   readonly code: RingbridgeErrorCode
@@ -62,7 +104,15 @@ export class RingbridgeRangeError extends RangeError {
   }
 }
 
-/** Any error ringbridge throws. */
+/**
+ * Any error ringbridge throws.
+ * @example
+ * ```ts
+ * function report(e: AnyRingbridgeError) {
+ *   console.error(e.code, e.message, e.details)
+ * }
+ * ```
+ */
 export type AnyRingbridgeError = RingbridgeError | RingbridgeTypeError | RingbridgeRangeError
 
 const KNOWN = new Set<string>(ERROR_CODES)

@@ -12,7 +12,16 @@ import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
 import { PROTOCOL, type ControlBlockView } from './ring'
 import type { WorkerKernelData } from './worker-kernel'
 
-/** What a JS handler knows of its message besides the payload. */
+/**
+ * What a JS handler knows of its message besides the payload.
+ * @example
+ * ```ts
+ * cpu: (m, ctx: HandlerContext) => {
+ *   ctx.state.count = (ctx.state.count ?? 0) + 1
+ *   return m.key < 256 ? { total: ctx.state.count } : ctx.fail(404, m.key)
+ * }
+ * ```
+ */
 export interface HandlerContext {
   /** The request's correlation id. */
   correlationId: bigint
@@ -42,6 +51,11 @@ export interface HandlerContext {
  * `ctx.reply` and `ctx.defer` for several or later replies); throws a {@link HandlerError}, or
  * calls `ctx.fail`, to answer with an error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
  * use variables of the module that defines it (keep state in `ctx.state`).
+ * @example
+ * ```ts
+ * const double: JsHandler<number, number> = (x) => x * 2
+ * const kernel = await runtime.launch({ input: u32, output: u32, cpu: double })
+ * ```
  */
 export type JsHandler<TIn, TOut> = (msg: TIn, ctx: HandlerContext) => TOut | undefined
 

@@ -8,7 +8,14 @@
 const SUB = 8
 const BUCKETS = 64 * SUB
 
-/** Latency percentiles in microseconds (upper bounds of log-linear buckets, within 12.5 %). */
+/**
+ * Latency percentiles in microseconds (upper bounds of log-linear buckets, within 12.5 %).
+ * @example
+ * ```ts
+ * const l: LatencyPercentiles = kernel.stats().requestLatency
+ * console.log(`p50 ${l.p50} µs, p99 ${l.p99} µs over ${l.count}`)
+ * ```
+ */
 export interface LatencyPercentiles {
   /** Samples recorded. */
   count: number

@@ -19,17 +19,42 @@ import { MessageChannel } from 'node:worker_threads'
 import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
 
-/** Life-cycle state of a kernel, as its control block reports it. */
+/**
+ * Life-cycle state of a kernel, as its control block reports it.
+ * @example
+ * ```ts
+ * if (kernel.state === 'paused') await kernel.activate()
+ * ```
+ */
 export type KernelState = 'launching' | 'running' | 'paused' | 'terminated'
 const STATES: readonly KernelState[] = ['launching', 'running', 'paused', 'terminated']
 
-/** Names of the kernel-level error codes of the spec (§12), by code. */
+/**
+ * Names of the kernel-level error codes of the spec (§12), by code.
+ * @example
+ * ```ts
+ * KERNEL_ERROR_NAMES[5] // 'handler-fault'
+ * ```
+ */
 export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault']
 
-/** How to stop a kernel. */
+/**
+ * How to stop a kernel.
+ * @example
+ * ```ts
+ * await kernel.terminate({ mode: 'abandon' satisfies TerminateMode })
+ * ```
+ */
 export type TerminateMode = 'drain' | 'abandon'
 
-/** What {@link Runtime.launch} needs. */
+/**
+ * What {@link Runtime.launch} needs.
+ * @example
+ * ```ts
+ * const options: LaunchOptions<number, number> = { handler: 'echo', input: u32, output: u32, capacity: 4096 }
+ * const kernel = await runtime.launch(options)
+ * ```
+ */
 export interface LaunchOptions<TIn, TOut> {
   /** Built-in handler: `echo` or `saxpy` (see `builtinHandlers()`); or give `source` and `entry`. */
   handler?: string
@@ -113,7 +138,14 @@ export interface LaunchOptions<TIn, TOut> {
   producers?: 'single' | 'shared'
 }
 
-/** Options of a single wait. */
+/**
+ * Options of a single wait.
+ * @example
+ * ```ts
+ * const ac = new AbortController()
+ * const reply = await kernel.request(7, { timeoutMs: 1000, signal: ac.signal } satisfies WaitOptions)
+ * ```
+ */
 export interface WaitOptions {
   /** Give up after this many ms with `ERR_RINGBRIDGE_TIMEOUT` (default: no limit). */
   timeoutMs?: number
@@ -125,7 +157,14 @@ export interface WaitOptions {
   signal?: AbortSignal
 }
 
-/** Counters and depths of one kernel. */
+/**
+ * Counters and depths of one kernel.
+ * @example
+ * ```ts
+ * const s: KernelStats = kernel.stats()
+ * console.log(s.processed, s.depth.inputRing, s.requestLatency.p99)
+ * ```
+ */
 export interface KernelStats {
   /** The backend running it. */
   backend: string
@@ -151,7 +190,14 @@ export interface KernelStats {
   requestLatency: LatencyPercentiles
 }
 
-/** What {@link RingKernel.terminate} hands back. */
+/**
+ * What {@link RingKernel.terminate} hands back.
+ * @example
+ * ```ts
+ * const report: TerminateReport<number> = await kernel.terminate()
+ * console.log(report.processed, report.undelivered.length)
+ * ```
+ */
 export interface TerminateReport<TIn> {
   /** How it stopped. */
   mode: TerminateMode

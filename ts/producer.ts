@@ -22,7 +22,14 @@ import { describeSchema, schemaFrom, type Schema, type SchemaDescriptor } from '
 import { RingbridgeError, badOption } from './errors'
 import { ControlBlockView, FRAME_HEADER_BYTES } from './ring'
 
-/** What a producer needs to attach: plain data plus SharedArrayBuffers and a port, so it can be posted to a worker. */
+/**
+ * What a producer needs to attach: plain data plus SharedArrayBuffers and a port, so it can be posted to a worker.
+ * @example
+ * ```ts
+ * const handle: ProducerHandle = kernel.producer()
+ * new Worker('./producer.js', { workerData: handle, transferList: [handle.wake] })
+ * ```
+ */
 export interface ProducerHandle {
   /** The kernel's shared memory. */
   readonly buffer: SharedArrayBuffer

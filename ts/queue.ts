@@ -5,13 +5,32 @@
  */
 import { RingbridgeError, RingbridgeRangeError, badOption } from './errors'
 
-/** What a full queue does with one more item. */
+/**
+ * What a full queue does with one more item.
+ * @example
+ * ```ts
+ * const policy: Backpressure = 'reject'
+ * const q = new MessageQueue<number>({ capacity: 16, policy })
+ * ```
+ */
 export type Backpressure = 'block' | 'reject' | 'drop-oldest' | 'drop-newest'
 
-/** Accepted {@link Backpressure} names. */
+/**
+ * Accepted {@link Backpressure} names.
+ * @example
+ * ```ts
+ * BACKPRESSURE_POLICIES.includes('drop-oldest') // true
+ * ```
+ */
 export const BACKPRESSURE_POLICIES: readonly Backpressure[] = ['block', 'reject', 'drop-oldest', 'drop-newest']
 
-/** Options of a {@link MessageQueue}. */
+/**
+ * Options of a {@link MessageQueue}.
+ * @example
+ * ```ts
+ * const kernel = await runtime.launch({ handler: 'echo', input: u32, output: u32, sendQueue: { capacity: 1024, policy: 'reject' } satisfies QueueOptions })
+ * ```
+ */
 export interface QueueOptions {
   /** Most items held (default 4096). */
   capacity?: number
@@ -19,7 +38,14 @@ export interface QueueOptions {
   policy?: Backpressure
 }
 
-/** What {@link MessageQueue.offer} did. */
+/**
+ * What {@link MessageQueue.offer} did.
+ * @example
+ * ```ts
+ * const r: OfferResult<number> = queue.offer(42)
+ * if (r.status === 'dropped-oldest') console.log('dropped', r.dropped)
+ * ```
+ */
 export type OfferResult<T> =
   | { readonly status: 'queued' }
   | { readonly status: 'dropped-oldest'; readonly dropped: T }

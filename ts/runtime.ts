@@ -6,10 +6,23 @@ import native from './binding'
 import { RingKernel, type LaunchOptions } from './kernel'
 import { RingbridgeError, badOption, fromNative } from './errors'
 
-/** Backend names: `auto` picks CUDA when it works here and the CPU backend otherwise. */
+/**
+ * Backend names: `auto` picks CUDA when it works here and the CPU backend otherwise.
+ * @example
+ * ```ts
+ * const rt = await Runtime.open({ backend: 'auto' satisfies BackendName })
+ * ```
+ */
 export type BackendName = 'auto' | 'cpu' | 'cuda'
 
-/** Options of {@link Runtime.open}. */
+/**
+ * Options of {@link Runtime.open}.
+ * @example
+ * ```ts
+ * const options: RuntimeOptions = { backend: 'cpu' }
+ * const rt = await Runtime.open(options)
+ * ```
+ */
 export interface RuntimeOptions {
   /** Which backend runs kernels (default `auto`). */
   backend?: BackendName
