@@ -124,3 +124,14 @@ nvrtcTest('NVRTC errors in a user kernel name handler.cu and the line in the sou
   t.regex(err!.message, /handler\.cu\(2\): error/)
   t.regex(err!.message, /no_such_field/)
 })
+
+nvrtcTest('a handler declared over other types than the launch\'s schemas fails at compile, never at run time', (t) => {
+  const Sample = struct({ x: f32 }, { name: 'Sample' })
+  const source = '__device__ uint32_t f(const Particle& in, rb_output& out, rb_context&) { out = in.x; return 0; }'
+  const err = t.throws(() => compileKernel({ input: Sample, output: f32, source, entry: 'f' }))
+  t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
+  t.regex(err!.message, /handler\.cu\(1\): error: identifier "Particle" is undefined/)
+  // The same handler over the schema it was written for compiles.
+  const Particle = struct({ x: f32 }, { name: 'Particle' })
+  t.is(compileKernel({ input: Particle, output: f32, source, entry: 'f' }).kind, 'cubin')
+})

@@ -1,10 +1,11 @@
 /**
  * `npm start`: launch the echo ring kernel on the best backend here (GPU when present, CPU
  * backend otherwise), stream 100 000 messages through it, check every reply, and print
- * round-trip latency and throughput.
+ * round-trip latency and throughput; then run a handler of your own — CUDA C on the GPU, the
+ * same function in JavaScript (a worker thread) on the CPU backend — over typed structs.
  */
 import { performance } from 'node:perf_hooks'
-import { Runtime, f64, struct, u32 } from '../index'
+import { Runtime, f32, f64, struct, u32, type Infer } from '../index'
 
 const Ping = struct({ seq: u32, check: u32, sentAt: f64 })
 const TOTAL = 100_000
@@ -70,7 +71,25 @@ async function main(): Promise<void> {
   const report = await kernel.terminate()
   const stats = kernel.stats()
   console.log(`terminated: processed ${report.processed}, undelivered ${report.undelivered.length}, errors ${stats.errors.kernel}`)
+
+  // Your own handler: one struct in, one out; CUDA on the GPU, the same contract in JS on cpu.
+  const Poly = struct({ x: f32, c: struct({ a: f32, b: f32, d: f32 }) }, { name: 'Poly' })
+  const Value = struct({ y: f32 }, { name: 'Value' })
+  const source = `
+__device__ uint32_t horner(const rb_input& in, rb_output& out, rb_context&) {
+  out.y = fmaf(fmaf(in.c.a, in.x, in.c.b), in.x, in.c.d);  // a x^2 + b x + d
+  return 0;
+}`
+  const cpu = (m: Infer<typeof Poly>) => ({ y: Math.fround(Math.fround(Math.fround(m.c.a * m.x + m.c.b) * m.x) + m.c.d) })
+  const own = await runtime.launch({ input: Poly, output: Value, source, entry: 'horner', cpu })
+  const xs = Array.from({ length: 10_000 }, (_, i) => Math.fround(i / 1000 - 5))
+  const ys = await Promise.all(xs.map((x) => own.request({ x, c: { a: 0.5, b: -2, d: 1 } })))
+  const off = ys.filter((r, i) => Math.abs(r.y - (0.5 * xs[i]! * xs[i]! - 2 * xs[i]! + 1)) > 1e-4 * Math.max(1, Math.abs(r.y))).length
+  const l = own.stats().requestLatency
+  console.log(`your handler (${own.backend === 'cuda' ? 'CUDA C on the GPU' : 'JavaScript in a worker thread'}): ${ys.length} requests, ${off} off; p50 ${l.p50.toFixed(1)} µs under load`)
+  await own.terminate()
   await runtime.close()
+  if (off > 0) process.exitCode = 1
 }
 
 main().catch((err) => {
