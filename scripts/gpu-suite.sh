@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
-# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full]
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|sanitizers]
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
@@ -11,6 +11,13 @@ bash .gpu/run.sh true
 step() { echo "=== $* ($(date +%T))"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$O/device.txt"
 nvcc --version | tail -2 >> "$O/device.txt"
+if [[ $mode == sanitizers ]]; then
+  for tool in memcheck racecheck; do
+    RINGBRIDGE_GPU_MESSAGES=20000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 saxpy pause 2>&1 | tail -4
+    RINGBRIDGE_GPU_MESSAGES=2000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 node node_modules/ava/entrypoints/cli.mjs __test__/gpu-user.spec.js 2>&1 | tail -12
+  done
+  exit 0
+fi
 if [[ $mode == smoke ]]; then
   step rust gpu tests smoke
   RINGBRIDGE_GPU_MESSAGES=200000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping 2>&1 | tail -40
@@ -45,4 +52,6 @@ done
 for tool in memcheck racecheck; do
   RINGBRIDGE_GPU_MESSAGES=2000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 node node_modules/ava/entrypoints/cli.mjs __test__/gpu-user.spec.js > "$O/sanitizer_user_$tool.txt" 2>&1
 done
-tail -n 3 "$O"/*.txt
+# One file for the four sanitizer runs (the device tool returns at most 8 files).
+for f in "$O"/sanitizer_*.txt; do echo "### $(basename "$f")"; cat "$f"; done > "$O/sanitizers.log" && rm -f "$O"/sanitizer_*.txt
+tail -n 3 "$O"/*.txt "$O/sanitizers.log"
