@@ -1,11 +1,11 @@
 // The CUDA backend end to end from JavaScript, per transport. Runs only with RINGBRIDGE_GPU=1
 // (the GPU suite); elsewhere every test is listed as skipped with the reason, never passed.
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 
 import test from 'ava'
 
 import { Runtime, array, bytes, f32, struct, u32, type RingKernel } from '../index'
-import { alive, until, within } from './helpers'
+import { alive, runNode, until, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
 const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
@@ -133,21 +133,7 @@ gpuTest('a process that exits with a kernel still running ends at once and leave
       process.exit(0)
     })`
   const started = Date.now()
-  let pid = -1
-  let out = ''
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-    pid = child.pid ?? -1
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error('the child did not exit within 20 s'))
-    }, 20_000)
-    child.on('exit', (c) => {
-      clearTimeout(timer)
-      resolve(c)
-    })
-  })
+  const { code, stdout: out, pid } = await runNode(script, 20_000)
   t.is(code, 0)
   t.log(`exited after ${Date.now() - started} ms`)
   // The kernel host (a grandchild) stops its kernel when its parent's socket closes.

@@ -34,6 +34,28 @@ export async function pendingAfter(p: Promise<unknown>, ms: number): Promise<boo
   return r === marker
 }
 
+/**
+ * Runs `script` in a child `node -e`, bounded by `ms` (killed after), and gives its exit code,
+ * its stdout and its pid.
+ */
+export async function runNode(script: string, ms: number): Promise<{ code: number | null; stdout: string; pid: number }> {
+  const { spawn } = await import('node:child_process')
+  let stdout = ''
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  const code = await new Promise<number | null>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`the child process did not exit within ${ms} ms`))
+    }, ms)
+    child.on('exit', (c) => {
+      clearTimeout(timer)
+      resolve(c)
+    })
+  })
+  return { code, stdout, pid: child.pid ?? -1 }
+}
+
 /** Whether process `pid` exists (signal 0 checks without sending). */
 export function alive(pid: number): boolean {
   try {

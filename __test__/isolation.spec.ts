@@ -3,12 +3,10 @@
 // cuda backend takes by default, minus the GPU: a host that crashes (the test handler `trap`
 // aborts it, as a trapping GPU kernel ends its context) rejects what waited on it, and the next
 // launch works.
-import { spawn } from 'node:child_process'
-
 import test from 'ava'
 
 import { Runtime, bytes, struct, u32 } from '../index'
-import { alive, codeOf, launchOn, receiveAll, until, within } from './helpers'
+import { alive, codeOf, launchOn, receiveAll, runNode, until, within } from './helpers'
 
 const Ping = struct({ seq: u32, check: u32 })
 const checkOf = (seq: number) => Math.imul(seq ^ 0x27d4eb2d, 0x5bd1e995) >>> 0
@@ -83,19 +81,7 @@ test('a parent that exits with an isolated kernel running takes its kernel host 
       process.stdout.write(String(k.hostPid))
       process.exit(0)
     })`
-  let out = ''
-  const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] })
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      reject(new Error('the parent did not exit within 20 s'))
-    }, 20_000)
-    child.on('exit', (c) => {
-      clearTimeout(timer)
-      resolve(c)
-    })
-  })
+  const { code, stdout: out } = await runNode(script, 20_000)
   t.is(code, 0)
   const hostPid = Number(out)
   t.true(Number.isInteger(hostPid) && hostPid > 0, `host pid printed: ${out}`)

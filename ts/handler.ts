@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads'
 import { describeSchema, type Schema } from './codec'
 import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
 import { PROTOCOL, type ControlBlockView } from './ring'
-import type { WorkerKernelData } from './worker-kernel'
+import type { RingShape, WorkerKernelData } from './worker-kernel'
 
 /**
  * What a JS handler knows of its message besides the payload.
@@ -82,17 +82,6 @@ export class HandlerError extends Error {
     this.kernelCode = code
     this.detail = detail >>> 0
   }
-}
-
-/** @internal Where the kernel's rings lie in its buffer. */
-export interface RingShape {
-  base: number
-  inputOffset: number
-  outputOffset: number
-  inCapacity: number
-  inSlot: number
-  outCapacity: number
-  outSlot: number
 }
 
 /** @internal How long `join` waits for the worker to see terminate. */

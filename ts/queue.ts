@@ -83,8 +83,7 @@ export class MessageQueue<T> {
   readonly capacity: number
   /** The policy applied when full. */
   readonly policy: Backpressure
-  #items: (T | undefined)[] = []
-  #head = 0
+  readonly #items = new Fifo<T>()
   #dropped = 0
 
   /**
@@ -99,7 +98,7 @@ export class MessageQueue<T> {
 
   /** Items queued now. */
   get length(): number {
-    return this.#items.length - this.#head
+    return this.#items.length
   }
 
   /** Whether the queue is at capacity. */
@@ -157,39 +156,22 @@ export class MessageQueue<T> {
 
   /** @internal Removes the first item matching `pred` (O(n): for cancelled sends). */
   remove(pred: (item: T) => boolean): T | undefined {
-    for (let i = this.#head; i < this.#items.length; i++) {
-      const item = this.#items[i] as T
-      if (pred(item)) {
-        this.#items.splice(i, 1)
-        return item
-      }
-    }
-    return undefined
+    return this.#items.remove(pred)
   }
 
   /** The oldest item without removing it. */
   peek(): T | undefined {
-    return this.length > 0 ? this.#items[this.#head] : undefined
+    return this.#items.peek()
   }
 
   /** Removes and returns the oldest item. */
   shift(): T | undefined {
-    if (this.length === 0) return undefined
-    const item = this.#items[this.#head]
-    this.#items[this.#head++] = undefined
-    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-      this.#items = this.#items.slice(this.#head)
-      this.#head = 0
-    }
-    return item
+    return this.#items.shift()
   }
 
   /** Removes and returns everything, oldest first. */
   drain(): T[] {
-    const out = this.#items.slice(this.#head) as T[]
-    this.#items = []
-    this.#head = 0
-    return out
+    return this.#items.drain()
   }
 }
 
@@ -222,6 +204,11 @@ export class Fifo<T> {
       }
     }
     return undefined
+  }
+
+  /** The front item, left in place. */
+  peek(): T | undefined {
+    return this.length > 0 ? this.#items[this.#head] : undefined
   }
 
   /** Takes the front item, or `undefined` when empty. */

@@ -13,9 +13,8 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { schemaFrom, type SchemaDescriptor } from './codec'
 import { ControlBlockView } from './ring'
 
-/** What the host hands the worker. */
-export interface WorkerKernelData {
-  buffer: SharedArrayBuffer
+/** Where the kernel's rings lie in its buffer. */
+export interface RingShape {
   base: number
   inputOffset: number
   outputOffset: number
@@ -23,6 +22,11 @@ export interface WorkerKernelData {
   inSlot: number
   outCapacity: number
   outSlot: number
+}
+
+/** What the host hands the worker. */
+export interface WorkerKernelData extends RingShape {
+  buffer: SharedArrayBuffer
   input: SchemaDescriptor
   output: SchemaDescriptor
   handler: string
