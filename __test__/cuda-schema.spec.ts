@@ -135,3 +135,25 @@ nvrtcTest('a handler declared over other types than the launch\'s schemas fails 
   const Particle = struct({ x: f32 }, { name: 'Particle' })
   t.is(compileKernel({ input: Particle, output: f32, source, entry: 'f' }).kind, 'cubin')
 })
+
+nvrtcTest('a handler that pushes several replies compiles with maxReplies, and the single-reply signature then does not', (t) => {
+  const In = struct({ n: u32 })
+  const Out = struct({ i: u32, n: u32 })
+  const fan = `__device__ uint32_t fan(const rb_input& in, rb_replies& out, rb_context&) {
+  for (uint32_t i = 0; i < in.n; ++i) { rb_output r; r.i = i; r.n = in.n; if (!out.push(r)) break; }
+  return 0;
+}`
+  t.is(compileKernel({ input: In, output: Out, source: fan, entry: 'fan', maxReplies: 4 }).kind, 'cubin')
+  const single = '__device__ uint32_t one(const rb_input& in, rb_output& out, rb_context&) { out.i = in.n; return 0; }'
+  const err = t.throws(() => compileKernel({ input: In, output: Out, source: single, entry: 'one', maxReplies: 4 }))
+  t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
+})
+
+test('maxReplies is checked', async (t) => {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => within(rt.close(), 15_000, 'close'))
+  const builtin = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32, maxReplies: 2 }))
+  t.regex(builtin!.message, /maxReplies: expected a user handler/)
+  const zero = await t.throwsAsync(rt.launch({ input: u32, output: u32, cpu: (m: number) => m, maxReplies: 0 }))
+  t.regex(zero!.message, /maxReplies: expected an integer from 1 to 4096/)
+})

@@ -176,3 +176,37 @@ gpuTest('4 worker threads share one GPU kernel\'s input ring (producers: shared)
   t.deepEqual(await Promise.all(senders), new Array(P).fill(N))
   t.deepEqual((await k.terminate()).undelivered, [])
 })
+
+gpuTest('a CUDA handler answers a message zero, one or several times (maxReplies)', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  const In = struct({ n: u32 })
+  const Out = struct({ i: u32, n: u32 })
+  const source = `__device__ uint32_t fan(const rb_input& in, rb_replies& out, rb_context&) {
+  for (uint32_t i = 0; i < in.n; ++i) { rb_output r; r.i = i; r.n = in.n; if (!out.push(r)) break; }
+  return 0;
+}`
+  for (const transport of TRANSPORTS) {
+    const k = await rt.launch({ input: In, output: Out, source, entry: 'fan', maxReplies: 4, transport, capacity: 1024 })
+    t.is((await k.request({ n: 3 })).i, 0, 'request() takes the first reply')
+    t.deepEqual([(await k.receive()).i, (await k.receive()).i], [1, 2], 'the others go to receive()')
+    const none = await t.throwsAsync(k.request({ n: 0 }, { timeoutMs: 200 }))
+    t.is(codeOf(none), 'ERR_RINGBRIDGE_TIMEOUT', 'zero replies: nothing comes')
+    // Streamed: message k asks for k % 5 replies, 4 at most.
+    const N = 20_000
+    const want = (k: number) => Math.min(k % 5, 4)
+    const total = Array.from({ length: N }, (_, i) => want(i)).reduce((a, b) => a + b, 0)
+    const sending = k.sendBatch(Array.from({ length: N }, (_, i) => ({ n: i % 5 })))
+    const got: { i: number; n: number }[] = []
+    while (got.length < total) got.push(...(await within(k.receiveBatch(8192), 20_000, `${transport}: replies after ${got.length}`)))
+    await sending
+    let at = 0
+    let bad = ''
+    for (let m = 0; m < N && !bad; m++) {
+      for (let i = 0; i < want(m); i++, at++) if (got[at]!.i !== i || got[at]!.n !== m % 5) bad = `message ${m} reply ${i}: ${JSON.stringify(got[at])}`
+    }
+    t.is(bad, '', transport)
+    t.is(got.length, total)
+    await k.terminate()
+  }
+})

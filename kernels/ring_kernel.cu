@@ -383,8 +383,13 @@ RB_DEVICE void rb_load_payload(uint8_t* dst, const uint8_t* src, uint32_t n) {
 RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
                                  uint8_t* out) {
   if (len != sizeof(rb_input)) return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_PAYLOAD, len);
-  if (sizeof(rb_output) > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
-    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, sizeof(rb_output));
+#ifdef RB_USER_MAX_REPLIES
+  const uint32_t reply_bytes = 8u + RB_USER_MAX_REPLIES * static_cast<uint32_t>(sizeof(rb_output));
+#else
+  const uint32_t reply_bytes = sizeof(rb_output);
+#endif
+  if (reply_bytes > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+    return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, reply_bytes);
   }
   uint32_t code = 0;
   if (s.lane == 0) {
@@ -395,12 +400,31 @@ RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, 
     rb_output reply;
     for (uint32_t i = 0; i < sizeof(rb_output); ++i) reinterpret_cast<uint8_t*>(&reply)[i] = 0;
     rb_context ctx = {h.correlation_id, h.type_id, 0u};
+#ifdef RB_USER_MAX_REPLIES
+    // Several replies (or none) in one RB_FLAG_MULTI frame: count, 4 reserved bytes, records.
+    (void)reply;
+    rb_replies replies;
+    for (uint32_t i = 0; i < sizeof(rb_replies); ++i) reinterpret_cast<uint8_t*>(&replies)[i] = 0;
+    code = RB_USER_HANDLER(msg, replies, ctx);
+    if (code == 0) {
+      const uint32_t n = replies.count;
+      const uint32_t bytes = 8u + n * static_cast<uint32_t>(sizeof(rb_output));
+      uint8_t* payload = out + RB_FRAME_HEADER_BYTES;
+      for (uint32_t i = 0; i < 4u; ++i) payload[i] = static_cast<uint8_t>(n >> (8u * i));
+      for (uint32_t i = 4u; i < 8u; ++i) payload[i] = 0;
+      const uint8_t* r = reinterpret_cast<const uint8_t*>(replies.items);
+      for (uint32_t i = 0; i < n * sizeof(rb_output); ++i) payload[8u + i] = r[i];
+      rb_complete_frame(&h, rb_reply(h.type_id, bytes), out, s.out_slot_size);
+      reinterpret_cast<rb_frame_header*>(out)->flags = RB_FLAG_MULTI;
+    } else {
+#else
     code = RB_USER_HANDLER(msg, reply, ctx);
     if (code == 0) {
       const uint8_t* r = reinterpret_cast<const uint8_t*>(&reply);
       for (uint32_t i = 0; i < sizeof(rb_output); ++i) out[RB_FRAME_HEADER_BYTES + i] = r[i];
       rb_complete_frame(&h, rb_reply(h.type_id, sizeof(rb_output)), out, s.out_slot_size);
     } else {
+#endif
       rb_complete_frame(&h, rb_error(code, ctx.detail), out, s.out_slot_size);
     }
   }

@@ -67,6 +67,9 @@ typedef unsigned long long uint64_t;
 
 /// Frame flag: the payload is an rb_error_record, not a reply.
 #define RB_FLAG_ERROR 1u
+/// Frame flag: several replies to one message in one frame (u32 count, 4 reserved bytes, then
+/// `count` records of the output type); a user handler launched with max_replies writes it.
+#define RB_FLAG_MULTI 2u
 /// `handler_id` of the built-in echo handler.
 #define RB_HANDLER_ECHO 0u
 /// `handler_id` of the built-in saxpy handler.
@@ -76,6 +79,20 @@ typedef unsigned long long uint64_t;
 #define RB_HANDLER_TRAP 255u
 /// `handler_id` of a user handler compiled into the ring kernel (`RB_USER_HANDLER`, spec §13.1).
 #define RB_HANDLER_USER 1024u
+
+/// Up to N replies to one message, for user handlers launched with max_replies (spec §13.1):
+/// the handler pushes 0..N of them; the kernel sends them in one RB_FLAG_MULTI frame.
+template <typename T, uint32_t N>
+struct rb_replies_of {
+  uint32_t count;  ///< replies pushed so far
+  T items[N];      ///< the replies, in push order
+  /// Appends a reply. @return false (and nothing appended) when N are already there
+  RB_HOST_DEVICE bool push(const T& reply) {
+    if (count >= N) return false;
+    items[count++] = reply;
+    return true;
+  }
+};
 
 /// What a user handler knows of its message besides the payload (spec §13.1).
 struct rb_context {

@@ -169,6 +169,8 @@ export interface KernelSource {
   source: string
   /** The handler function's name. */
   entry: string
+  /** The handler pushes up to this many replies per message (`rb_replies&`); see `LaunchOptions.maxReplies`. */
+  maxReplies?: number
 }
 
 /**
@@ -212,7 +214,7 @@ export function compileKernel(kernel: KernelSource, arch: [number, number] = [9,
   }
   const header = cudaHeader(kernel.input, kernel.output)
   try {
-    return native.compileUserKernel(kernel.source, kernel.entry, header, arch[0], arch[1]) as CompiledKernel
+    return native.compileUserKernel(kernel.source, kernel.entry, header, kernel.maxReplies ?? 0, arch[0], arch[1]) as CompiledKernel
   } catch (e) {
     throw fromNative(e)
   }

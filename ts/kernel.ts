@@ -72,6 +72,15 @@ export interface LaunchOptions<TIn, TOut> {
   /** The user handler's function name in `source`. */
   entry?: string
   /**
+   * Lets a CUDA handler answer a message 0 to `maxReplies` times (1..4096): its signature
+   * becomes `uint32_t entry(const rb_input& in, rb_replies& out, rb_context& ctx)` and it calls
+   * `out.push(reply)` for each; they travel in one output frame (`FLAG_MULTI`, PROTOCOL.md
+   * §3.3), so the output slot grows to hold `maxReplies` records. `request()` resolves with the
+   * first reply; the others go to `receive()`. (JS handlers answer any number of times without
+   * it: `ctx.reply`.)
+   */
+  maxReplies?: number
+  /**
    * A handler in JavaScript for the cpu backend (instead of `handler`): runs in a worker thread
    * over the same rings, so flows written for a CUDA handler (`source`) can be developed and
    * tested without a GPU. Give both `source` and `cpu` to run on whichever backend the runtime
@@ -335,6 +344,12 @@ export class RingKernel<TIn, TOut> {
     checkSchema(options.input, 'input')
     checkSchema(options.output, 'output')
     const schemaHeader = user ? cudaHeader(options.input, options.output) : undefined
+    const maxReplies = options.maxReplies
+    if (maxReplies !== undefined) {
+      if (!Number.isInteger(maxReplies) || maxReplies < 1 || maxReplies > 4096) badOption('maxReplies', 'an integer from 1 to 4096', maxReplies)
+      if (!user && !jsHandler) badOption('maxReplies', 'a user handler (source and entry): built-in handlers answer once', maxReplies)
+    }
+    const multiBytes = user && maxReplies !== undefined ? 8 + maxReplies * (options.output.size ?? 0) : 0
     const capacity = options.capacity ?? 1024
     const typeId = options.typeId ?? 1
     if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
@@ -372,7 +387,8 @@ export class RingKernel<TIn, TOut> {
       inputCapacity: capacity,
       inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
       outputCapacity: options.outputCapacity ?? capacity,
-      outputSlotSize: slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+      outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(32, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+      maxReplies: user ? maxReplies : undefined,
     }
     let layout
     try {
@@ -974,6 +990,30 @@ export class RingKernel<TIn, TOut> {
     while (available > 0) {
       const f = out.peek()
       if (!this.#pending.has(f.correlationId) && !this.#canDrain()) break
+      if (!f.corrupt && f.flags & PROTOCOL.flagMulti) {
+        // Several replies (or none) to one message in one frame: count, 4 reserved bytes, records.
+        const size = this.#output.size ?? 0
+        const count = f.length >= 8 ? this.#out.view.getUint32(f.offset, true) : 0
+        const fits = size > 0 && f.length === 8 + count * size
+        out.advance()
+        n++
+        if (!fits) {
+          this.#errorReplies++
+          this.#route(f.correlationId, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `multi-reply frame ${f.correlationId}: ${count} replies of ${size} bytes do not make ${f.length} bytes`) })
+        }
+        for (let i = 0; fits && i < count; i++) {
+          this.#replied++
+          let entry: Entry<TOut>
+          try {
+            entry = { ok: true, value: this.#output.decode(this.#out.view, f.offset + 8 + i * size, size) }
+          } catch (e) {
+            entry = { ok: false, error: e as Error }
+          }
+          this.#route(f.correlationId, entry)
+        }
+        if (--available === 0) available = out.available(1)
+        continue
+      }
       const entry = this.#decode(f)
       out.advance()
       n++

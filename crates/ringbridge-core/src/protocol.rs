@@ -32,6 +32,10 @@ pub const HANDLER_USER: u32 = 1024;
 
 /// Frame flag: the payload is an [`ErrorRecord`] from the handler, not a reply.
 pub const FLAG_ERROR: u16 = 1;
+/// Frame flag: the payload carries several replies to one message (spec §3.3): a `u32` count,
+/// 4 reserved bytes, then `count` records of the output type back to back. Zero replies is a
+/// count of 0. Only user CUDA handlers launched with `max_replies` write it.
+pub const FLAG_MULTI: u16 = 2;
 
 /// `terminate` word: keep running.
 pub const TERMINATE_NONE: u32 = 0;

@@ -67,7 +67,7 @@ fn the_disk_cache_returns_the_same_image_and_misses_on_any_change() {
 const SCHEMA: &str = "struct rb_input { float a; unsigned int n; };\nstruct rb_output { double product; };\nstatic_assert(sizeof(rb_input) == 8, \"rb_input\");\n";
 
 fn user(source: &str, entry: &str) -> ringbridge_core::backend::user::UserKernel {
-    ringbridge_core::backend::user::UserKernel { source: source.into(), entry: entry.into(), schema_header: SCHEMA.into() }
+    ringbridge_core::backend::user::UserKernel { source: source.into(), entry: entry.into(), schema_header: SCHEMA.into(), max_replies: 0 }
 }
 
 #[test]
@@ -113,8 +113,23 @@ fn nvrtc_enforces_the_offset_asserts_of_a_schema_header() {
         )
     };
     let source = "__device__ unsigned int f(const rb_input& in, rb_output& out, rb_context&) { out = in; return 0; }";
-    let k = |offset| ringbridge_core::backend::user::UserKernel { source: source.into(), entry: "f".into(), schema_header: header(offset) };
+    let k = |offset| ringbridge_core::backend::user::UserKernel { source: source.into(), entry: "f".into(), schema_header: header(offset), max_replies: 0 };
     k(8).compile((9, 0)).unwrap_or_else(|e| panic!("the true offset compiles: {e}"));
     let Error::Compile { log, .. } = k(4).compile((9, 0)).unwrap_err() else { panic!("a wrong offset compiled") };
     assert!(log.contains("static assertion failed") || log.contains("static_assert"), "{log}");
+}
+
+#[test]
+#[ignore = "needs NVRTC: CI runs it with --include-ignored"]
+fn a_handler_with_several_replies_compiles() {
+    require_nvrtc();
+    let k = ringbridge_core::backend::user::UserKernel {
+        source: "__device__ unsigned int fan(const rb_input& in, rb_replies& out, rb_context&) {\n  for (unsigned int i = 0; i < in.n && i < 4; ++i) { rb_output r; r.product = i; out.push(r); }\n  return 0;\n}\n".into(),
+        entry: "fan".into(),
+        schema_header: SCHEMA.into(),
+        max_replies: 4,
+    };
+    k.compile((9, 0)).unwrap_or_else(|e| panic!("{e}"));
+    let too_many = ringbridge_core::backend::user::UserKernel { max_replies: 5000, ..k };
+    assert_eq!(too_many.compile((9, 0)).unwrap_err().code(), ErrorCode::InvalidArgument);
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use ringbridge_core::protocol::{
     align_up, free, kernel_error, occupied, offsets, slot_of, ErrorRecord, FrameHeader, KernelState, RegionLayout,
-    RingConfig, CONTROL_BLOCK_BYTES, FIELD_OFFSETS, FLAG_ERROR, FRAME_HEADER_BYTES, LINE_BYTES, MAGIC, MAX_CAPACITY,
+    RingConfig, CONTROL_BLOCK_BYTES, FIELD_OFFSETS, FLAG_ERROR, FLAG_MULTI, FRAME_HEADER_BYTES, LINE_BYTES, MAGIC, MAX_CAPACITY,
     MAX_SLOT_SIZE, MIN_SLOT_SIZE, REGION_ALIGN, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE, VERSION,
     WAIT_INPUT, WAIT_OUTPUT,
 };
@@ -194,6 +194,7 @@ fn cuda_header_matches_field_offsets() {
         "RB_REGION_ALIGN",
         "RB_ERROR_RECORD_BYTES",
         "RB_FLAG_ERROR",
+        "RB_FLAG_MULTI",
         "RB_TERMINATE_NONE",
         "RB_TERMINATE_DRAIN",
         "RB_TERMINATE_ABANDON",
@@ -261,7 +262,7 @@ fn cuda_header_matches_field_offsets() {
     ] {
         expected.insert(format!("frame {name}"), offset as u64);
     }
-    let rust_constants: [(&str, u64); 26] = [
+    let rust_constants: [(&str, u64); 27] = [
         ("RB_MAGIC", MAGIC.into()),
         ("RB_VERSION", VERSION.into()),
         ("RB_LINE_BYTES", LINE_BYTES as u64),
@@ -273,6 +274,7 @@ fn cuda_header_matches_field_offsets() {
         ("RB_REGION_ALIGN", REGION_ALIGN as u64),
         ("RB_ERROR_RECORD_BYTES", ErrorRecord::BYTES as u64),
         ("RB_FLAG_ERROR", FLAG_ERROR.into()),
+        ("RB_FLAG_MULTI", FLAG_MULTI.into()),
         ("RB_TERMINATE_NONE", TERMINATE_NONE.into()),
         ("RB_TERMINATE_DRAIN", TERMINATE_DRAIN.into()),
         ("RB_TERMINATE_ABANDON", TERMINATE_ABANDON.into()),

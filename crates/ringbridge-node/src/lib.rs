@@ -22,6 +22,8 @@ pub struct ProtocolConstants {
     pub region_page: u32,
     /// Error frame flag.
     pub flag_error: u32,
+    /// Multi-reply frame flag.
+    pub flag_multi: u32,
     /// `host_waiting` bit for replies.
     pub wait_output: u32,
     /// `host_waiting` bit for input room.
@@ -43,6 +45,7 @@ pub fn protocol_constants() -> ProtocolConstants {
         frame_header_bytes: protocol::FRAME_HEADER_BYTES as u32,
         region_page: sab::REGION_PAGE as u32,
         flag_error: protocol::FLAG_ERROR as u32,
+        flag_multi: protocol::FLAG_MULTI as u32,
         wait_output: protocol::WAIT_OUTPUT,
         wait_input: protocol::WAIT_INPUT,
         terminate_drain: protocol::TERMINATE_DRAIN,
@@ -77,8 +80,8 @@ pub struct CompiledKernel {
 /// Compiles a user kernel (the ring kernel with the handler `entry` of `source`, over the
 /// generated `schema_header`) for compute capability `major.minor` with NVRTC; no GPU needed.
 #[napi]
-pub fn compile_user_kernel(source: String, entry: String, schema_header: String, major: i32, minor: i32) -> error::Result<CompiledKernel> {
-    let user = ringbridge_core::backend::user::UserKernel { source, entry, schema_header };
+pub fn compile_user_kernel(source: String, entry: String, schema_header: String, max_replies: u32, major: i32, minor: i32) -> error::Result<CompiledKernel> {
+    let user = ringbridge_core::backend::user::UserKernel { source, entry, schema_header, max_replies };
     if !ringbridge_core::cuda::nvrtc::nvrtc_present() {
         return Err(error::to_js(ringbridge_core::Error::BackendUnavailable {
             backend: "cuda",

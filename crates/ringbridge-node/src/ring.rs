@@ -53,6 +53,8 @@ pub struct KernelOptions {
     pub entry: Option<String>,
     /// The CUDA header generated from the input and output schemas.
     pub schema_header: Option<String>,
+    /// A user handler that pushes up to this many replies per message (`rb_replies&`).
+    pub max_replies: Option<u32>,
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -117,7 +119,7 @@ impl NativeKernel {
         };
         let user = match (options.source.clone(), options.entry.clone(), options.schema_header.clone()) {
             (None, None, None) => None,
-            (Some(source), Some(entry), Some(schema_header)) => Some(UserKernel { source, entry, schema_header }),
+            (Some(source), Some(entry), Some(schema_header)) => Some(UserKernel { source, entry, schema_header, max_replies: options.max_replies.unwrap_or(0) }),
             _ => return Err(invalid("source, entry and schemaHeader: give all three (a user kernel) or none")),
         };
         let (region, offset) = match (&host, memory) {

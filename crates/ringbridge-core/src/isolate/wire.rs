@@ -76,8 +76,9 @@ impl LaunchRequest {
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
         let (b, t) = self.shape.map_or((0, 0), |s| (s.blocks, s.threads));
         let mut out = b"launch\t".to_vec();
-        let (source, entry, header) = self.user.as_ref().map_or(("", "", ""), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str()));
-        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header];
+        let (source, entry, header, replies) =
+            self.user.as_ref().map_or(("", "", "", 0), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str(), u.max_replies));
+        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string()];
         out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
         if out.len() > MAX_PACKET {
             return Err(Error::InvalidConfig {
@@ -96,11 +97,11 @@ impl LaunchRequest {
     pub fn decode(packet: &[u8]) -> Result<Self, Error> {
         let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
         let f = split_fields(body);
-        let [backend, handler, transport, blocks, threads, source, entry, header] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let [backend, handler, transport, blocks, threads, source, entry, header, replies] = f.as_slice() else { return Err(malformed("launch", packet)) };
         let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
-        let (blocks, threads) = (num(blocks)?, num(threads)?);
+        let (blocks, threads, max_replies) = (num(blocks)?, num(threads)?, num(replies)?);
         let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
-        let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone() });
+        let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone(), max_replies });
         Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user })
     }
 }
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn launch_request_round_trips_with_awkward_text() {
         for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
-            let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into() });
+            let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into(), max_replies: 3 });
             let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user };
             assert_eq!(LaunchRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
