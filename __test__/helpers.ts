@@ -48,7 +48,8 @@ export async function runNode(script: string, ms: number): Promise<{ code: numbe
       child.kill('SIGKILL')
       reject(new Error(`the child process did not exit within ${ms} ms`))
     }, ms)
-    child.on('exit', (c) => {
+    // 'close', not 'exit': 'exit' may come before the last of stdout has been read.
+    child.on('close', (c) => {
       clearTimeout(timer)
       resolve(c)
     })
