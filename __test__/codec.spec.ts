@@ -310,3 +310,19 @@ test('a reply that does not match the output schema rejects receive with ERR_RIN
   t.is(codeOf(await t.throwsAsync(k.request(Uint8Array.of(9, 9, 9, 9, 9), { timeoutMs: 5000 }))), 'ERR_RINGBRIDGE_PROTOCOL')
   t.is(await within(k.request(Uint8Array.of(2, 1, 0, 0), { timeoutMs: 5000 }), 6000, 'request'), 258)
 })
+
+test('built-in handlers refuse schemas they cannot answer, at launch', async (t) => {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => within(rt.close(), 15_000, 'close'))
+  const echo = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: struct({ a: u32, b: u32 }) }))
+  t.is(codeOf(echo), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  t.regex(echo!.message, /built-in 'echo' handler: expected an output of the input's size/)
+  const saxIn = await t.throwsAsync(rt.launch({ handler: 'saxpy', input: struct({ a: f32, x: array(f32, 3) }), output: array(f32, 3) }))
+  t.regex(saxIn!.message, /expected an input of 4 \+ 8n bytes/)
+  const saxOut = await t.throwsAsync(rt.launch({ handler: 'saxpy', input: struct({ a: f32, x: array(f32, 2), y: array(f32, 2) }), output: array(f32, 3) }))
+  t.regex(saxOut!.message, /expected an output of 8 bytes \(r: 2 × f32\)/)
+  // Matching shapes, and variable-length ones, launch as before.
+  const ok = await rt.launch({ handler: 'saxpy', input: struct({ a: f32, x: array(f32, 2), y: array(f32, 2) }), output: array(f32, 2) })
+  t.deepEqual(await ok.request({ a: 2, x: [1, 2], y: [3, 4] }), [5, 8])
+  await (await rt.launch({ handler: 'echo', input: bytes(), output: u32 })).terminate()
+})

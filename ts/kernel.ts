@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks'
 
 import native from './binding'
 import type { Schema } from './codec'
-import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
+import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, badOption, fromNative } from './errors'
 import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
@@ -243,6 +243,24 @@ function slotFor(schema: Schema<unknown>, given: number | undefined, name: strin
   return Math.max(32, nextPow2(payload + FRAME_HEADER_BYTES))
 }
 
+/**
+ * A built-in handler's message shapes against the launch's schemas, where both are fixed: a
+ * mismatch is an error at launch, never replies that decode to garbage (or fail) at run time.
+ */
+function checkBuiltinSchemas(handler: string, input: Schema<unknown>, output: Schema<unknown>): void {
+  const mismatch = (expected: string) => {
+    throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `schemas for the built-in '${handler}' handler: expected ${expected}, got input ${input.kind} of ${input.size ?? 'variable'} bytes and output ${output.kind} of ${output.size ?? 'variable'} bytes`)
+  }
+  if (handler === 'echo' && input.size !== undefined && output.size !== undefined && input.size !== output.size) {
+    mismatch('an output of the input\'s size (echo replies with the request\'s bytes)')
+  }
+  if (handler === 'saxpy' && input.size !== undefined) {
+    const n = (input.size - 4) / 8
+    if (!Number.isInteger(n) || n < 0) mismatch('an input of 4 + 8n bytes (a: f32, x: n × f32, y: n × f32)')
+    if (output.size !== undefined && output.size !== 4 * n) mismatch(`an output of ${4 * n} bytes (r: ${n} × f32)`)
+  }
+}
+
 function checkSchema(s: unknown, name: string): void {
   const schema = s as Schema<unknown> | undefined
   if (!schema || typeof schema !== 'object' || typeof schema.encode !== 'function' || typeof schema.decode !== 'function') {
@@ -404,6 +422,7 @@ export class RingKernel<TIn, TOut> {
         )
       }
     }
+    if (!user && !jsHandler) checkBuiltinSchemas(options.handler!, options.input, options.output)
     this.#sendQueue = new MessageQueue(queueOptions('sendQueue', options.sendQueue, { capacity: 4096, policy: 'block' }))
     this.#replies = new MessageQueue(queueOptions('replyQueue', options.replyQueue, { capacity: 65536, policy: 'block' }))
 
