@@ -216,7 +216,7 @@ test('Runtime.close terminates every kernel (draining) and refuses later launche
 test('a process that launches kernels and returns without terminating exits by itself', async (t) => {
   const index = path.resolve(__dirname, '..', 'index.js')
   const script = `
-    const { Runtime, u32 } = require(${JSON.stringify(index)})
+    const { Runtime, bytes, u32 } = require(${JSON.stringify(index)})
     ;(async () => {
       const rt = await Runtime.open({ backend: 'cpu' })
       const a = await rt.launch({ handler: 'echo', input: u32, output: u32 })
@@ -225,7 +225,7 @@ test('a process that launches kernels and returns without terminating exits by i
       console.log('request', await a.request(42, { timeoutMs: 5000 }))
       const b = await rt.launch({ handler: 'echo', input: u32, output: u32 })
       await b.send(43) // its reply is never received
-      const c = await rt.launch({ handler: 'saxpy', input: u32, output: u32 })
+      const c = await rt.launch({ handler: 'saxpy', input: bytes(), output: bytes() })
       await c.deactivate()
       console.log('done')
     })()
