@@ -123,6 +123,18 @@ gpuTest('auto transport falls back when mapped and managed fail (injected), and 
   }
 })
 
+gpuTest('devices: all GPUs of the host are the runtime\'s; a kernel runs on the one asked for; others are refused', async (t) => {
+  const count = execFileSync('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader']).toString().trim().split('\n').length
+  const rt = await Runtime.open({ backend: 'cuda', devices: 'all' })
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  t.deepEqual(rt.devices, Array.from({ length: count }, (_, i) => i))
+  const k = await rt.launch({ handler: 'echo', input: u32, output: u32, device: count - 1 })
+  t.is(k.device, count - 1)
+  t.is(await k.request(9), 9)
+  const err = await t.throwsAsync(Runtime.open({ backend: 'cuda', devices: [count] }))
+  t.regex((err as Error).message, new RegExp(`devices: ${count} is not a device of the cuda backend here \\(${count} present`))
+})
+
 gpuTest('a process that exits with a kernel still running ends at once and leaves nothing on the GPU', async (t) => {
   const script = `
     const rb = require(${JSON.stringify(require.resolve('../index'))})

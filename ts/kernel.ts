@@ -145,6 +145,8 @@ export interface LaunchOptions<TIn, TOut> {
    * methods throw. Needs the rings in a SharedArrayBuffer (`isolation: 'thread'`).
    */
   producers?: 'single' | 'shared'
+  /** The GPU to run on: one of `runtime.devices` (default: the first). */
+  device?: number
 }
 
 /**
@@ -289,6 +291,8 @@ export class RingKernel<TIn, TOut> {
   readonly backend: string
   /** Why that backend was chosen. */
   readonly backendReason: string
+  /** The device it runs on (a CUDA ordinal; 0 on the cpu backend). */
+  readonly device: number
   /** Where the kernel's runner lives (see {@link LaunchOptions.isolation}). */
   readonly isolation: 'process' | 'thread'
   /** The kernel host's process id under `process` isolation. */
@@ -341,7 +345,7 @@ export class RingKernel<TIn, TOut> {
   #keepAlive: ReturnType<typeof setInterval> | undefined
 
   /** @internal Use `Runtime.launch`. */
-  constructor(options: LaunchOptions<TIn, TOut>, backend: string) {
+  constructor(options: LaunchOptions<TIn, TOut>, backend: string, device = 0) {
     if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
     if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply', options.cpu)
     const jsHandler = backend === 'cpu' && options.cpu !== undefined
@@ -399,6 +403,7 @@ export class RingKernel<TIn, TOut> {
       blocks: options.blocks,
       threads: options.threads,
       handler: jsHandler ? 'external' : (options.handler ?? 'user'),
+      device,
       source: user ? options.source : undefined,
       entry: user ? options.entry : undefined,
       schemaHeader,
@@ -485,6 +490,7 @@ export class RingKernel<TIn, TOut> {
     this.transport = this.#native.transport
     this.transportReason = this.#native.transportReason
     this.isolation = isolation
+    this.device = device
     this.hostPid = this.#native.hostPid ?? undefined
     this.capacity = shape.inputCapacity
   }

@@ -4,7 +4,7 @@
  */
 import native from './binding'
 import { RingKernel, type LaunchOptions } from './kernel'
-import { RingbridgeError, badOption, fromNative } from './errors'
+import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
 
 /**
  * Backend names: `auto` picks CUDA when it works here and the CPU backend otherwise.
@@ -26,6 +26,11 @@ export type BackendName = 'auto' | 'cpu' | 'cuda'
 export interface RuntimeOptions {
   /** Which backend runs kernels (default `auto`). */
   backend?: BackendName
+  /**
+   * The GPUs kernels may be launched on: `'all'` (default) or CUDA device ordinals. The cpu
+   * backend has one device, 0.
+   */
+  devices?: 'all' | number[]
 }
 
 /**
@@ -44,12 +49,15 @@ export class Runtime {
   readonly backend: string
   /** Why it was chosen (for `auto`, why the others were not). */
   readonly backendReason: string
+  /** The devices kernels may be launched on (`launch({ device })`); the first is the default. */
+  readonly devices: readonly number[]
   readonly #kernels = new Set<RingKernel<any, any>>()
   #closed = false
 
-  private constructor(backend: string, reason: string) {
+  private constructor(backend: string, reason: string, devices: number[]) {
     this.backend = backend
     this.backendReason = reason
+    this.devices = Object.freeze(devices)
   }
 
   /**
@@ -58,7 +66,7 @@ export class Runtime {
    * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for an unknown backend name.
    */
   static async open(options?: RuntimeOptions): Promise<Runtime> {
-    if (options !== undefined && (options === null || typeof options !== 'object')) badOption('Runtime.open options', 'an object { backend? }', options)
+    if (options !== undefined && (options === null || typeof options !== 'object')) badOption('Runtime.open options', 'an object { backend?, devices? }', options)
     const name = options?.backend ?? 'auto'
     if (!['auto', 'cpu', 'cuda'].includes(name as string)) badOption('backend', "'auto', 'cpu' or 'cuda'", name)
     let choice: string[]
@@ -67,7 +75,15 @@ export class Runtime {
     } catch (e) {
       throw fromNative(e)
     }
-    return new Runtime(choice[0]!, choice[1]!)
+    let count = 1
+    if (choice[0] === 'cuda') {
+      try {
+        count = native.cudaDeviceCount()
+      } catch (e) {
+        throw fromNative(e)
+      }
+    }
+    return new Runtime(choice[0]!, choice[1]!, devicesOf(options?.devices, count, choice[0]!))
   }
 
   /** Names of the built-in handlers. */
@@ -83,7 +99,9 @@ export class Runtime {
    */
   async launch<TIn, TOut>(options: LaunchOptions<TIn, TOut>): Promise<RingKernel<TIn, TOut>> {
     if (this.#closed) throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'launch: the runtime is closed')
-    const kernel = new RingKernel(options, this.backend)
+    const device = options?.device ?? this.devices[0]!
+    if (!this.devices.includes(device)) badOption('device', `one of this runtime's devices (${this.devices.join(', ')})`, device)
+    const kernel = new RingKernel(options, this.backend, device)
     this.#kernels.add(kernel)
     return kernel
   }
@@ -99,4 +117,17 @@ export class Runtime {
     await Promise.all([...this.#kernels].map((k) => k.terminate()))
     this.#kernels.clear()
   }
+}
+
+/** Resolves `devices` against the `count` devices the backend has. */
+function devicesOf(devices: RuntimeOptions['devices'], count: number, backend: string): number[] {
+  if (devices === undefined || devices === 'all') return Array.from({ length: count }, (_, i) => i)
+  if (!Array.isArray(devices) || devices.length === 0) badOption('devices', "'all' or a non-empty array of device ordinals", devices)
+  for (const d of devices) {
+    if (!Number.isInteger(d) || d < 0 || d >= count) {
+      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `devices: ${String(d)} is not a device of the ${backend} backend here (${count} present: ${count === 1 ? '0' : `0..${count - 1}`})`)
+    }
+  }
+  if (new Set(devices).size !== devices.length) badOption('devices', 'distinct device ordinals', devices)
+  return [...devices]
 }

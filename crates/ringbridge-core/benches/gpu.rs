@@ -13,7 +13,7 @@ use ringbridge_core::protocol::RingConfig;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn session(transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
-    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape, isolation: Isolation::Thread, user: None };
+    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape, isolation: Isolation::Thread, user: None, device: 0 };
     Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"))
 }
 

@@ -103,6 +103,12 @@ pub fn serve_kernel_host() -> i32 {
     ringbridge_core::isolate::child::serve_stdin()
 }
 
+/// How many CUDA devices this process sees (no context is opened); an error without a driver.
+#[napi]
+pub fn cuda_device_count() -> error::Result<u32> {
+    ringbridge_core::cuda::driver::device_count().map(|n| n as u32).map_err(error::to_js)
+}
+
 /// Resolves a backend name to the backend that would run here, with the reason.
 #[napi]
 pub fn choose_backend(name: String) -> error::Result<Vec<String>> {

@@ -55,6 +55,8 @@ pub struct KernelOptions {
     pub schema_header: Option<String>,
     /// A user handler that pushes up to this many replies per message (`rb_replies&`).
     pub max_replies: Option<u32>,
+    /// The CUDA device ordinal (default 0).
+    pub device: Option<u32>,
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -143,6 +145,7 @@ impl NativeKernel {
             shape,
             isolation: host.as_ref().map_or(Isolation::Thread, Isolation::Process),
             user: user.as_ref(),
+            device: options.device.unwrap_or(0),
         };
         let shared = host.is_some().then(|| Arc::clone(&region));
         let (kernel, launched) = backend::launch(&spec, region, notify).map_err(to_js)?;

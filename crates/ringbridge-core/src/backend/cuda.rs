@@ -9,6 +9,7 @@
 //! HANDLER_FAULT) and the next launch opens a fresh context.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -84,16 +85,25 @@ fn describe(name: &str, arch: (i32, i32), sms: u32, driver: i32, nvrtc: (i32, i3
 /// # Errors
 /// As [`runtime`], except the load check, which needs a context.
 pub fn probe() -> Result<String, Error> {
-    if let Some(rt) = RUNTIME.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
+    probe_on(0)
+}
+
+/// [`probe`] for device `ordinal`.
+///
+/// # Errors
+/// As [`probe`]; [`Error::BackendUnavailable`] when there is no such device.
+pub fn probe_on(ordinal: usize) -> Result<String, Error> {
+    if let Some(rt) = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner()).get(&ordinal).filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
         return Ok(rt.describe());
     }
-    let info = driver::probe(0)?;
+    let info = driver::probe(ordinal)?;
     let nvrtc = nvrtc::version()?;
     let image = nvrtc::compile_cached(RING_KERNEL_SOURCE, "ring_kernel.cu", &[("ringbridge.cuh", PROTOCOL_HEADER)], info.arch)?;
     Ok(describe(&info.name, info.arch, info.sms, info.driver_version, nvrtc, &image))
 }
 
-static RUNTIME: Mutex<Option<Arc<CudaRuntime>>> = Mutex::new(None);
+/// One runtime per device ordinal, opened on first use.
+static RUNTIMES: Mutex<BTreeMap<usize, Arc<CudaRuntime>>> = Mutex::new(BTreeMap::new());
 
 /// Opens GPU 0 and compiles the ring kernel, once per process (again after a fault).
 ///
@@ -102,12 +112,19 @@ static RUNTIME: Mutex<Option<Arc<CudaRuntime>>> = Mutex::new(None);
 /// [`Error::Cuda`] when the kernel cannot be built or loaded (the message names the driver and
 /// NVRTC versions).
 pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
-    let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(rt) = slot.as_ref().filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
+    runtime_on(0)
+}
+
+/// [`runtime`] for device `ordinal` (each device has its own context and compiled kernel).
+///
+/// # Errors
+/// As [`runtime`]; [`Error::BackendUnavailable`] when there is no such device.
+pub fn runtime_on(ordinal: usize) -> Result<Arc<CudaRuntime>, Error> {
+    let mut runtimes = RUNTIMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = runtimes.get(&ordinal).filter(|rt| !rt.poisoned.load(Ordering::Relaxed)) {
         return Ok(Arc::clone(rt));
     }
-    let after_fault = slot.is_some();
-    *slot = None;
+    let after_fault = runtimes.remove(&ordinal).is_some();
     if !driver::driver_present() {
         return Err(Error::BackendUnavailable {
             backend: "cuda",
@@ -115,7 +132,7 @@ pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
         });
     }
     let nvrtc = nvrtc::version()?;
-    let gpu = driver::open(0).map_err(|e| match e {
+    let gpu = driver::open(ordinal).map_err(|e| match e {
         // A trap or illegal address is a sticky error: on driver 580 every later cuCtxCreate in
         // the process fails with CUDA_ERROR_LAUNCH_FAILED (measured on an H100), so only a new
         // process can use the GPU again.
@@ -139,7 +156,7 @@ pub fn runtime() -> Result<Arc<CudaRuntime>, Error> {
         ),
     })?;
     let rt = Arc::new(CudaRuntime { gpu, image, nvrtc, poisoned: AtomicBool::new(false) });
-    *slot = Some(Arc::clone(&rt));
+    runtimes.insert(ordinal, Arc::clone(&rt));
     Ok(rt)
 }
 
@@ -254,8 +271,8 @@ impl CudaKernel {
     ///
     /// # Errors
     /// Unknown handler or transport; transport set-up, module load or launch failures.
-    pub fn launch(region: Arc<Region>, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
-        let runtime = runtime()?;
+    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
+        let runtime = runtime_on(device)?;
         let ctx = Arc::clone(&runtime.gpu.ctx);
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
         // A user kernel is its own image (compiled, or found in the disk cache, before anything

@@ -99,6 +99,8 @@ pub struct LaunchSpec<'a> {
     pub isolation: Isolation<'a>,
     /// A user handler in CUDA C instead of the built-in `handler` (cuda backend only).
     pub user: Option<&'a user::UserKernel>,
+    /// The GPU (CUDA device ordinal); 0 on the cpu backend.
+    pub device: u32,
 }
 
 /// What was launched, and why.
@@ -125,15 +127,23 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
             transport: spec.transport.to_owned(),
             shape: spec.shape,
             user: spec.user.cloned(),
+            device: spec.device,
         };
         let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &request, region, notify)?;
         return Ok((Box::new(kernel), launched));
     }
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
-        let kernel = cuda::CudaKernel::launch(region, spec.handler, spec.user, spec.transport, spec.shape, notify)?;
+        let kernel = cuda::CudaKernel::launch(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, notify)?;
         let (transport, transport_reason) = kernel.transport.clone();
         return Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }));
+    }
+    if spec.device != 0 {
+        return Err(Error::InvalidConfig {
+            what: "device on the cpu backend".into(),
+            value: spec.device.into(),
+            expected: "0 (the cpu backend has one device)".into(),
+        });
     }
     if spec.user.is_some() {
         return Err(Error::InvalidConfig {

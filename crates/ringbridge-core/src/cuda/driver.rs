@@ -50,6 +50,20 @@ pub struct DeviceInfo {
     pub driver_version: i32,
 }
 
+/// How many CUDA devices this process sees (`cuInit` + `cuDeviceGetCount`; no context).
+///
+/// # Errors
+/// [`Error::BackendUnavailable`] when the driver cannot be loaded or initialised.
+pub fn device_count() -> Result<usize, Error> {
+    let unavailable = |reason: String| Error::BackendUnavailable { backend: "cuda", reason };
+    if !driver_present() {
+        return Err(unavailable("the NVIDIA driver library (libcuda.so.1) could not be loaded".into()));
+    }
+    result::init().map_err(|e| unavailable(format!("cuInit failed: {e}")))?;
+    let count = CudaContext::device_count().map_err(|e| unavailable(format!("cuDeviceGetCount failed: {e}")))?;
+    Ok(count.max(0) as usize)
+}
+
 /// Loads the driver, runs `cuInit` and reads device `ordinal`'s properties; no context.
 ///
 /// # Errors

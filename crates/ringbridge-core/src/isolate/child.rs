@@ -57,6 +57,7 @@ pub fn serve(ctl: &OwnedFd) -> Result<(), Error> {
             shape: request.shape,
             isolation: Isolation::Thread,
             user: request.user.as_ref(),
+            device: request.device,
         };
         // A doorbell that finds the socket full is redundant: the parent has doorbells queued.
         backend::launch(&spec, region, Box::new(move || wire::send_nowait(&bell, &[tag::DOORBELL])))

@@ -66,6 +66,8 @@ pub struct LaunchRequest {
     pub shape: Option<Shape>,
     /// A user kernel, compiled by the host.
     pub user: Option<UserKernel>,
+    /// The CUDA device ordinal.
+    pub device: u32,
 }
 
 impl LaunchRequest {
@@ -78,7 +80,7 @@ impl LaunchRequest {
         let mut out = b"launch\t".to_vec();
         let (source, entry, header, replies) =
             self.user.as_ref().map_or(("", "", "", 0), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str(), u.max_replies));
-        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string()];
+        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string(), &self.device.to_string()];
         out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
         if out.len() > MAX_PACKET {
             return Err(Error::InvalidConfig {
@@ -97,12 +99,12 @@ impl LaunchRequest {
     pub fn decode(packet: &[u8]) -> Result<Self, Error> {
         let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
         let f = split_fields(body);
-        let [backend, handler, transport, blocks, threads, source, entry, header, replies] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let [backend, handler, transport, blocks, threads, source, entry, header, replies, device] = f.as_slice() else { return Err(malformed("launch", packet)) };
         let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
-        let (blocks, threads, max_replies) = (num(blocks)?, num(threads)?, num(replies)?);
+        let (blocks, threads, max_replies, device) = (num(blocks)?, num(threads)?, num(replies)?, num(device)?);
         let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
         let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone(), max_replies });
-        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user })
+        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user, device })
     }
 }
 
@@ -218,7 +220,7 @@ mod tests {
     fn launch_request_round_trips_with_awkward_text() {
         for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
             let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into(), max_replies: 3 });
-            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user };
+            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user, device: 3 };
             assert_eq!(LaunchRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
         assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());
