@@ -91,8 +91,8 @@ pub enum Error {
     InvalidConfig {
         /// What was configured, e.g. "input capacity".
         what: String,
-        /// The value given.
-        value: u64,
+        /// The value given, when it is a number worth repeating.
+        value: Option<u64>,
         /// The rule, e.g. "a power of two from 1 to 16777216".
         expected: String,
     },
@@ -182,9 +182,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::InvalidConfig { what, value, expected } => {
+            Error::InvalidConfig { what, value: Some(value), expected } => {
                 write!(f, "{what} {value} is invalid: expected {expected}")
             }
+            Error::InvalidConfig { what, value: None, expected } => write!(f, "{what} is invalid: expected {expected}"),
             Error::MessageTooLarge { length, max } => {
                 write!(f, "message of {length} bytes exceeds the slot payload of {max} bytes")
             }

@@ -359,7 +359,7 @@ impl RingConfig {
     pub fn validate(&self, ring: &'static str) -> Result<(), crate::Error> {
         let bad = |field: &'static str, value: u32, expected: String| crate::Error::InvalidConfig {
             what: format!("{ring} {field}"),
-            value: value as u64,
+            value: Some(value as u64),
             expected,
         };
         if !self.capacity.is_power_of_two() || self.capacity > MAX_CAPACITY {

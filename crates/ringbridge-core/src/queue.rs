@@ -34,7 +34,7 @@ impl Backpressure {
             "drop-newest" => Ok(Self::DropNewest),
             other => Err(Error::InvalidConfig {
                 what: format!("backpressure policy '{other}'"),
-                value: 0,
+                value: None,
                 expected: "one of block, reject, drop-oldest, drop-newest".into(),
             }),
         }
@@ -78,7 +78,7 @@ impl<T> MessageQueue<T> {
         if capacity == 0 {
             return Err(Error::InvalidConfig {
                 what: "queue capacity".into(),
-                value: 0,
+                value: None,
                 expected: "at least 1".into(),
             });
         }

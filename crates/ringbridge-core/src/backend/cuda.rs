@@ -197,7 +197,7 @@ pub fn choose_transport<T>(requested: &str, mut setup: impl FnMut(&'static str) 
             None => {
                 return Err(Error::InvalidConfig {
                     what: format!("transport '{requested}'"),
-                    value: 0,
+                    value: None,
                     expected: format!("one of {}", TRANSPORT_NAMES.join(", ")),
                 })
             }
@@ -295,7 +295,7 @@ impl CudaKernel {
         if shape.blocks == 0 || shape.threads == 0 || shape.threads > 1024 || shape.threads % 32 != 0 {
             return Err(Error::InvalidConfig {
                 what: "kernel shape".into(),
-                value: u64::from(shape.threads),
+                value: Some(u64::from(shape.threads)),
                 expected: "at least one block of 32..=1024 threads, a multiple of 32".into(),
             });
         }

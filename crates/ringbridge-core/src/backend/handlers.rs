@@ -100,7 +100,7 @@ pub fn builtin(name: &str) -> Result<Box<dyn Handler>, Error> {
         "trap" if crate::isolate::child::in_kernel_host() => Ok(Box::new(Crash)),
         "trap" => Err(Error::InvalidConfig {
             what: "handler 'trap' outside a kernel host".into(),
-            value: 0,
+            value: None,
             expected: "isolation 'process': the test handler ends the process it runs in, as a GPU trap ends a CUDA context".into(),
         }),
         _ => Err(Error::UnknownHandler { name: name.to_owned(), known: BUILTIN_NAMES }),

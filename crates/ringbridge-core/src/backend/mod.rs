@@ -66,7 +66,7 @@ pub fn choose(name: &str) -> Result<BackendChoice, Error> {
         }),
         other => Err(Error::InvalidConfig {
             what: format!("backend '{other}'"),
-            value: 0,
+            value: None,
             expected: format!("one of {}", BACKEND_NAMES.join(", ")),
         }),
     }
@@ -141,21 +141,21 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
     if spec.device != 0 {
         return Err(Error::InvalidConfig {
             what: "device on the cpu backend".into(),
-            value: spec.device.into(),
+            value: Some(spec.device.into()),
             expected: "0 (the cpu backend has one device)".into(),
         });
     }
     if spec.user.is_some() {
         return Err(Error::InvalidConfig {
             what: "a CUDA handler (source, entry) on the cpu backend".into(),
-            value: 0,
+            value: None,
             expected: "the cuda backend; the cpu backend runs built-in handlers".into(),
         });
     }
     if spec.transport != "auto" {
         return Err(Error::InvalidConfig {
             what: format!("transport '{}' on the cpu backend", spec.transport),
-            value: 0,
+            value: None,
             expected: "'auto' (the cpu backend's kernel reads the shared memory directly)".into(),
         });
     }

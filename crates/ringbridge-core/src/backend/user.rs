@@ -40,7 +40,7 @@ impl UserKernel {
         if !ident {
             return Err(Error::InvalidConfig {
                 what: format!("entry '{e}'"),
-                value: e.len() as u64,
+                value: None,
                 expected: "the name of the handler function in the source (a C identifier)".into(),
             });
         }
@@ -48,21 +48,21 @@ impl UserKernel {
         if total > MAX_USER_SOURCE {
             return Err(Error::InvalidConfig {
                 what: "user kernel source plus schema header bytes".into(),
-                value: total as u64,
+                value: Some(total as u64),
                 expected: format!("at most {MAX_USER_SOURCE} bytes"),
             });
         }
         if self.max_replies > 4096 {
             return Err(Error::InvalidConfig {
                 what: "max_replies".into(),
-                value: self.max_replies.into(),
+                value: Some(self.max_replies.into()),
                 expected: "at most 4096 replies per message (they travel in one output slot)".into(),
             });
         }
         if !self.schema_header.contains("rb_input") || !self.schema_header.contains("rb_output") {
             return Err(Error::InvalidConfig {
                 what: "schema header".into(),
-                value: 0,
+                value: None,
                 expected: "definitions of rb_input and rb_output (from the schemas of the launch)".into(),
             });
         }

@@ -85,7 +85,7 @@ impl LaunchRequest {
         if out.len() > MAX_PACKET {
             return Err(Error::InvalidConfig {
                 what: "launch request bytes (user kernel source, escaped)".into(),
-                value: out.len() as u64,
+                value: Some(out.len() as u64),
                 expected: format!("at most {MAX_PACKET}"),
             });
         }
