@@ -42,7 +42,7 @@ export {
 } from './ts/codec'
 export { type LatencyPercentiles } from './ts/histogram'
 export { RingProducer, type ProducerHandle } from './ts/producer'
-export { HandlerError, type HandlerContext, type JsHandler } from './ts/handler'
+export { type HandlerContext, type JsHandler } from './ts/handler'
 export { compileKernel, cudaHeader, type CompiledKernel, type KernelSource } from './ts/cuda'
 export {
   ERROR_CODES,

@@ -40,7 +40,6 @@ const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as
 const VALUE_EXPORTS = [
   'BACKPRESSURE_POLICIES',
   'ERROR_CODES',
-  'HandlerError',
   'KERNEL_ERROR_NAMES',
   'MessageQueue',
   'RingKernel',

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 
 import { describeSchema, type Schema } from './codec'
-import { RingbridgeRangeError, RingbridgeTypeError, describe } from './errors'
+import { RingbridgeTypeError, describe } from './errors'
 import { PROTOCOL, type ControlBlockView } from './ring'
 import type { RingShape, WorkerKernelData } from './worker-kernel'
 
@@ -32,8 +32,9 @@ export interface HandlerContext {
   /**
    * Rejects this message with an error frame (code >= 256, detail a u32): the matching
    * `request()` rejects with `ERR_RINGBRIDGE_KERNEL_ERROR` — as a CUDA handler's error return.
-   * Use this rather than `throw new HandlerError(…)` inside the handler: the handler runs in a
-   * worker, where the names of its module are not in scope.
+   * (The handler runs in a worker, where the names of its module are not in scope, so the
+   * error is reached through `ctx`. Throwing any object with a numeric `kernelCode` >= 256 and
+   * an optional `detail` does the same.)
    */
   fail(code: number, detail?: number): never
   /** Emits a reply now, besides (or instead of) the returned one: a handler may answer a
@@ -48,8 +49,8 @@ export interface HandlerContext {
 
 /**
  * A JS handler: takes a message, returns its reply (or `undefined` for none now; see
- * `ctx.reply` and `ctx.defer` for several or later replies); throws a {@link HandlerError}, or
- * calls `ctx.fail`, to answer with an error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
+ * `ctx.reply` and `ctx.defer` for several or later replies); calls `ctx.fail` to answer with an
+ * error frame. It runs in a worker thread, rebuilt there from its source text, so it must not
  * use variables of the module that defines it (keep state in `ctx.state`).
  * @example
  * ```ts
@@ -58,31 +59,6 @@ export interface HandlerContext {
  * ```
  */
 export type JsHandler<TIn, TOut> = (msg: TIn, ctx: HandlerContext) => TOut | undefined
-
-/**
- * Thrown by a handler to reject one message: the matching `request()` rejects with
- * `ERR_RINGBRIDGE_KERNEL_ERROR`, `details.kernelCode` = `code`, `details.detail` = `detail` — as
- * a CUDA handler's error return does.
- * @example
- * ```ts
- * cpu: (msg) => { if (msg.key >= 256) throw new HandlerError(404, msg.key); return lookup(msg) }
- * ```
- */
-export class HandlerError extends Error {
-  /** The error code (>= 256; lower codes are the protocol's). */
-  readonly kernelCode: number
-  /** A handler-defined detail (u32). */
-  readonly detail: number
-
-  constructor(code: number, detail = 0) {
-    if (!Number.isInteger(code) || code < 256 || code > 0xffffffff) {
-      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `HandlerError code: expected an integer from 256 to 4294967295, got ${describe(code)}`)
-    }
-    super(`handler error ${code} (detail ${detail})`)
-    this.kernelCode = code
-    this.detail = detail >>> 0
-  }
-}
 
 /** @internal How long `join` waits for the worker to see terminate. */
 const JOIN_LIMIT_MS = 5000
@@ -96,7 +72,7 @@ export class WorkerRunner {
   #lastFault: string | undefined
   #joined = false
 
-  constructor(buffer: SharedArrayBuffer, shape: RingShape, input: Schema<unknown>, output: Schema<unknown>, handler: Function, cb: ControlBlockView, onBell: () => void, onCrash: (e: Error) => void) {
+  constructor(buffer: SharedArrayBuffer, shape: RingShape, input: Schema<unknown>, output: Schema<unknown>, handler: Function, cb: ControlBlockView, onBell: () => void) {
     const source = handler.toString()
     try {
       // The worker rebuilds the handler the same way; a method shorthand or native function
@@ -127,7 +103,6 @@ export class WorkerRunner {
       if (this.#cb.load32('error_code') === 0) this.#cb.store32('error_code', 5)
       this.#cb.store32('state', 3)
       this.#lastFault ??= why
-      onCrash(new Error(why))
       onBell()
     }
     this.#worker.on('error', (e) => takeOver(`the handler's worker thread failed: ${e.message}`))
@@ -136,7 +111,7 @@ export class WorkerRunner {
     this.#worker.unref()
   }
 
-  /** The first message of a handler exception that was not a HandlerError, if any. */
+  /** The first message of a handler exception that was not a `ctx.fail`, if any. */
   get lastFault(): string | undefined {
     return this.#lastFault
   }

@@ -85,7 +85,7 @@ export interface LaunchOptions<TIn, TOut> {
    * over the same rings, so flows written for a CUDA handler (`source`) can be developed and
    * tested without a GPU. Give both `source` and `cpu` to run on whichever backend the runtime
    * has. Rebuilt from its source text in the worker: it must not use outer variables; per-kernel
-   * state goes in `ctx.state`. Throw a `HandlerError` to answer with an error frame.
+   * state goes in `ctx.state`. `ctx.fail(code, detail)` answers with an error frame.
    */
   cpu?: JsHandler<TIn, TOut>
   /** Schema of the messages sent. */
@@ -469,7 +469,7 @@ export class RingKernel<TIn, TOut> {
       this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, options.input, options.output, options.cpu!, this.#cb, () => {
         const kernel = self.deref()
         if (kernel) kernel.#pump()
-      }, () => undefined)
+      })
       this.#runner = this.#worker
     } else {
       this.#worker = undefined
@@ -497,7 +497,7 @@ export class RingKernel<TIn, TOut> {
 
   /**
    * For a JS handler (`cpu:`): the message of the first exception it threw that was not a
-   * `HandlerError` (those messages were answered with HANDLER_FAULT error frames).
+   * `ctx.fail` (those messages were answered with HANDLER_FAULT error frames).
    */
   get handlerFault(): string | undefined {
     return this.#worker?.lastFault

@@ -20,7 +20,7 @@ import type { MessagePort } from 'node:worker_threads'
 
 import { describeSchema, schemaFrom, type Schema, type SchemaDescriptor } from './codec'
 import { RingbridgeError, badOption } from './errors'
-import { ControlBlockView, FRAME_HEADER_BYTES } from './ring'
+import { ControlBlockView, FRAME_HEADER_BYTES, writeFrameHeader } from './ring'
 
 /**
  * What a producer needs to attach: plain data plus SharedArrayBuffers and a port, so it can be posted to a worker.
@@ -155,12 +155,8 @@ export class RingProducer<TIn = unknown> {
       const at = this.#slots + (p % this.#capacity) * this.#slotSize
       const length = this.#lengths[i]!
       this.#bytes.set(this.#staging.subarray(i * max, i * max + length), at + FRAME_HEADER_BYTES)
-      v.setUint32(at, length, true)
-      v.setUint16(at + 4, this.#typeId, true)
-      v.setUint16(at + 6, 0, true)
       // The claimed position is the correlation id: unique across every producer of the ring.
-      v.setUint32(at + 8, p >>> 0, true)
-      v.setUint32(at + 12, Math.floor(p / 0x100000000), true)
+      writeFrameHeader(v, at, length, this.#typeId, 0, p)
     }
     this.#publish(pos, n)
     this.#sent += n

@@ -29,6 +29,23 @@ export const FRAME_HEADER_BYTES = C.frameHeaderBytes
 /** Positions stay exact as JS numbers up to 2^53. */
 const POSITION_LIMIT = Number.MAX_SAFE_INTEGER
 
+/**
+ * Writes a frame header (spec §3.3) at byte `at`: the one place the JavaScript sides (the host's
+ * input ring, shared producers, the worker kernel) lay a header out. A number id is written as
+ * two 32-bit halves (a BigInt per message costs more than the rest of the frame).
+ */
+export function writeFrameHeader(view: DataView, at: number, length: number, typeId: number, flags: number, id: number | bigint): void {
+  view.setUint32(at, length, true)
+  view.setUint16(at + 4, typeId, true)
+  view.setUint16(at + 6, flags, true)
+  if (typeof id === 'bigint') {
+    view.setBigUint64(at + 8, id, true)
+  } else {
+    view.setUint32(at + 8, id >>> 0, true)
+    view.setUint32(at + 12, Math.floor(id / 0x100000000), true)
+  }
+}
+
 /** 32-bit and 64-bit atomic views of one control block. */
 export class ControlBlockView {
   readonly #u32: Int32Array
@@ -151,13 +168,7 @@ export class InputRing extends RingEnd {
     }
     const at = this.slotAt(this.next)
     const length = write(this.view, at + FRAME_HEADER_BYTES, this.maxPayload)
-    const v = this.view
-    v.setUint32(at, length, true)
-    v.setUint16(at + 4, typeId, true)
-    v.setUint16(at + 6, 0, true)
-    // Two 32-bit halves: a BigInt per message costs more than the rest of the frame.
-    v.setUint32(at + 8, correlationId >>> 0, true)
-    v.setUint32(at + 12, Math.floor(correlationId / 0x100000000), true)
+    writeFrameHeader(this.view, at, length, typeId, 0, correlationId)
     this.next++
   }
 

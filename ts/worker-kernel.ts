@@ -11,7 +11,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { schemaFrom, type SchemaDescriptor } from './codec'
-import { ControlBlockView } from './ring'
+import { ControlBlockView, writeFrameHeader } from './ring'
 
 /** Where the kernel's rings lie in its buffer. */
 export interface RingShape {
@@ -129,19 +129,13 @@ function run(d: WorkerKernelData): void {
         writeError(out, HANDLER_FAULT, 0, typeId, correlation)
         return
       }
-      dv.setUint32(out, written, true)
-      dv.setUint16(out + 4, typeId, true)
-      dv.setUint16(out + 6, 0, true)
-      dv.setBigUint64(out + 8, correlation, true)
+      writeFrameHeader(dv, out, written, typeId, 0, correlation)
     })
 
   const writeError = (out: number, code: number, detail: number, typeId: number, correlation: bigint) => {
     dv.setUint32(out + 16, code, true)
     dv.setUint32(out + 20, detail, true)
-    dv.setUint32(out, 8, true)
-    dv.setUint16(out + 4, typeId, true)
-    dv.setUint16(out + 6, d.constants.flagError, true)
-    dv.setBigUint64(out + 8, correlation, true)
+    writeFrameHeader(dv, out, 8, typeId, d.constants.flagError, correlation)
     recordError(code)
   }
 

@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-use super::{check_registrable, slot_runs, KernelView, Link, Region};
+use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
 use crate::cuda::module::{copy_dtoh_async, copy_htod_async, write_value_u64};
 use crate::cuda::cuda_err;
@@ -34,10 +35,7 @@ pub struct DmaLink {
     in_stream: Arc<CudaStream>,
     /// Device → host copies; synchronised before each publish to the host.
     out_stream: Arc<CudaStream>,
-    /// Input positions copied to the device and published to the kernel.
-    sent: u64,
-    /// Output positions copied back and published to the host.
-    copied: u64,
+    cursor: BridgeCursor,
 }
 
 impl DmaLink {
@@ -63,7 +61,7 @@ impl DmaLink {
             input_tail_addr: device.ptr() + (in_bytes + out_bytes) as u64,
             output_tail_addr: mirror.device_ptr(),
         });
-        Ok(Self { registration, device, mirror, in_stream, out_stream, sent: 0, copied: 0 })
+        Ok(Self { registration, device, mirror, in_stream, out_stream, cursor: BridgeCursor::default() })
     }
 
     fn mirror(&self) -> &AtomicU64 {
@@ -83,52 +81,48 @@ impl Link for DmaLink {
     }
 
     fn pump(&mut self, region: &Region) -> Result<bool, Error> {
-        let cb = region.control();
-        let l = *region.layout();
-        let mut moved = false;
-        // ORDERING: (C2, bridge as the host ring's consumer) acquire pairs with the host's
-        // release of input_tail (P4): the slots we copy are complete.
-        let tail = cb.input_tail.value.load(Ordering::Acquire);
-        if tail != self.sent {
-            let size = l.input.slot_size as usize;
-            for (slot, n) in slot_runs(self.sent, tail, l.input.capacity) {
-                let off = slot * size;
-                // SAFETY: the host bytes are registered and, being in [input_head, input_tail),
-                // owned by the consumer side (I3): the host does not rewrite them until the
-                // kernel releases them, after this copy has landed. The device range lies in
-                // the input part of `device`.
-                let src = unsafe { std::slice::from_raw_parts(region.bytes_ptr(l.input_offset + off, n * size), n * size) };
-                // SAFETY: see above.
-                unsafe { copy_htod_async(&self.in_stream, self.device.ptr() + off as u64, src) }?;
-            }
-            let tail_word = self.device.ptr() + (l.input.bytes() + l.output.bytes()) as u64;
-            // SAFETY: an 8-aligned word inside `device`; ordered after the copies above.
-            unsafe { write_value_u64(&self.in_stream, tail_word, tail) }?;
-            self.sent = tail;
-            moved = true;
-        }
+        let mut cursor = self.cursor;
+        let moved = bridge_step(region, &mut cursor, self);
+        self.cursor = cursor;
+        moved
+    }
+}
+
+impl BridgeCopies for DmaLink {
+    fn copy_in(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        let l = region.layout();
+        // SAFETY: the host bytes are registered and consumer-owned (I3, bridge_step's contract):
+        // the host does not rewrite them until the kernel releases them, after this copy has
+        // landed. The device range lies in the input part of `device`.
+        let src = unsafe { std::slice::from_raw_parts(region.bytes_ptr(l.input_offset + off, len), len) };
+        // SAFETY: see above.
+        unsafe { copy_htod_async(&self.in_stream, self.device.ptr() + off as u64, src) }
+    }
+
+    fn publish_in(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
+        let l = region.layout();
+        let tail_word = self.device.ptr() + (l.input.bytes() + l.output.bytes()) as u64;
+        // SAFETY: an 8-aligned word inside `device`; stream order puts it after the copies in.
+        unsafe { write_value_u64(&self.in_stream, tail_word, tail) }
+    }
+
+    fn kernel_output_tail(&self, _region: &Region) -> u64 {
         // ORDERING: (C2, bridge as the device ring's consumer) acquire pairs with the kernel's
         // st.release.sys of its output tail after __threadfence_system().
-        let done = self.mirror().load(Ordering::Acquire);
-        if done != self.copied {
-            let size = l.output.slot_size as usize;
-            for (slot, n) in slot_runs(self.copied, done, l.output.capacity) {
-                let off = slot * size;
-                // SAFETY: host output slots [copied, done) are producer-owned by the bridge
-                // (I2: the host has not been told of them yet), registered, and not read until
-                // the stream is synchronised below.
-                let dst = unsafe { std::slice::from_raw_parts_mut(region.bytes_ptr(l.output_offset + off, n * size), n * size) };
-                // SAFETY: the device range lies in the output part of `device` and holds frames
-                // the kernel published.
-                unsafe { copy_dtoh_async(&self.out_stream, dst, self.device.ptr() + (l.input.bytes() + off) as u64) }?;
-            }
-            self.out_stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
-            // ORDERING: (P4, bridge as the host ring's producer) release: the copied slots
-            // happen before the host's acquire of output_tail (C2).
-            cb.output_tail.value.store(done, Ordering::Release);
-            self.copied = done;
-            moved = true;
-        }
-        Ok(moved)
+        self.mirror().load(Ordering::Acquire)
+    }
+
+    fn copy_out(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        let l = region.layout();
+        // SAFETY: host output slots the host has not been told of (I2, bridge_step's contract),
+        // registered, and not read until finish_out synchronises the stream.
+        let dst = unsafe { std::slice::from_raw_parts_mut(region.bytes_ptr(l.output_offset + off, len), len) };
+        // SAFETY: the device range lies in the output part of `device` and holds frames the
+        // kernel published.
+        unsafe { copy_dtoh_async(&self.out_stream, dst, self.device.ptr() + (l.input.bytes() + off) as u64) }
+    }
+
+    fn finish_out(&mut self) -> Result<(), Error> {
+        self.out_stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))
     }
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaContext;
 
-use super::{check_registrable, slot_runs, KernelView, Link, Region};
+use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration};
 use crate::protocol::LINE_BYTES;
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -16,8 +17,7 @@ use crate::Error;
 pub struct ManagedLink {
     registration: HostRegistration,
     managed: DeviceBuffer,
-    sent: u64,
-    copied: u64,
+    cursor: BridgeCursor,
 }
 
 impl ManagedLink {
@@ -46,7 +46,7 @@ impl ManagedLink {
             input_tail_addr: words,
             output_tail_addr: words + LINE_BYTES as u64,
         });
-        Ok(Self { registration, managed, sent: 0, copied: 0 })
+        Ok(Self { registration, managed, cursor: BridgeCursor::default() })
     }
 
     fn word(&self, region: &Region, which: usize) -> &AtomicU64 {
@@ -68,44 +68,45 @@ impl Link for ManagedLink {
     }
 
     fn pump(&mut self, region: &Region) -> Result<bool, Error> {
-        let cb = region.control();
-        let l = *region.layout();
-        let mut moved = false;
-        // ORDERING: (C2) acquire pairs with the host's release of input_tail (P4).
-        let tail = cb.input_tail.value.load(Ordering::Acquire);
-        if tail != self.sent {
-            let size = l.input.slot_size as usize;
-            for (slot, n) in slot_runs(self.sent, tail, l.input.capacity) {
-                let off = slot * size;
-                // SAFETY: source: consumer-owned host slots (I3); destination: the managed
-                // input slots, which the kernel reads only below the tail we publish after.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(region.bytes_ptr(l.input_offset + off, n * size), (self.managed.ptr() as usize + off) as *mut u8, n * size)
-                };
-            }
-            fence(Ordering::SeqCst);
-            // ORDERING: (P4 towards the kernel) release after the slot copies.
-            self.word(region, 0).store(tail, Ordering::Release);
-            self.sent = tail;
-            moved = true;
-        }
+        let mut cursor = self.cursor;
+        let moved = bridge_step(region, &mut cursor, self);
+        self.cursor = cursor;
+        moved
+    }
+}
+
+impl BridgeCopies for ManagedLink {
+    fn copy_in(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        let l = region.layout();
+        // SAFETY: source: consumer-owned host input slots (I3, bridge_step's contract);
+        // destination: the managed input slots at the same offset, which the kernel reads only
+        // below the tail published after this copy.
+        unsafe { std::ptr::copy_nonoverlapping(region.bytes_ptr(l.input_offset + off, len), (self.managed.ptr() as usize + off) as *mut u8, len) };
+        Ok(())
+    }
+
+    fn publish_in(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
+        fence(Ordering::SeqCst);
+        // ORDERING: (P4 towards the kernel) release after the slot copies.
+        self.word(region, 0).store(tail, Ordering::Release);
+        Ok(())
+    }
+
+    fn kernel_output_tail(&self, region: &Region) -> u64 {
         // ORDERING: (C2) acquire pairs with the kernel's st.release.sys of its output tail.
-        let done = self.word(region, 1).load(Ordering::Acquire);
-        if done != self.copied {
-            let size = l.output.slot_size as usize;
-            for (slot, n) in slot_runs(self.copied, done, l.output.capacity) {
-                let off = slot * size;
-                // SAFETY: source: managed output slots the kernel published; destination: host
-                // output slots the host has not been told of yet (I2).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(((self.managed.ptr() as usize) + l.input.bytes() + off) as *const u8, region.bytes_ptr(l.output_offset + off, n * size), n * size)
-                };
-            }
-            // ORDERING: (P4) release: the copied slots happen before the host's acquire (C2).
-            cb.output_tail.value.store(done, Ordering::Release);
-            self.copied = done;
-            moved = true;
-        }
-        Ok(moved)
+        self.word(region, 1).load(Ordering::Acquire)
+    }
+
+    fn copy_out(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        let l = region.layout();
+        // SAFETY: source: managed output slots the kernel published; destination: host output
+        // slots the host has not been told of yet (I2, bridge_step's contract).
+        unsafe { std::ptr::copy_nonoverlapping((self.managed.ptr() as usize + l.input.bytes() + off) as *const u8, region.bytes_ptr(l.output_offset + off, len), len) };
+        Ok(())
+    }
+
+    fn finish_out(&mut self) -> Result<(), Error> {
+        // CPU copies are complete when copy_nonoverlapping returns.
+        Ok(())
     }
 }

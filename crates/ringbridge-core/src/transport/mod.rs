@@ -18,6 +18,7 @@ use crate::Error;
 #[cfg(target_os = "linux")]
 use crate::isolate::shm::SharedMemory;
 
+pub mod bridge;
 pub mod dma;
 pub mod managed;
 pub mod mapped;
