@@ -276,7 +276,8 @@ RB_DEVICE uint32_t rb_stage_error(const rb_ring_setup& s, uint4 v, uint8_t* out,
   return code;
 }
 
-/// Echo (group form of rb_handle_echo): the reply is the request's payload and type_id, flags 0.
+/// Echo (group form of rb_handle_echo): the reply is the request's payload and type_id, flags 0;
+/// with `keep_flags` the frame is forwarded as it is (an earlier stage's error frame, §3.4).
 /// Copies whole 16-byte chunks: the bytes past `length` in the last chunk lie inside both slots
 /// (slot sizes are powers of two >= 32, so payload areas are multiples of 16) and are not part
 /// of the frame.
@@ -287,14 +288,15 @@ RB_DEVICE uint32_t rb_stage_error(const rb_ring_setup& s, uint4 v, uint8_t* out,
 /// @param out the output slot
 /// @return 0, or the code of the error frame staged instead
 RB_DEVICE uint32_t rb_group_echo(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
-                                 uint8_t* out) {
+                                 uint8_t* out, bool keep_flags = false) {
   if (len > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, len);
   }
   const uint32_t chunks = 1u + (len + 15u) / 16u;  // header + payload
   const uint32_t g = s.group_size;
   if (s.lane < chunks) {
-    if (s.lane == 0) v.y &= 0xffffu;  // the reply header: same length, type_id, correlation_id; flags 0
+    // The reply header: same length, type_id, correlation_id; flags 0 (kept when forwarding).
+    if (s.lane == 0 && !keep_flags) v.y &= 0xffffu;
     *reinterpret_cast<uint4*>(out + 16u * s.lane) = v;
   }
   // Slots of more than 32 chunks (1 KiB and up): the warp walks the rest, four chunks a lane
@@ -448,6 +450,10 @@ RB_DEVICE uint32_t rb_group_message(const rb_ring_setup& s, uint4 v, const uint8
     // type_id and correlation_id (detail: the bad length), so every input frame has one output.
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_FRAME, len);
   }
+  // §3.4: in a route, an earlier stage's error frame is forwarded unchanged (one output frame
+  // per input frame, I6), so the host sees the first failure with its correlation_id.
+  const uint32_t flags = __shfl_sync(s.group_mask, v.y >> 16, 0, s.group_size);
+  if ((flags & RB_FLAG_ERROR) != 0u) return rb_group_echo(s, v, len, in, out, true);
   if (H == RB_HANDLER_ECHO) return rb_group_echo(s, v, len, in, out);
   if (H == RB_HANDLER_SAXPY) return rb_group_saxpy(s, v, len, in, out);
 #ifdef RB_USER_HANDLER
@@ -592,6 +598,7 @@ RB_DEVICE void rb_chunk_done(const rb_block_op* op) {
 struct rb_poller {
   const uint64_t* tail_addr;  ///< where the input tail is polled (`input_tail_addr`)
   uint64_t* out_tail_addr;    ///< where the output tail is published (`output_tail_addr`)
+  const uint64_t* out_head_addr;  ///< where the output head is read (`output_head_addr`, v3)
   uint64_t next;              ///< next input position (= input_head after each round)
   uint64_t cached_tail;       ///< possibly stale input tail
   uint64_t cached_out_head;   ///< possibly stale output head
@@ -783,9 +790,10 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     uint64_t free = used >= s.out_capacity ? 0 : s.out_capacity - used;
     if (free < wanted) {
       // P2: reload the output head only when the cached copy shows too little room.
-      // ORDERING: (P2) acquire pairs with the host's release of output_head (C4): its reads of
+      // ORDERING: (P2) acquire pairs with the consumer's release of output_head (C4: the host's,
+      // or in a route the next stage's release of its input_head): its reads of
       // the slots we are about to overwrite happened before.
-      p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+      p.cached_out_head = rb_ld_acquire_sys_u64(p.out_head_addr);
       used = rb_occupied(p.cached_out_head, out_next);
       free = used >= s.out_capacity ? 0 : s.out_capacity - used;
     }
@@ -793,7 +801,7 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
       // K4: the output ring is full and every earlier round is published. Wait until the host
       // frees a slot, ABANDONs or pauses; then K1 again (ABANDON exits, a pause parks at K2).
       for (uint32_t k4 = 0;; ++k4) {
-        const uint64_t head = rb_ld_relaxed_sys_u64(&cb->output_head);
+        const uint64_t head = rb_ld_relaxed_sys_u64(p.out_head_addr);
         const uint64_t c = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
         if (head != p.cached_out_head) break;
         if (static_cast<uint32_t>(c >> 32) == RB_TERMINATE_ABANDON) break;
@@ -802,8 +810,8 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
         }
         rb_backoff(k4);
       }
-      // ORDERING: (P2) acquire pairs with the host's release of output_head (C4).
-      p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+      // ORDERING: (P2) acquire pairs with the consumer's release of the head (C4).
+      p.cached_out_head = rb_ld_acquire_sys_u64(p.out_head_addr);
       spin = 0;
       continue;
     }
@@ -894,12 +902,13 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
   if (is_poller) {
     p.tail_addr = reinterpret_cast<const uint64_t*>(cb->input_tail_addr);
     p.out_tail_addr = reinterpret_cast<uint64_t*>(cb->output_tail_addr);
+    p.out_head_addr = reinterpret_cast<const uint64_t*>(cb->output_head_addr);
     // Relaxed: this kernel is the only writer of both (I1); they are where it resumes.
     p.next = rb_ld_relaxed_sys_u64(&cb->input_head);
     p.delta = rb_ld_relaxed_sys_u64(p.out_tail_addr) - p.next;
     p.cached_tail = p.next;
-    // ORDERING: (P2) acquire pairs with the host's release of output_head (C4).
-    p.cached_out_head = rb_ld_acquire_sys_u64(&cb->output_head);
+    // ORDERING: (P2) acquire pairs with the consumer's release of the head (C4).
+    p.cached_out_head = rb_ld_acquire_sys_u64(p.out_head_addr);
     p.processed = rb_ld_relaxed_sys_u64(&cb->messages_processed);
     p.error_count = rb_ld_relaxed_sys_u32(&cb->error_count);
     p.error_code_set = rb_ld_relaxed_sys_u32(&cb->error_code) != RB_KERNEL_ERROR_NONE;

@@ -47,7 +47,7 @@ typedef unsigned long long uint64_t;
 /// `"RBG1"` little-endian: the first word of every control block.
 #define RB_MAGIC 0x31474252u
 /// Protocol version; bumped on any layout or ordering change.
-#define RB_VERSION 2u
+#define RB_VERSION 3u
 /// One cache line as the protocol counts it (the GPU's 128-byte L2 line).
 #define RB_LINE_BYTES 128u
 /// Size of the control block: seven lines, one per writer group.
@@ -160,7 +160,8 @@ struct alignas(128) rb_control_block {
   uint64_t output_buffer;
   uint64_t input_tail_addr;   ///< where the kernel polls the input tail (dma: a device word)
   uint64_t output_tail_addr;  ///< where the kernel publishes its output tail (dma: a mirror)
-  uint8_t pad0[64];
+  uint64_t output_head_addr;  ///< where the kernel reads its output head (a route: the next stage's input_head)
+  uint8_t pad0[56];
   // line 1, commands: written by the host only (I1).
   uint32_t active;
   uint32_t terminate;
@@ -222,6 +223,7 @@ static_assert(RB_OFFSETOF(rb_control_block, input_buffer) == 32, "input_buffer")
 static_assert(RB_OFFSETOF(rb_control_block, output_buffer) == 40, "output_buffer");
 static_assert(RB_OFFSETOF(rb_control_block, input_tail_addr) == 48, "input_tail_addr");
 static_assert(RB_OFFSETOF(rb_control_block, output_tail_addr) == 56, "output_tail_addr");
+static_assert(RB_OFFSETOF(rb_control_block, output_head_addr) == 64, "output_head_addr");
 static_assert(RB_OFFSETOF(rb_control_block, active) == 128, "active");
 static_assert(RB_OFFSETOF(rb_control_block, terminate) == 132, "terminate");
 static_assert(RB_OFFSETOF(rb_control_block, host_waiting) == 136, "host_waiting");
@@ -690,7 +692,9 @@ RB_DEVICE rb_consumer rb_input_consumer(rb_control_block* cb) {
   rb_consumer c;
   c.slots = reinterpret_cast<uint8_t*>(cb->input_buffer);
   c.head = &cb->input_head;
-  c.tail = &cb->input_tail;
+  // The setup line's addresses, not the fields: on dma the tail is a device word (v2), and the
+  // kernel must read where the host pointed it.
+  c.tail = reinterpret_cast<const uint64_t*>(cb->input_tail_addr);
   c.capacity = cb->input_capacity;
   c.slot_size = cb->input_slot_size;
   // Relaxed: we are the only writer of head (I1).
@@ -707,8 +711,8 @@ RB_DEVICE rb_consumer rb_input_consumer(rb_control_block* cb) {
 RB_DEVICE rb_producer rb_output_producer(rb_control_block* cb) {
   rb_producer p;
   p.slots = reinterpret_cast<uint8_t*>(cb->output_buffer);
-  p.tail = &cb->output_tail;
-  p.head = &cb->output_head;
+  p.tail = reinterpret_cast<uint64_t*>(cb->output_tail_addr);
+  p.head = reinterpret_cast<const uint64_t*>(cb->output_head_addr);  // v3: a route's next stage
   p.capacity = cb->output_capacity;
   p.slot_size = cb->output_slot_size;
   // Relaxed: we are the only writer of tail (I1).

@@ -41,6 +41,9 @@ impl Doorbell {
 pub struct Session {
     kernel: Box<dyn Kernel>,
     launched: Launched,
+    /// The region of the input ring (a route's first stage) and of the output ring (its last).
+    in_region: Arc<Region>,
+    out_region: Arc<Region>,
     tx: Producer<RegionRing>,
     rx: Consumer<RegionRing>,
     doorbell: Arc<Doorbell>,
@@ -68,7 +71,46 @@ impl Session {
         let doorbell = Arc::new(Doorbell::default());
         let bell = Arc::clone(&doorbell);
         let (kernel, launched) = backend::launch(spec, Arc::clone(&region), Box::new(move || bell.ring()))?;
-        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, launched, doorbell })
+        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, launched, in_region: Arc::clone(&region), out_region: region, doorbell })
+    }
+
+    /// Launches a route (spec §14): `specs[i]` runs over input ring `rings[i]` and output ring
+    /// `rings[i + 1]`, which is stage *i+1*'s input ring. The session sends to the first stage
+    /// and receives from the last; the stages in between talk GPU to GPU (or thread to thread).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] unless `rings` has one more entry than `specs`; as
+    /// [`backend::launch_route`].
+    pub fn launch_route(specs: &[LaunchSpec<'_>], rings: &[RingConfig]) -> Result<(Self, Vec<Launched>), Error> {
+        if rings.len() != specs.len() + 1 {
+            return Err(Error::InvalidConfig {
+                what: "route ring shapes".into(),
+                value: Some(rings.len() as u64),
+                expected: format!("{} (the first stage's input, then each stage's output)", specs.len() + 1),
+            });
+        }
+        let regions = specs
+            .iter()
+            .zip(rings.windows(2))
+            .map(|(spec, r)| match spec.isolation {
+                Isolation::Thread => Region::alloc(r[0], r[1]),
+                Isolation::Process(_) => Region::alloc_shared(r[0], r[1]),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let doorbell = Arc::new(Doorbell::default());
+        let bell = Arc::clone(&doorbell);
+        let (first, last) = (Arc::clone(&regions[0]), Arc::clone(regions.last().expect("checked: two stages or more")));
+        let (kernel, launched) = backend::launch_route(specs, regions, Box::new(move || bell.ring()))?;
+        let session = Self {
+            tx: Producer::new(first.input()),
+            rx: Consumer::new(last.output()),
+            kernel,
+            launched: launched[0].clone(),
+            in_region: first,
+            out_region: last,
+            doorbell,
+        };
+        Ok((session, launched))
     }
 
     /// The backend and transport running the kernel, and why they were chosen.
@@ -78,7 +120,12 @@ impl Session {
 
     /// The shared region (control block and rings).
     pub fn region(&self) -> &Arc<Region> {
-        self.kernel.region()
+        &self.in_region
+    }
+
+    /// Every region of the kernel (one; a route's stages first to last).
+    pub fn regions(&self) -> Vec<Arc<Region>> {
+        self.kernel.regions()
     }
 
     /// Stages one message without publishing it (see [`flush`](Session::flush)).
@@ -104,7 +151,7 @@ impl Session {
     }
 
     fn wake_kernel_if_sleeping(&self) {
-        wake_if_sleeping(self.kernel.as_ref());
+        wake_if_sleeping(self.kernel.as_ref(), &self.in_region);
     }
 
     /// Stages and publishes one message.
@@ -127,7 +174,10 @@ impl Session {
             match self.try_send(type_id, correlation_id, payload) {
                 Ok(()) => return Ok(()),
                 Err(PushError::TooLarge { length, max }) => return Err(Error::MessageTooLarge { length, max }),
-                Err(PushError::Full) => self.wait(WAIT_INPUT, deadline, "input ring space", |s| s.tx.free_slots(1) > 0)?,
+                Err(PushError::Full) => {
+                    let region = Arc::clone(&self.in_region);
+                    self.wait(&region, WAIT_INPUT, deadline, "input ring space", |s| s.tx.free_slots(1) > 0)?
+                }
             }
         }
     }
@@ -138,7 +188,7 @@ impl Session {
         let r = self.rx.pop_with(read);
         if self.rx.unreleased() > 0 {
             self.rx.release();
-            self.wake_kernel_if_sleeping();
+            wake_if_sleeping(self.kernel.as_ref(), &self.out_region);
         }
         r
     }
@@ -166,7 +216,7 @@ impl Session {
     /// on two threads (the two ring ends are independent, spec §5).
     pub fn halves(&mut self) -> (SendHalf<'_>, RecvHalf<'_>) {
         let kernel: &dyn Kernel = self.kernel.as_ref();
-        (SendHalf { tx: &mut self.tx, kernel }, RecvHalf { rx: &mut self.rx, kernel })
+        (SendHalf { tx: &mut self.tx, kernel, region: &self.in_region }, RecvHalf { rx: &mut self.rx, kernel, region: &self.out_region })
     }
 
     /// Waits up to `limit` for the next reply.
@@ -185,7 +235,10 @@ impl Session {
                         header.length
                     )))
                 }
-                Err(PopError::Empty) => self.wait(WAIT_OUTPUT, deadline, "a reply", |s| s.rx.available(1) > 0)?,
+                Err(PopError::Empty) => {
+                    let region = Arc::clone(&self.out_region);
+                    self.wait(&region, WAIT_OUTPUT, deadline, "a reply", |s| s.rx.available(1) > 0)?
+                }
             }
         }
     }
@@ -193,13 +246,13 @@ impl Session {
     /// H7: announce that we wait, re-check, sleep on the doorbell; bounded by `deadline`.
     fn wait(
         &mut self,
+        region: &Region,
         bit: u32,
         deadline: Instant,
         what: &'static str,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), Error> {
         let start = Instant::now();
-        let region = Arc::clone(self.region());
         let cb = region.control();
         loop {
             let seen = self.doorbell.count();
@@ -238,36 +291,46 @@ impl Session {
     /// What the kernel's runner left behind.
     pub fn terminate(mut self, drain: bool, limit: Duration) -> Result<Termination, Error> {
         self.flush();
-        backend::request_terminate(self.region().control(), drain);
-        self.kernel.wake();
         let deadline = Instant::now() + limit;
         let mut replies = Vec::new();
-        loop {
-            let seen = self.doorbell.count();
-            while let Ok(reply) = self.try_recv_with(|h, p| (h, p.to_vec())) {
-                replies.push(reply);
-            }
-            if backend::state(self.region().control()) == Some(KernelState::Terminated) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                backend::request_terminate(self.region().control(), false);
-                self.kernel.wake();
-                break;
-            }
-            // H7: announce, re-check, then sleep on the doorbell.
-            self.region().control().host_waiting.store(WAIT_OUTPUT, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if self.rx.available(1) == 0 && backend::state(self.region().control()) != Some(KernelState::Terminated) {
-                self.doorbell.wait_past(seen, Duration::from_millis(10));
+        // A route stops stage by stage (spec §14): each stage drains into the next before the
+        // next is told to stop; `abandon` abandons the first stage only, so every message the
+        // route took comes out of its last stage.
+        let regions = self.kernel.regions();
+        for (i, region) in regions.iter().enumerate() {
+            let stage_drain = drain || i > 0;
+            backend::request_terminate(region.control(), stage_drain);
+            self.kernel.wake();
+            loop {
+                let seen = self.doorbell.count();
+                while let Ok(reply) = self.try_recv_with(|h, p| (h, p.to_vec())) {
+                    replies.push(reply);
+                }
+                if backend::state(region.control()) == Some(KernelState::Terminated) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    for r in &regions {
+                        backend::request_terminate(r.control(), false);
+                    }
+                    self.kernel.wake();
+                    break;
+                }
+                // H7: announce, re-check, then sleep on the doorbell.
+                let out = self.out_region.control();
+                out.host_waiting.store(WAIT_OUTPUT, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if self.rx.available(1) == 0 && backend::state(region.control()) != Some(KernelState::Terminated) {
+                    self.doorbell.wait_past(seen, Duration::from_millis(10));
+                }
             }
         }
         self.kernel.join()?;
         while let Ok(reply) = self.try_recv_with(|h, p| (h, p.to_vec())) {
             replies.push(reply);
         }
-        let cb = self.region().control();
-        cb.host_waiting.store(0, Ordering::Relaxed);
+        self.out_region.control().host_waiting.store(0, Ordering::Relaxed);
+        let cb = self.in_region.control();
         let head = cb.input_head.value.load(Ordering::Acquire);
         let tail = cb.input_tail.value.load(Ordering::Relaxed);
         Ok(Termination { undelivered: tail - head, replies })
@@ -287,11 +350,11 @@ fn limit_ms(deadline: Instant, start: Instant) -> u64 {
     deadline.saturating_duration_since(start).as_millis() as u64
 }
 
-fn wake_if_sleeping(kernel: &dyn Kernel) {
+fn wake_if_sleeping(kernel: &dyn Kernel, region: &Region) {
     // ORDERING: (D2) SeqCst fence between our index store and the load of kernel_sleeping;
     // pairs with the kernel's SeqCst store of kernel_sleeping and re-check (D1).
     fence(Ordering::SeqCst);
-    if kernel.region().control().kernel_sleeping.load(Ordering::Relaxed) != 0 {
+    if region.control().kernel_sleeping.load(Ordering::Relaxed) != 0 {
         kernel.wake();
     }
 }
@@ -300,6 +363,7 @@ fn wake_if_sleeping(kernel: &dyn Kernel) {
 pub struct SendHalf<'a> {
     tx: &'a mut Producer<RegionRing>,
     kernel: &'a dyn Kernel,
+    region: &'a Region,
 }
 
 impl SendHalf<'_> {
@@ -325,7 +389,7 @@ impl SendHalf<'_> {
     pub fn flush(&mut self) {
         if self.tx.staged() > 0 {
             self.tx.publish();
-            wake_if_sleeping(self.kernel);
+            wake_if_sleeping(self.kernel, self.region);
         }
     }
 }
@@ -334,6 +398,7 @@ impl SendHalf<'_> {
 pub struct RecvHalf<'a> {
     rx: &'a mut Consumer<RegionRing>,
     kernel: &'a dyn Kernel,
+    region: &'a Region,
 }
 
 impl RecvHalf<'_> {
@@ -356,7 +421,7 @@ impl RecvHalf<'_> {
         }
         if self.rx.unreleased() > 0 {
             self.rx.release();
-            wake_if_sleeping(self.kernel);
+            wake_if_sleeping(self.kernel, self.region);
         }
         failure.map_or(Ok(n), Err)
     }

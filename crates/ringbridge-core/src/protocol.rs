@@ -7,7 +7,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `"RBG1"` little-endian: the first word of every control block.
 pub const MAGIC: u32 = 0x3147_4252;
 /// Protocol version; bumped on any layout or ordering change (see the spec's changelog).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of one cache line as the protocol counts it (128 B: the GPU's L2 line, two x86 lines).
 pub const LINE_BYTES: usize = 128;
 /// Size of the control block: seven 128-byte lines, one per writer group (spec §3).
@@ -129,7 +129,10 @@ pub struct ControlBlock {
     /// Address the kernel publishes its output tail to: `output_tail` itself, or (dma) a
     /// mirror the bridge polls before copying replies out.
     pub output_tail_addr: AtomicU64,
-    _pad0: [u8; LINE_BYTES - 64],
+    /// Address the kernel reads its output ring's head from (P2): `output_head` itself, or
+    /// (a route, v3) the next stage's `input_head`.
+    pub output_head_addr: AtomicU64,
+    _pad0: [u8; LINE_BYTES - 72],
     // line 1, commands: written by the host only.
     /// 1: dispatch messages; 0: pause.
     pub active: AtomicU32,
@@ -179,6 +182,7 @@ pub mod offsets {
     pub const OUTPUT_BUFFER: usize = 40;
     pub const INPUT_TAIL_ADDR: usize = 48;
     pub const OUTPUT_TAIL_ADDR: usize = 56;
+    pub const OUTPUT_HEAD_ADDR: usize = 64;
     pub const ACTIVE: usize = 128;
     pub const TERMINATE: usize = 132;
     pub const HOST_WAITING: usize = 136;
@@ -214,6 +218,7 @@ pub const FIELD_OFFSETS: &[(&str, usize)] = &[
     ("output_buffer", offsets::OUTPUT_BUFFER),
     ("input_tail_addr", offsets::INPUT_TAIL_ADDR),
     ("output_tail_addr", offsets::OUTPUT_TAIL_ADDR),
+    ("output_head_addr", offsets::OUTPUT_HEAD_ADDR),
     ("active", offsets::ACTIVE),
     ("terminate", offsets::TERMINATE),
     ("host_waiting", offsets::HOST_WAITING),
@@ -246,6 +251,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, output_buffer) == offsets::OUTPUT_BUFFER);
     assert!(offset_of!(ControlBlock, input_tail_addr) == offsets::INPUT_TAIL_ADDR);
     assert!(offset_of!(ControlBlock, output_tail_addr) == offsets::OUTPUT_TAIL_ADDR);
+    assert!(offset_of!(ControlBlock, output_head_addr) == offsets::OUTPUT_HEAD_ADDR);
     assert!(offset_of!(ControlBlock, active) == offsets::ACTIVE);
     assert!(offset_of!(ControlBlock, terminate) == offsets::TERMINATE);
     assert!(offset_of!(ControlBlock, host_waiting) == offsets::HOST_WAITING);

@@ -416,7 +416,7 @@ impl Handler for Fragile {
 fn panicking_handler_yields_a_handler_fault_frame_and_the_kernel_keeps_going() {
     let shape = ring(4, 64);
     let region = Region::alloc(shape, shape).unwrap();
-    let mut kernel = CpuKernel::launch(Arc::clone(&region), Box::new(Fragile), Box::new(|| {}), 16).unwrap();
+    let mut kernel = CpuKernel::launch(Arc::clone(&region), Box::new(Fragile), Box::new(|| {}), 16, None).unwrap();
     let mut tx = Producer::new(region.input());
     let mut rx = Consumer::new(region.output());
     for (id, type_id) in [(0u64, 1u16), (1, 13), (2, 1)] {

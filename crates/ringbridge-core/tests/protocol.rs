@@ -69,6 +69,7 @@ fn field_sizes() -> BTreeMap<&'static str, usize> {
         ("output_buffer", size_of_val(&cb.output_buffer)),
         ("input_tail_addr", size_of_val(&cb.input_tail_addr)),
         ("output_tail_addr", size_of_val(&cb.output_tail_addr)),
+        ("output_head_addr", size_of_val(&cb.output_head_addr)),
         ("active", size_of_val(&cb.active)),
         ("terminate", size_of_val(&cb.terminate)),
         ("host_waiting", size_of_val(&cb.host_waiting)),

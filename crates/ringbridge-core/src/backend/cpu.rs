@@ -4,12 +4,13 @@
 #![forbid(unsafe_code)]
 
 use std::hint::spin_loop;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use super::dispatch::{self, KernelHooks};
 use super::handlers::Handler;
+use super::route::{Feed, FeedView, Waker};
 use super::{Kernel, Notify};
 use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON};
 use crate::ring::{Consumer, Producer};
@@ -30,6 +31,10 @@ struct CpuHooks {
     epoch: Instant,
     rounds: u32,
     notify: Notify,
+    /// A route's next stage, whose input ring is our output ring.
+    downstream: Option<Waker>,
+    /// A route's previous stage, which writes our input ring (set once it launched).
+    upstream: Arc<OnceLock<Waker>>,
 }
 
 impl KernelHooks for CpuHooks {
@@ -67,6 +72,17 @@ impl KernelHooks for CpuHooks {
     fn notify_host(&self) {
         (self.notify)();
     }
+
+    fn published(&self, output: bool, input: bool) {
+        // D2 on a neighbour's behalf (spec §14): we are the next stage's producer and the
+        // previous stage's consumer, so we wake whichever of them may wait on what we moved.
+        if let (true, Some(w)) = (output, &self.downstream) {
+            w.ring();
+        }
+        if let (true, Some(w)) = (input, self.upstream.get()) {
+            w.ring();
+        }
+    }
 }
 
 /// A ring kernel running on a host thread.
@@ -74,11 +90,14 @@ pub struct CpuKernel {
     region: Arc<Region>,
     thread: Option<JoinHandle<()>>,
     waker: Thread,
+    upstream: Arc<OnceLock<Waker>>,
 }
 
 impl CpuKernel {
     /// Starts the dispatch loop for `region` with `handler`; `notify` is rung whenever the
-    /// kernel publishes while the host waits, and on every state change.
+    /// kernel publishes while the host waits, and on every state change. With `downstream` (a
+    /// route) the replies go to that stage's input ring instead of this region's output ring,
+    /// and the setup line says so (spec §14).
     ///
     /// # Errors
     /// [`Error::Protocol`] if the thread cannot be spawned.
@@ -87,20 +106,29 @@ impl CpuKernel {
         mut handler: Box<dyn Handler>,
         notify: Notify,
         max_batch: u64,
+        downstream: Option<Feed>,
     ) -> Result<Self, Error> {
+        if let Some(feed) = &downstream {
+            region.set_output_view(feed.view);
+        }
         let kernel_region = Arc::clone(&region);
+        let upstream = Arc::new(OnceLock::new());
+        let hooks_upstream = Arc::clone(&upstream);
         let thread = thread::Builder::new()
             .name("ringbridge-cpu-kernel".into())
             .spawn(move || {
                 let input = Consumer::new(kernel_region.input());
-                let output = Producer::new(kernel_region.output());
-                let mut hooks = CpuHooks { epoch: Instant::now(), rounds: 0, notify };
+                let (output, next) = match downstream {
+                    Some(feed) => (Producer::new(feed.region.input()), feed.waker),
+                    None => (Producer::new(kernel_region.output()), None),
+                };
+                let mut hooks = CpuHooks { epoch: Instant::now(), rounds: 0, notify, downstream: next, upstream: hooks_upstream };
                 let cb = kernel_region.control();
                 dispatch::run(cb, input, output, handler.as_mut(), &mut hooks, max_batch.max(1));
             })
             .map_err(|e| Error::Protocol(format!("cannot spawn the kernel thread: {e}")))?;
         let waker = thread.thread().clone();
-        Ok(Self { region, thread: Some(thread), waker })
+        Ok(Self { region, thread: Some(thread), waker, upstream })
     }
 }
 
@@ -111,6 +139,25 @@ impl Kernel for CpuKernel {
 
     fn wake(&self) {
         self.waker.unpark();
+    }
+
+    fn feed(&self) -> Result<Feed, Error> {
+        let base = self.region.base_ptr() as u64;
+        Ok(Feed {
+            region: Arc::clone(&self.region),
+            view: FeedView::of(&self.region, base),
+            device: None,
+            waker: self.waker(),
+        })
+    }
+
+    fn waker(&self) -> Option<Waker> {
+        Some(Waker::new(Arc::clone(&self.region), self.waker.clone()))
+    }
+
+    fn set_upstream(&self, upstream: Waker) {
+        // Set once, before the upstream stage launches (route::launch_in_process).
+        let _ = self.upstream.set(upstream);
     }
 
     fn join(&mut self) -> Result<(), Error> {

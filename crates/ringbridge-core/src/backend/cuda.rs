@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::CudaStream;
 
 use super::dispatch::record_error;
+use super::route::{Feed, FeedView};
 use super::{Kernel, Notify};
 use crate::cuda::driver::{self, Gpu};
 use crate::cuda::module::{stream_done, RingModule};
@@ -255,6 +256,11 @@ pub struct CudaKernel {
     /// Released by `join`, so a faulted context can be destroyed while the JS object lives on.
     gpu: Option<(Arc<CudaStream>, Arc<CudaRuntime>)>,
     region: Arc<Region>,
+    /// A route's next stage, whose input ring this kernel writes: kept until this one stopped.
+    _downstream: Option<Arc<Region>>,
+    device: usize,
+    /// The control block as the kernel addresses it.
+    cb_device: u64,
     /// The transport in use and why.
     pub transport: (&'static str, String),
     /// The launch shape.
@@ -271,7 +277,10 @@ impl CudaKernel {
     ///
     /// # Errors
     /// Unknown handler or transport; transport set-up, module load or launch failures.
-    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify) -> Result<Self, Error> {
+    /// With `downstream` (a route, spec §14) the kernel writes that stage's input ring instead
+    /// of its own output ring.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify, downstream: Option<Feed>) -> Result<Self, Error> {
         let runtime = runtime_on(device)?;
         let ctx = Arc::clone(&runtime.gpu.ctx);
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
@@ -299,6 +308,9 @@ impl CudaKernel {
                 expected: "at least one block of 32..=1024 threads, a multiple of 32".into(),
             });
         }
+        if let Some(feed) = &downstream {
+            region.set_output_view(route_view(feed, device)?);
+        }
         let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         let cb_device = link.kernel_cb();
@@ -314,7 +326,8 @@ impl CudaKernel {
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
         };
-        Ok(Self { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, transport: (name, reason), shape })
+        let downstream = downstream.map(|f| f.region);
+        Ok(Self { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, device, cb_device, transport: (name, reason), shape })
     }
 }
 
@@ -381,6 +394,22 @@ fn take_over_dead_kernel(cb: &ControlBlock, rt: &CudaRuntime) {
     cb.state.store(KernelState::Terminated as u32, Ordering::Release);
 }
 
+/// The addresses a kernel on `device` writes a route's next stage through (spec §14).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a stage on another GPU: routes across GPUs are designed
+/// (docs/MULTI_GPU.md) but not built.
+fn route_view(feed: &Feed, device: usize) -> Result<FeedView, Error> {
+    match feed.device {
+        Some(d) if d as usize == device => Ok(feed.view),
+        other => Err(Error::InvalidConfig {
+            what: format!("a route from device {device} to {}", other.map_or("host memory".to_owned(), |d| format!("device {d}"))),
+            value: None,
+            expected: "both stages on the same GPU".into(),
+        }),
+    }
+}
+
 impl Kernel for CudaKernel {
     fn region(&self) -> &Arc<Region> {
         &self.region
@@ -388,6 +417,10 @@ impl Kernel for CudaKernel {
 
     fn wake(&self) {
         // A GPU kernel never parks (kernel_sleeping stays 0); nothing to wake.
+    }
+
+    fn feed(&self) -> Result<Feed, Error> {
+        Ok(Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), waker: None })
     }
 
     fn join(&mut self) -> Result<(), Error> {

@@ -24,6 +24,9 @@ pub trait KernelHooks {
     fn busy(&mut self);
     /// Rings the host's doorbell.
     fn notify_host(&self);
+    /// After a publish that moved the output tail (`output`) or the input head (`input`), past
+    /// the SeqCst fence of K7: a route's neighbours may need waking (spec §14).
+    fn published(&self, _output: bool, _input: bool) {}
 }
 
 /// Runs the dispatch loop until `terminate` says stop (spec §9). Returns the messages processed.
@@ -123,8 +126,18 @@ fn dispatch_one<I: RingMemory, O: RingMemory>(
 ) {
     let popped = input.pop_with(|header, payload| {
         output.stage_with(|area| {
-            let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&header, payload, area)))
-                .unwrap_or(Outcome::Error { code: kernel_error::HANDLER_FAULT, detail: 0 });
+            let outcome = if header.flags & FLAG_ERROR != 0 {
+                // §3.4: an earlier stage's error frame (a route) is forwarded unchanged, so the
+                // host sees the first failure under its correlation_id (I6: one frame out).
+                if payload.len() <= area.len() {
+                    area[..payload.len()].copy_from_slice(payload);
+                    return Some(header);
+                }
+                Outcome::Reply { type_id: header.type_id, length: header.length }
+            } else {
+                catch_unwind(AssertUnwindSafe(|| handler.handle(&header, payload, area)))
+                    .unwrap_or(Outcome::Error { code: kernel_error::HANDLER_FAULT, detail: 0 })
+            };
             let outcome = match outcome {
                 Outcome::Reply { length, .. } if length as usize > area.len() => {
                     Outcome::Error { code: kernel_error::REPLY_TOO_LARGE, detail: length }
@@ -178,16 +191,17 @@ fn publish<I: RingMemory, O: RingMemory>(
     output: &mut Producer<O>,
     hooks: &mut dyn KernelHooks,
 ) {
-    let moved = output.staged() > 0 || input.unreleased() > 0;
+    let (out_moved, in_moved) = (output.staged() > 0, input.unreleased() > 0);
     output.publish();
     input.release();
-    if moved {
+    if out_moved || in_moved {
         // ORDERING: (K7) SeqCst fence between our index stores and the load of host_waiting;
         // pairs with the host's SeqCst store of host_waiting and re-check of the index (H7).
         fence(Ordering::SeqCst);
         if cb.host_waiting.load(Ordering::Relaxed) != 0 {
             hooks.notify_host();
         }
+        hooks.published(out_moved, in_moved);
     }
 }
 

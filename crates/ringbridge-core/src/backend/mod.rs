@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod dispatch;
 pub mod handlers;
+pub mod route;
 pub mod user;
 
 use std::sync::Arc;
@@ -35,6 +36,28 @@ pub trait Kernel: Send + Sync {
     fn host_pid(&self) -> Option<u32> {
         None
     }
+    /// Every region served, first stage first (one, except for a route).
+    fn regions(&self) -> Vec<Arc<Region>> {
+        vec![Arc::clone(self.region())]
+    }
+    /// How a kernel of the same runner writes this kernel's input ring (a route, spec §14).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a kernel that cannot be fed by another kernel.
+    fn feed(&self) -> Result<route::Feed, Error> {
+        Err(Error::InvalidConfig {
+            what: "a route into this kernel".into(),
+            value: None,
+            expected: "a kernel launched in the same runner (route stages launch together)".into(),
+        })
+    }
+    /// The waker a neighbour in a route rings after moving an index this kernel may park on.
+    fn waker(&self) -> Option<route::Waker> {
+        None
+    }
+    /// Gives this kernel the waker of the stage writing its input ring: it rings it after
+    /// releasing input slots (cpu backend; GPU kernels never park).
+    fn set_upstream(&self, _upstream: route::Waker) {}
 }
 
 /// Backend names accepted by [`launch`].
@@ -121,20 +144,40 @@ pub struct Launched {
 /// As [`choose`], plus [`Error::UnknownHandler`], an unknown transport, and set-up failures.
 pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Result<(Box<dyn Kernel>, Launched), Error> {
     if let Isolation::Process(command) = spec.isolation {
-        let request = crate::isolate::wire::LaunchRequest {
-            backend: spec.backend.to_owned(),
-            handler: spec.handler.to_owned(),
-            transport: spec.transport.to_owned(),
-            shape: spec.shape,
-            user: spec.user.cloned(),
-            device: spec.device,
-        };
-        let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &request, region, notify)?;
+        let requests = [crate::isolate::wire::LaunchRequest::of(spec)];
+        let (kernel, mut launched) = crate::isolate::parent::ProcessKernel::spawn(command, &requests, vec![region], notify)?;
+        return Ok((Box::new(kernel), launched.remove(0)));
+    }
+    launch_stage(spec, region, notify, None)
+}
+
+/// Launches a route (spec §14): stage *i*'s output ring is stage *i+1*'s input ring, the host
+/// writes the first stage's input and reads the last stage's output. `regions[i]` is stage
+/// *i*'s region; the stages share one runner (this process, or one kernel host).
+///
+/// # Errors
+/// [`route::check_route`]'s, and any stage's launch error.
+pub fn launch_route(specs: &[LaunchSpec<'_>], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Box<dyn Kernel>, Vec<Launched>), Error> {
+    route::check_route(specs, &regions)?;
+    if let Isolation::Process(command) = specs[0].isolation {
+        let requests: Vec<_> = specs.iter().map(crate::isolate::wire::LaunchRequest::of).collect();
+        let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &requests, regions, notify)?;
         return Ok((Box::new(kernel), launched));
     }
+    let notify: Arc<dyn Fn() + Send + Sync> = Arc::from(notify);
+    let (kernel, launched) = route::launch_in_process(specs, &regions, &notify)?;
+    Ok((Box::new(kernel), launched))
+}
+
+/// Launches one kernel in this process; `downstream` (a route) makes its output ring the input
+/// ring of that stage instead of its own.
+///
+/// # Errors
+/// As [`launch`].
+pub fn launch_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>) -> Result<(Box<dyn Kernel>, Launched), Error> {
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
-        let kernel = cuda::CudaKernel::launch(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, notify)?;
+        let kernel = cuda::CudaKernel::launch(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, notify, downstream)?;
         let (transport, transport_reason) = kernel.transport.clone();
         return Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }));
     }
@@ -166,7 +209,7 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
         ));
     }
     let handler = handlers::builtin(spec.handler)?;
-    let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH)?;
+    let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH, downstream)?;
     Ok((Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
 }
 

@@ -9,7 +9,7 @@ use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 use super::shm::SharedMemory;
 use super::wire::{self, tag, LaunchRequest};
-use crate::backend::{self, Isolation, LaunchSpec};
+use crate::backend::{self, LaunchSpec};
 use crate::transport::Region;
 use crate::Error;
 
@@ -46,27 +46,33 @@ pub fn serve_stdin() -> i32 {
 /// kernel itself is reported to the parent instead.
 pub fn serve(ctl: &OwnedFd) -> Result<(), Error> {
     IN_KERNEL_HOST.store(true, Ordering::Relaxed);
-    let memfd = recv_region(ctl)?;
-    let request = LaunchRequest::decode(&wire::recv(ctl)?.ok_or_else(|| gone("its launch request"))?)?;
+    // One `F` + launch pair per stage; a route's stages say how many follow (spec §14).
+    let mut stages = Vec::new();
+    loop {
+        let memfd = recv_region(ctl)?;
+        let request = LaunchRequest::decode(&wire::recv(ctl)?.ok_or_else(|| gone("its launch request"))?)?;
+        let last = request.following == 0;
+        stages.push((memfd, request));
+        if last {
+            break;
+        }
+    }
     let bell = ctl.try_clone().map_err(|e| Error::Protocol(format!("dup of the control socket failed: {e}")))?;
-    let launched = SharedMemory::map(memfd).and_then(Region::attach_shared).and_then(|region| {
-        let spec = LaunchSpec {
-            backend: &request.backend,
-            handler: &request.handler,
-            transport: &request.transport,
-            shape: request.shape,
-            isolation: Isolation::Thread,
-            user: request.user.as_ref(),
-            device: request.device,
-        };
-        // A doorbell that finds the socket full is redundant: the parent has doorbells queued.
-        backend::launch(&spec, region, Box::new(move || wire::send_nowait(&bell, &[tag::DOORBELL])))
+    // A doorbell that finds the socket full is redundant: the parent has doorbells queued.
+    let notify = Box::new(move || wire::send_nowait(&bell, &[tag::DOORBELL]));
+    let regions: Result<Vec<_>, Error> = stages.iter().map(|(fd, _)| fd.try_clone().map_err(|e| Error::Protocol(format!("dup of a region descriptor failed: {e}"))).and_then(SharedMemory::map).and_then(Region::attach_shared)).collect();
+    let specs: Vec<LaunchSpec<'_>> = stages.iter().map(|(_, r)| r.spec()).collect();
+    let launched = regions.and_then(|mut regions| match specs.len() {
+        1 => backend::launch(&specs[0], regions.remove(0), notify).map(|(k, l)| (k, vec![l])),
+        _ => backend::launch_route(&specs, regions, notify),
     });
     let (mut kernel, launched) = match launched {
         Ok(k) => k,
         Err(e) => return wire::send(ctl, &wire::encode_error(&e)),
     };
-    wire::send(ctl, &wire::encode_launched(&launched))?;
+    for l in &launched {
+        wire::send(ctl, &wire::encode_launched(l))?;
+    }
     loop {
         match wire::recv(ctl) {
             Ok(Some(p)) if p == [tag::WAKE] => kernel.wake(),

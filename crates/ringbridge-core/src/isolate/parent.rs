@@ -33,7 +33,8 @@ const EXIT_LIMIT: Duration = Duration::from_secs(5);
 
 /// A ring kernel run by a kernel host process.
 pub struct ProcessKernel {
-    region: Arc<Region>,
+    /// The regions it serves: one, or a route's stages (first first).
+    regions: Vec<Arc<Region>>,
     ctl: Arc<OwnedFd>,
     child: Arc<Mutex<Child>>,
     reader: Option<JoinHandle<()>>,
@@ -46,18 +47,26 @@ fn unavailable(reason: String) -> Error {
 }
 
 impl ProcessKernel {
-    /// Starts `command` as the kernel host of `region` (which must come from
-    /// [`Region::alloc_shared`]) and has it launch `request`.
+    /// Starts `command` as the kernel host of `regions` (each from [`Region::alloc_shared`]) and
+    /// has it launch `requests[i]` over `regions[i]`: one kernel, or a route's stages (spec §14)
+    /// in one host, hence one context (a fault in one stage ends the route, never half of it).
     ///
     /// # Errors
     /// The host's own launch error (same code and text as in-process); [`Error::BackendUnavailable`]
     /// when the host cannot be started or exits before answering; [`Error::Timeout`] after
     /// [`LAUNCH_LIMIT`].
-    pub fn spawn(command: &HostCommand, request: &LaunchRequest, region: Arc<Region>, notify: Notify) -> Result<(Self, Launched), Error> {
-        let shm = region.shared_memory().ok_or_else(|| {
-            Error::Protocol("a kernel host needs the region in shared memory (Region::alloc_shared)".into())
-        })?;
-        let packet = request.encode()?;
+    pub fn spawn(command: &HostCommand, requests: &[LaunchRequest], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Self, Vec<Launched>), Error> {
+        if requests.is_empty() || requests.len() != regions.len() {
+            return Err(Error::Protocol(format!("a kernel host needs one region per launch ({} requests, {} regions)", requests.len(), regions.len())));
+        }
+        let mut packets = Vec::with_capacity(regions.len());
+        for (i, (request, region)) in requests.iter().zip(&regions).enumerate() {
+            let shm = region.shared_memory().ok_or_else(|| {
+                Error::Protocol("a kernel host needs the region in shared memory (Region::alloc_shared)".into())
+            })?;
+            let request = LaunchRequest { following: (requests.len() - 1 - i) as u32, ..request.clone() };
+            packets.push((shm.fd(), request.encode()?));
+        }
         let (mine, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
             .map_err(|e| unavailable(format!("socketpair failed: {e}")))?;
         let child = Command::new(&command.program)
@@ -68,8 +77,9 @@ impl ProcessKernel {
         let child = Arc::new(Mutex::new(child));
         // A host that exits at once (not a kernel host at all) closes its end before or while
         // it is sent to: both read as "exited before it launched".
-        let answer = match send_region(&mine, shm.fd()).and_then(|()| wire::send(&mine, &packet)) {
-            Ok(()) => first_answer(&mine, &child, &notify),
+        let sent = packets.iter().try_for_each(|(fd, packet)| send_region(&mine, *fd).and_then(|()| wire::send(&mine, packet)));
+        let answer = match sent {
+            Ok(()) => (0..requests.len()).map(|_| first_answer(&mine, &child, &notify)).collect::<Result<Vec<_>, _>>(),
             Err(e) => Err(exited_early(&child, &e.to_string())),
         };
         let launched = match answer {
@@ -82,13 +92,13 @@ impl ProcessKernel {
         let ctl = Arc::new(mine);
         let (tx, reports) = mpsc::channel();
         let reader = {
-            let (ctl, child, region) = (Arc::clone(&ctl), Arc::clone(&child), Arc::clone(&region));
+            let (ctl, child, regions) = (Arc::clone(&ctl), Arc::clone(&child), regions.clone());
             thread::Builder::new()
                 .name("ringbridge-kernel-host-reader".into())
-                .spawn(move || read_reports(&ctl, &child, &region, &tx, &notify))
+                .spawn(move || read_reports(&ctl, &child, &regions, &tx, &notify))
                 .map_err(|e| Error::Protocol(format!("cannot spawn the kernel host reader: {e}")))?
         };
-        Ok((Self { region, ctl, child, reader: Some(reader), reports: Mutex::new(reports), joined: false }, launched))
+        Ok((Self { regions, ctl, child, reader: Some(reader), reports: Mutex::new(reports), joined: false }, launched))
     }
 }
 
@@ -124,7 +134,7 @@ fn first_answer(ctl: &OwnedFd, child: &Mutex<Child>, notify: &Notify) -> Result<
 
 /// The reader thread: doorbells to `notify`, the join report to `reports`; a host that goes
 /// away without a report crashed, and its kernel's status words are taken over.
-fn read_reports(ctl: &OwnedFd, child: &Mutex<Child>, region: &Region, reports: &mpsc::Sender<Result<(), Error>>, notify: &Notify) {
+fn read_reports(ctl: &OwnedFd, child: &Mutex<Child>, regions: &[Arc<Region>], reports: &mpsc::Sender<Result<(), Error>>, notify: &Notify) {
     let mut reported = false;
     let mut buf = Vec::new();
     loop {
@@ -147,7 +157,9 @@ fn read_reports(ctl: &OwnedFd, child: &Mutex<Child>, region: &Region, reports: &
     if !reported {
         let status = reap(child, EXIT_LIMIT);
         let why = format!("the kernel host process died ({}) while its kernel ran", describe(status));
-        take_over(region);
+        for region in regions {
+            take_over(region);
+        }
         let _ = reports.send(Err(Error::Remote { code: ErrorCode::KernelError, message: why }));
         notify();
     }
@@ -197,7 +209,11 @@ fn describe(status: Option<ExitStatus>) -> String {
 
 impl Kernel for ProcessKernel {
     fn region(&self) -> &Arc<Region> {
-        &self.region
+        &self.regions[0]
+    }
+
+    fn regions(&self) -> Vec<Arc<Region>> {
+        self.regions.clone()
     }
 
     fn host_pid(&self) -> Option<u32> {

@@ -5,7 +5,7 @@
 
 use crate::backend::cuda::Shape;
 use crate::backend::user::UserKernel;
-use crate::backend::{BackendChoice, Launched};
+use crate::backend::{BackendChoice, Isolation, LaunchSpec, Launched};
 use crate::{Error, ErrorCode};
 
 /// Packet tags.
@@ -68,9 +68,37 @@ pub struct LaunchRequest {
     pub user: Option<UserKernel>,
     /// The CUDA device ordinal.
     pub device: u32,
+    /// Stages of the same route sent after this one (0: the last, or no route).
+    pub following: u32,
 }
 
 impl LaunchRequest {
+    /// The request for `spec` (isolation is the host's own: it runs the kernel in-process).
+    pub fn of(spec: &LaunchSpec<'_>) -> Self {
+        Self {
+            backend: spec.backend.to_owned(),
+            handler: spec.handler.to_owned(),
+            transport: spec.transport.to_owned(),
+            shape: spec.shape,
+            user: spec.user.cloned(),
+            device: spec.device,
+            following: 0,
+        }
+    }
+
+    /// The spec the kernel host launches (in its own process).
+    pub fn spec(&self) -> LaunchSpec<'_> {
+        LaunchSpec {
+            backend: &self.backend,
+            handler: &self.handler,
+            transport: &self.transport,
+            shape: self.shape,
+            isolation: Isolation::Thread,
+            user: self.user.as_ref(),
+            device: self.device,
+        }
+    }
+
     /// The packet.
     ///
     /// # Errors
@@ -80,7 +108,7 @@ impl LaunchRequest {
         let mut out = b"launch\t".to_vec();
         let (source, entry, header, replies) =
             self.user.as_ref().map_or(("", "", "", 0), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str(), u.max_replies));
-        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string(), &self.device.to_string()];
+        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string(), &self.device.to_string(), &self.following.to_string()];
         out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
         if out.len() > MAX_PACKET {
             return Err(Error::InvalidConfig {
@@ -99,12 +127,12 @@ impl LaunchRequest {
     pub fn decode(packet: &[u8]) -> Result<Self, Error> {
         let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
         let f = split_fields(body);
-        let [backend, handler, transport, blocks, threads, source, entry, header, replies, device] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let [backend, handler, transport, blocks, threads, source, entry, header, replies, device, following] = f.as_slice() else { return Err(malformed("launch", packet)) };
         let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
-        let (blocks, threads, max_replies, device) = (num(blocks)?, num(threads)?, num(replies)?, num(device)?);
+        let (blocks, threads, max_replies, device, following) = (num(blocks)?, num(threads)?, num(replies)?, num(device)?, num(following)?);
         let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
         let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone(), max_replies });
-        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user, device })
+        Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user, device, following })
     }
 }
 
@@ -220,7 +248,7 @@ mod tests {
     fn launch_request_round_trips_with_awkward_text() {
         for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
             let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into(), max_replies: 3 });
-            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user, device: 3 };
+            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user, device: 3, following: 1 };
             assert_eq!(LaunchRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
         assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());

@@ -22,7 +22,7 @@ use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
 use crate::cuda::module::{copy_dtoh_async, copy_htod_async, write_value_u64};
 use crate::cuda::cuda_err;
-use crate::protocol::LINE_BYTES;
+use crate::protocol::{offsets, LINE_BYTES};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;
 
@@ -60,6 +60,7 @@ impl DmaLink {
             output_buffer: device.ptr() + in_bytes as u64,
             input_tail_addr: device.ptr() + (in_bytes + out_bytes) as u64,
             output_tail_addr: mirror.device_ptr(),
+            output_head_addr: registration.device_ptr() + offsets::OUTPUT_HEAD as u64,
         });
         Ok(Self { registration, device, mirror, in_stream, out_stream, cursor: BridgeCursor::default() })
     }

@@ -9,7 +9,7 @@ use cudarc::driver::CudaContext;
 use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
 use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration};
-use crate::protocol::LINE_BYTES;
+use crate::protocol::{offsets, LINE_BYTES};
 use crate::sync::{fence, AtomicU64, Ordering};
 use crate::Error;
 
@@ -45,6 +45,7 @@ impl ManagedLink {
             output_buffer: managed.ptr() + in_bytes as u64,
             input_tail_addr: words,
             output_tail_addr: words + LINE_BYTES as u64,
+            output_head_addr: registration.device_ptr() + offsets::OUTPUT_HEAD as u64,
         });
         Ok(Self { registration, managed, cursor: BridgeCursor::default() })
     }

@@ -100,6 +100,8 @@ pub struct KernelView {
     pub input_tail_addr: u64,
     /// `output_tail_addr`.
     pub output_tail_addr: u64,
+    /// `output_head_addr` (v3): where the kernel reads its output ring's head.
+    pub output_head_addr: u64,
 }
 
 impl KernelView {
@@ -110,6 +112,7 @@ impl KernelView {
             output_buffer: base + layout.output_offset as u64,
             input_tail_addr: base + offsets::INPUT_TAIL as u64,
             output_tail_addr: base + offsets::OUTPUT_TAIL as u64,
+            output_head_addr: base + offsets::OUTPUT_HEAD as u64,
         }
     }
 }
@@ -263,6 +266,18 @@ impl Region {
         cb.output_buffer.store(view.output_buffer, r);
         cb.input_tail_addr.store(view.input_tail_addr, r);
         cb.output_tail_addr.store(view.output_tail_addr, r);
+        cb.output_head_addr.store(view.output_head_addr, r);
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// Points the kernel's output at a route's next stage (spec §14): its input slots, tail and
+    /// head. Only before launch (I5), after the transport set its view.
+    pub fn set_output_view(&self, feed: crate::backend::route::FeedView) {
+        let cb = self.control();
+        let r = Ordering::Relaxed;
+        cb.output_buffer.store(feed.slots, r);
+        cb.output_tail_addr.store(feed.tail_addr, r);
+        cb.output_head_addr.store(feed.head_addr, r);
         crate::sync::fence(Ordering::SeqCst);
     }
 
@@ -311,6 +326,7 @@ impl Region {
         cb.output_buffer.store(view.output_buffer, r);
         cb.input_tail_addr.store(view.input_tail_addr, r);
         cb.output_tail_addr.store(view.output_tail_addr, r);
+        cb.output_head_addr.store(view.output_head_addr, r);
         cb.active.store(1, r);
         cb.terminate.store(TERMINATE_NONE, r);
         cb.host_waiting.store(0, r);
