@@ -767,9 +767,11 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
         if (p.cached_tail == p.next) {
           // On `dma` the word polled above is the bridge's copy of the tail: exit only when the
           // host ring itself is empty too, so a DRAIN stored before the bridge's last copy
-          // landed does not end the drain early. (On `mapped` both are the same word.)
+          // landed does not end the drain early. (On `mapped` both are the same word.) A route's
+          // later stage has no host producer (§14): its polled tail is the whole truth.
           // ORDERING: (K1, C2) acquire pairs with the host's release of input_tail (P4).
-          if (rb_ld_acquire_sys_u64(&cb->input_tail) == p.next) {
+          if (cb->input_producer == RB_PRODUCER_KERNEL ||
+              rb_ld_acquire_sys_u64(&cb->input_tail) == p.next) {
             rb_poller_exit(cb, p, op);
             return;
           }

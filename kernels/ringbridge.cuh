@@ -66,6 +66,10 @@ typedef unsigned long long uint64_t;
 #define RB_ERROR_RECORD_BYTES 8u
 
 /// Frame flag: the payload is an rb_error_record, not a reply.
+/// `input_producer`: the host produces the input ring (through the bridge on dma and managed).
+#define RB_PRODUCER_HOST 0u
+/// `input_producer`: a route's previous stage produces it; the host's input_tail is unused.
+#define RB_PRODUCER_KERNEL 1u
 #define RB_FLAG_ERROR 1u
 /// Frame flag: several replies to one message in one frame (u32 count, 4 reserved bytes, then
 /// `count` records of the output type); a user handler launched with max_replies writes it.
@@ -161,7 +165,8 @@ struct alignas(128) rb_control_block {
   uint64_t input_tail_addr;   ///< where the kernel polls the input tail (dma: a device word)
   uint64_t output_tail_addr;  ///< where the kernel publishes its output tail (dma: a mirror)
   uint64_t output_head_addr;  ///< where the kernel reads its output head (a route: the next stage's input_head)
-  uint8_t pad0[56];
+  uint32_t input_producer;    ///< RB_PRODUCER_HOST, or RB_PRODUCER_KERNEL (a route's later stage)
+  uint8_t pad0[52];
   // line 1, commands: written by the host only (I1).
   uint32_t active;
   uint32_t terminate;
@@ -224,6 +229,7 @@ static_assert(RB_OFFSETOF(rb_control_block, output_buffer) == 40, "output_buffer
 static_assert(RB_OFFSETOF(rb_control_block, input_tail_addr) == 48, "input_tail_addr");
 static_assert(RB_OFFSETOF(rb_control_block, output_tail_addr) == 56, "output_tail_addr");
 static_assert(RB_OFFSETOF(rb_control_block, output_head_addr) == 64, "output_head_addr");
+static_assert(RB_OFFSETOF(rb_control_block, input_producer) == 72, "input_producer");
 static_assert(RB_OFFSETOF(rb_control_block, active) == 128, "active");
 static_assert(RB_OFFSETOF(rb_control_block, terminate) == 132, "terminate");
 static_assert(RB_OFFSETOF(rb_control_block, host_waiting) == 136, "host_waiting");

@@ -10,6 +10,7 @@ mkdir -p .gpu-run/bin
 grep -qxF '/.gpu-run/' .git/info/exclude || echo '/.gpu-run/' >> .git/info/exclude
 bin() { cargo "$@" --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
 cp "$(bin test -p ringbridge-core --release --test gpu_cuda --no-run)" .gpu-run/bin/gpu_cuda
+cp "$(bin test -p ringbridge-core --release --test route --no-run)" .gpu-run/bin/route
 cp "$(bin bench -p ringbridge-core --bench gpu --no-run)" .gpu-run/bin/gpu
 cargo build -q --release -p ringbridge-core --bin ringbridge-kernel-host
 cp target/release/ringbridge-kernel-host .gpu-run/bin/

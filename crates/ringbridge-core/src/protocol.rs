@@ -37,6 +37,12 @@ pub const FLAG_ERROR: u16 = 1;
 /// count of 0. Only user CUDA handlers launched with `max_replies` write it.
 pub const FLAG_MULTI: u16 = 2;
 
+/// `input_producer`: the host produces the input ring (through the bridge on dma and managed).
+pub const PRODUCER_HOST: u32 = 0;
+/// `input_producer`: a route's previous stage produces the input ring (spec §14); the host's
+/// `input_tail` is unused.
+pub const PRODUCER_KERNEL: u32 = 1;
+
 /// `terminate` word: keep running.
 pub const TERMINATE_NONE: u32 = 0;
 /// `terminate` word: finish every message already in the input ring, then exit.
@@ -132,7 +138,10 @@ pub struct ControlBlock {
     /// Address the kernel reads its output ring's head from (P2): `output_head` itself, or
     /// (a route, v3) the next stage's `input_head`.
     pub output_head_addr: AtomicU64,
-    _pad0: [u8; LINE_BYTES - 72],
+    /// Who produces the input ring: [`PRODUCER_HOST`] (the host, through the bridge on dma and
+    /// managed) or [`PRODUCER_KERNEL`] (a route's previous stage, v3).
+    pub input_producer: AtomicU32,
+    _pad0: [u8; LINE_BYTES - 76],
     // line 1, commands: written by the host only.
     /// 1: dispatch messages; 0: pause.
     pub active: AtomicU32,
@@ -183,6 +192,7 @@ pub mod offsets {
     pub const INPUT_TAIL_ADDR: usize = 48;
     pub const OUTPUT_TAIL_ADDR: usize = 56;
     pub const OUTPUT_HEAD_ADDR: usize = 64;
+    pub const INPUT_PRODUCER: usize = 72;
     pub const ACTIVE: usize = 128;
     pub const TERMINATE: usize = 132;
     pub const HOST_WAITING: usize = 136;
@@ -219,6 +229,7 @@ pub const FIELD_OFFSETS: &[(&str, usize)] = &[
     ("input_tail_addr", offsets::INPUT_TAIL_ADDR),
     ("output_tail_addr", offsets::OUTPUT_TAIL_ADDR),
     ("output_head_addr", offsets::OUTPUT_HEAD_ADDR),
+    ("input_producer", offsets::INPUT_PRODUCER),
     ("active", offsets::ACTIVE),
     ("terminate", offsets::TERMINATE),
     ("host_waiting", offsets::HOST_WAITING),
@@ -252,6 +263,7 @@ const _: () = {
     assert!(offset_of!(ControlBlock, input_tail_addr) == offsets::INPUT_TAIL_ADDR);
     assert!(offset_of!(ControlBlock, output_tail_addr) == offsets::OUTPUT_TAIL_ADDR);
     assert!(offset_of!(ControlBlock, output_head_addr) == offsets::OUTPUT_HEAD_ADDR);
+    assert!(offset_of!(ControlBlock, input_producer) == offsets::INPUT_PRODUCER);
     assert!(offset_of!(ControlBlock, active) == offsets::ACTIVE);
     assert!(offset_of!(ControlBlock, terminate) == offsets::TERMINATE);
     assert!(offset_of!(ControlBlock, host_waiting) == offsets::HOST_WAITING);

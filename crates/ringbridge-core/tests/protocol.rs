@@ -11,7 +11,7 @@ use std::process::Command;
 use ringbridge_core::protocol::{
     align_up, free, kernel_error, occupied, offsets, slot_of, ErrorRecord, FrameHeader, KernelState, RegionLayout,
     RingConfig, CONTROL_BLOCK_BYTES, FIELD_OFFSETS, FLAG_ERROR, FLAG_MULTI, FRAME_HEADER_BYTES, LINE_BYTES, MAGIC, MAX_CAPACITY,
-    MAX_SLOT_SIZE, MIN_SLOT_SIZE, REGION_ALIGN, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE, VERSION,
+    MAX_SLOT_SIZE, MIN_SLOT_SIZE, PRODUCER_HOST, PRODUCER_KERNEL, REGION_ALIGN, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE, VERSION,
     WAIT_INPUT, WAIT_OUTPUT,
 };
 use ringbridge_core::transport::Region;
@@ -70,6 +70,7 @@ fn field_sizes() -> BTreeMap<&'static str, usize> {
         ("input_tail_addr", size_of_val(&cb.input_tail_addr)),
         ("output_tail_addr", size_of_val(&cb.output_tail_addr)),
         ("output_head_addr", size_of_val(&cb.output_head_addr)),
+        ("input_producer", size_of_val(&cb.input_producer)),
         ("active", size_of_val(&cb.active)),
         ("terminate", size_of_val(&cb.terminate)),
         ("host_waiting", size_of_val(&cb.host_waiting)),
@@ -196,6 +197,8 @@ fn cuda_header_matches_field_offsets() {
         "RB_ERROR_RECORD_BYTES",
         "RB_FLAG_ERROR",
         "RB_FLAG_MULTI",
+        "RB_PRODUCER_HOST",
+        "RB_PRODUCER_KERNEL",
         "RB_TERMINATE_NONE",
         "RB_TERMINATE_DRAIN",
         "RB_TERMINATE_ABANDON",
@@ -263,7 +266,7 @@ fn cuda_header_matches_field_offsets() {
     ] {
         expected.insert(format!("frame {name}"), offset as u64);
     }
-    let rust_constants: [(&str, u64); 27] = [
+    let rust_constants: [(&str, u64); 29] = [
         ("RB_MAGIC", MAGIC.into()),
         ("RB_VERSION", VERSION.into()),
         ("RB_LINE_BYTES", LINE_BYTES as u64),
@@ -276,6 +279,8 @@ fn cuda_header_matches_field_offsets() {
         ("RB_ERROR_RECORD_BYTES", ErrorRecord::BYTES as u64),
         ("RB_FLAG_ERROR", FLAG_ERROR.into()),
         ("RB_FLAG_MULTI", FLAG_MULTI.into()),
+        ("RB_PRODUCER_HOST", PRODUCER_HOST.into()),
+        ("RB_PRODUCER_KERNEL", PRODUCER_KERNEL.into()),
         ("RB_TERMINATE_NONE", TERMINATE_NONE.into()),
         ("RB_TERMINATE_DRAIN", TERMINATE_DRAIN.into()),
         ("RB_TERMINATE_ABANDON", TERMINATE_ABANDON.into()),

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use ringbridge_core::backend::{self, Isolation, LaunchSpec};
 use ringbridge_core::host::Session;
 use ringbridge_core::isolate::HostCommand;
-use ringbridge_core::protocol::{kernel_error, offsets, ErrorRecord, RingConfig, FLAG_ERROR};
+use ringbridge_core::protocol::{kernel_error, offsets, ErrorRecord, RingConfig, FLAG_ERROR, PRODUCER_HOST, PRODUCER_KERNEL};
 use ringbridge_core::transport::Region;
 use ringbridge_core::{ErrorCode, Ordering};
 
@@ -100,6 +100,7 @@ fn saxpy_route(backend: &str, transports: [&str; 2]) {
     let rings = [ring(64, 256), ring(64, 256), ring(64, 256)];
     let (mut s, launched) = Session::launch_route(&specs, &rings).unwrap();
     assert_eq!(launched.len(), 2);
+    eprintln!("  launched {:?}", launched.iter().map(|l| l.transport).collect::<Vec<_>>());
     for m in 0..5_000u64 {
         let n = (m % 29 + 1) as usize;
         let a = (m as f32) * 0.37 - 11.0;
@@ -116,7 +117,10 @@ fn saxpy_route(backend: &str, transports: [&str; 2]) {
         let want: Vec<u32> = (0..n).map(|i| a.mul_add(x[i], y[i]).to_bits()).collect();
         assert_eq!(got, want, "message {m}");
     }
+    eprintln!("  5000 computed; terminating");
+    let t = Instant::now();
     s.terminate(true, LIMIT).unwrap();
+    eprintln!("  terminated in {:?}", t.elapsed());
 }
 
 #[test]
@@ -129,7 +133,9 @@ fn a_cpu_route_computes_in_the_second_stage() {
 fn errors_pass_through(backend: &str, transport: &str) {
     let specs = [spec(backend, "saxpy", transport), spec(backend, "echo", transport)];
     let rings = [ring(8, 64); 3];
+    let t = Instant::now();
     let (mut s, _) = Session::launch_route(&specs, &rings).unwrap();
+    eprintln!("  launched in {:?}", t.elapsed());
     s.send(1, 7, &[1, 2, 3], LIMIT).unwrap(); // 3 bytes: not a, x[n], y[n]
     s.send(1, 8, &[0; 12], LIMIT).unwrap(); // a = 0, x = [0], y = [0]: a reply
     let (h, p) = s.recv_with(LIMIT, |h, p| (h, p.to_vec())).unwrap();
@@ -138,8 +144,10 @@ fn errors_pass_through(backend: &str, transport: &str) {
     assert_eq!((record.code, record.detail), (kernel_error::BAD_PAYLOAD, 3));
     let (h, p) = s.recv_with(LIMIT, |h, p| (h, p.to_vec())).unwrap();
     assert_eq!((h.correlation_id, h.flags, p), (8, 0, vec![0; 4]));
+    eprintln!("  replies in {:?}", t.elapsed());
     let regions = s.regions();
     s.terminate(true, LIMIT).unwrap();
+    eprintln!("  terminated at {:?}", t.elapsed());
     let errors = |i: usize| regions[i].control().error_count.load(Ordering::Relaxed);
     assert_eq!((errors(0), errors(1)), (1, 0), "the error is the first stage's only");
 }
@@ -161,7 +169,9 @@ fn terminate_in_flight(backend: &str, transport: &str) {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        let t = Instant::now();
         let end = s.terminate(drain, LIMIT).unwrap();
+        eprintln!("  drain {drain}: terminated in {:?}, {} replies, {} undelivered", t.elapsed(), end.replies.len(), end.undelivered);
         let ids: Vec<u64> = end.replies.iter().map(|(h, _)| h.correlation_id).collect();
         assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "drain {drain}: replies in order, none twice");
         assert_eq!(ids.len() as u64 + end.undelivered, 150, "drain {drain}: every message accounted for");
@@ -190,6 +200,8 @@ fn a_stage_writes_its_successors_input_ring() {
     // The last stage answers the host: its own output ring.
     let own = r[1].control();
     assert_eq!(own.output_head_addr.load(relaxed), base + offsets::OUTPUT_HEAD as u64);
+    // Only the first stage is fed by the host.
+    assert_eq!((a.input_producer.load(relaxed), own.input_producer.load(relaxed)), (PRODUCER_HOST, PRODUCER_KERNEL));
     s.terminate(true, LIMIT).unwrap();
 }
 
@@ -307,10 +319,27 @@ fn gpu_route_to_itself_loses_nothing_per_transport() {
 
 #[test]
 #[ignore = "needs a GPU: run by scripts/gpu-suite.sh"]
-fn gpu_route_computes_errors_and_terminates() {
+fn gpu_route_computes_in_the_second_stage() {
     for t in TRANSPORTS {
+        eprintln!("saxpy route on {t}");
         saxpy_route("cuda", [t, t]);
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run by scripts/gpu-suite.sh"]
+fn gpu_route_forwards_stage_errors() {
+    for t in TRANSPORTS {
+        eprintln!("errors through a route on {t}");
         errors_pass_through("cuda", t);
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: run by scripts/gpu-suite.sh"]
+fn gpu_route_terminates_with_messages_at_every_hop() {
+    for t in TRANSPORTS {
+        eprintln!("terminate a route on {t}");
         terminate_in_flight("cuda", t);
     }
 }

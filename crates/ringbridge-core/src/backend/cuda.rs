@@ -258,6 +258,8 @@ pub struct CudaKernel {
     region: Arc<Region>,
     /// A route's next stage, whose input ring this kernel writes: kept until this one stopped.
     _downstream: Option<Arc<Region>>,
+    /// Set by `stop`: what stopping found, and whether the kernel really ended.
+    halted: Option<(Result<(), Error>, bool)>,
     device: usize,
     /// The control block as the kernel addresses it.
     cb_device: u64,
@@ -272,15 +274,38 @@ const FAULT_POLL: Duration = Duration::from_millis(1);
 /// How long `join` waits for the kernel to see a terminate command.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 
-impl CudaKernel {
-    /// Sets up `transport` for `region`, launches `handler` and starts the service thread.
+/// A ring kernel set up but not launched: transport, module and stream are ready. Everything
+/// that may synchronise the context (allocations, memsets, module loading — lazily loaded
+/// modules wait for every running kernel, design.md) happens here, so a route prepares all its
+/// stages before it launches any: a running persistent stage would otherwise block the next
+/// stage's set-up forever.
+pub struct PreparedKernel {
+    runtime: Arc<CudaRuntime>,
+    link: Box<dyn Link>,
+    module: RingModule,
+    stream: Arc<CudaStream>,
+    region: Arc<Region>,
+    downstream: Option<Arc<Region>>,
+    device: usize,
+    cb_device: u64,
+    transport: (&'static str, String),
+    shape: Shape,
+}
+
+impl PreparedKernel {
+    /// Sets up `transport` for `region` and loads `handler` (or the user kernel). With
+    /// `downstream` (a route, spec §14) the kernel will write that stage's input ring instead of
+    /// its own output ring.
     ///
     /// # Errors
-    /// Unknown handler or transport; transport set-up, module load or launch failures.
-    /// With `downstream` (a route, spec §14) the kernel writes that stage's input ring instead
-    /// of its own output ring.
+    /// Unknown handler or transport; transport set-up or module load failures; a downstream
+    /// stage on another GPU.
+    ///
+    /// `sharing` kernels will run on this GPU together (a route's stages): a default shape then
+    /// takes `1/sharing` of the SMs, so every stage's blocks stay resident at once — a
+    /// persistent kernel whose blocks wait for SMs another persistent kernel holds never ends.
     #[allow(clippy::too_many_arguments)]
-    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify, downstream: Option<Feed>) -> Result<Self, Error> {
+    pub fn new(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, downstream: Option<Feed>, sharing: u32) -> Result<Self, Error> {
         let runtime = runtime_on(device)?;
         let ctx = Arc::clone(&runtime.gpu.ctx);
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
@@ -300,7 +325,7 @@ impl CudaKernel {
                 _ => Box::new(ManagedLink::new(&ctx, &region, concurrent)?),
             })
         })?;
-        let shape = shape.unwrap_or_else(|| Shape::default_for(name, runtime.gpu.sms));
+        let shape = shape.unwrap_or_else(|| Shape::default_for(name, (runtime.gpu.sms / sharing.max(1)).max(1)));
         if shape.blocks == 0 || shape.threads == 0 || shape.threads > 1024 || shape.threads % 32 != 0 {
             return Err(Error::InvalidConfig {
                 what: "kernel shape".into(),
@@ -314,6 +339,20 @@ impl CudaKernel {
         let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         let cb_device = link.kernel_cb();
+        Ok(Self { runtime, link, module, stream, region, downstream: downstream.map(|f| f.region), device, cb_device, transport: (name, reason), shape })
+    }
+
+    /// How the stage before this one in a route writes this kernel's input ring.
+    pub fn feed(&self) -> Feed {
+        Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), waker: None }
+    }
+
+    /// Launches the kernel and starts its service thread.
+    ///
+    /// # Errors
+    /// Launch failures; a service thread that cannot be spawned.
+    pub fn start(self, notify: Notify) -> Result<CudaKernel, Error> {
+        let Self { runtime, link, module, stream, region, downstream, device, cb_device, transport, shape } = self;
         // L1: the setup line is complete (region init + set_kernel_view) before the launch.
         fence(Ordering::SeqCst);
         module.launch(&stream, cb_device, shape.blocks, shape.threads)?;
@@ -326,8 +365,19 @@ impl CudaKernel {
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
         };
-        let downstream = downstream.map(|f| f.region);
-        Ok(Self { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, device, cb_device, transport: (name, reason), shape })
+        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, halted: None, device, cb_device, transport, shape })
+    }
+}
+
+impl CudaKernel {
+    /// Sets up `transport` for `region`, launches `handler` and starts the service thread
+    /// ([`PreparedKernel::new`], then [`PreparedKernel::start`]).
+    ///
+    /// # Errors
+    /// As those two.
+    #[allow(clippy::too_many_arguments)]
+    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify, downstream: Option<Feed>) -> Result<Self, Error> {
+        PreparedKernel::new(region, device, handler, user, transport, shape, downstream, 1)?.start(notify)
     }
 }
 
@@ -423,9 +473,12 @@ impl Kernel for CudaKernel {
         Ok(Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), waker: None })
     }
 
-    fn join(&mut self) -> Result<(), Error> {
-        let Some(service) = self.service.take() else { return Ok(()) };
-        let Some((stream, runtime)) = self.gpu.clone() else { return Ok(()) };
+    fn stop(&mut self) {
+        if self.halted.is_some() {
+            return;
+        }
+        let Some(service) = self.service.take() else { return };
+        let Some((stream, runtime)) = self.gpu.clone() else { return };
         let cb = self.region.control();
         if cb.terminate.load(Ordering::Relaxed) == 0 {
             // ORDERING: (H5) release pairs with the kernel's acquire (K1).
@@ -455,6 +508,13 @@ impl Kernel for CudaKernel {
         if outcome.is_ok() {
             outcome = served;
         }
+        self.halted = Some((outcome, finished));
+    }
+
+    fn join(&mut self) -> Result<(), Error> {
+        self.stop();
+        let Some((outcome, finished)) = self.halted.take() else { return Ok(()) };
+        self.halted = Some((Ok(()), finished));
         if !finished {
             // The kernel ignores terminate: its memory must outlive it, so leak the transport
             // and module rather than free memory a running kernel uses.
@@ -469,7 +529,6 @@ impl Kernel for CudaKernel {
         }
         self.module.take();
         self.link.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop((stream, runtime));
         self.gpu.take();
         outcome
     }

@@ -26,6 +26,10 @@ pub trait Kernel: Send + Sync {
     fn region(&self) -> &Arc<Region>;
     /// Wakes a kernel that announced sleep (`kernel_sleeping`); harmless otherwise.
     fn wake(&self);
+    /// Stops the kernel (abandoning unless a terminate command was already given) and waits for
+    /// it to exit, releasing nothing yet: a route stops every stage before it frees any, because
+    /// freeing GPU memory may synchronise a context another stage still runs in. `join` after.
+    fn stop(&mut self) {}
     /// Stops the kernel (abandoning what it has not taken unless a terminate command was already
     /// given) and waits for it to exit.
     ///
@@ -175,11 +179,71 @@ pub fn launch_route(specs: &[LaunchSpec<'_>], regions: Vec<Arc<Region>>, notify:
 /// # Errors
 /// As [`launch`].
 pub fn launch_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>) -> Result<(Box<dyn Kernel>, Launched), Error> {
+    prepare_stage(spec, region, notify, downstream, 1)?.start()
+}
+
+/// A stage set up in this process: a GPU kernel ready to launch (everything that may
+/// synchronise its context done), or a cpu kernel, which has nothing to prepare and runs.
+pub enum Prepared {
+    /// A GPU kernel, its doorbell and the backend choice, not launched yet.
+    Cuda(cuda::PreparedKernel, Notify, BackendChoice),
+    /// A running kernel.
+    Running(Box<dyn Kernel>, Launched),
+}
+
+impl Prepared {
+    /// How the stage before this one in a route writes this kernel's input ring.
+    ///
+    /// # Errors
+    /// As [`Kernel::feed`].
+    pub fn feed(&self) -> Result<route::Feed, Error> {
+        match self {
+            Self::Cuda(k, ..) => Ok(k.feed()),
+            Self::Running(k, _) => k.feed(),
+        }
+    }
+
+    /// As [`Kernel::waker`].
+    pub fn waker(&self) -> Option<route::Waker> {
+        match self {
+            Self::Cuda(..) => None,
+            Self::Running(k, _) => k.waker(),
+        }
+    }
+
+    /// As [`Kernel::set_upstream`].
+    pub fn set_upstream(&self, upstream: route::Waker) {
+        if let Self::Running(k, _) = self {
+            k.set_upstream(upstream);
+        }
+    }
+
+    /// Launches a prepared GPU kernel; a running one is returned as it is.
+    ///
+    /// # Errors
+    /// The launch's.
+    pub fn start(self) -> Result<(Box<dyn Kernel>, Launched), Error> {
+        match self {
+            Self::Cuda(k, notify, choice) => {
+                let kernel = k.start(notify)?;
+                let (transport, transport_reason) = kernel.transport.clone();
+                Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }))
+            }
+            Self::Running(k, l) => Ok((k, l)),
+        }
+    }
+}
+
+/// Sets up one kernel in this process ([`Prepared`]); see [`launch_stage`]. `sharing`: how many
+/// kernels of a route will share its GPU (default shapes split the SMs among them).
+///
+/// # Errors
+/// As [`launch`].
+pub fn prepare_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>, sharing: u32) -> Result<Prepared, Error> {
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
-        let kernel = cuda::CudaKernel::launch(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, notify, downstream)?;
-        let (transport, transport_reason) = kernel.transport.clone();
-        return Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }));
+        let kernel = cuda::PreparedKernel::new(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, downstream, sharing)?;
+        return Ok(Prepared::Cuda(kernel, notify, choice));
     }
     if spec.device != 0 {
         return Err(Error::InvalidConfig {
@@ -203,14 +267,14 @@ pub fn launch_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, 
         });
     }
     if spec.handler == EXTERNAL_HANDLER {
-        return Ok((
+        return Ok(Prepared::Running(
             Box::new(ExternalKernel { region }),
             Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend, kernel run by the caller".into() },
         ));
     }
     let handler = handlers::builtin(spec.handler)?;
     let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH, downstream)?;
-    Ok((Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
+    Ok(Prepared::Running(Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
 }
 
 /// The handler name under which the cpu backend only initialises the region and runs nothing:

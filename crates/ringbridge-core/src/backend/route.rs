@@ -14,8 +14,8 @@
 use std::sync::Arc;
 use std::thread::Thread;
 
-use super::{launch_stage, EXTERNAL_HANDLER, Isolation, Kernel, LaunchSpec, Launched, Notify};
-use crate::protocol::offsets;
+use super::{prepare_stage, EXTERNAL_HANDLER, Isolation, Kernel, LaunchSpec, Launched, Notify, Prepared};
+use crate::protocol::{offsets, PRODUCER_KERNEL};
 use crate::sync::{fence, Ordering};
 use crate::transport::Region;
 use crate::Error;
@@ -171,8 +171,16 @@ impl Kernel for RouteKernel {
         }
     }
 
-    fn join(&mut self) -> Result<(), Error> {
+    fn stop(&mut self) {
         // First to last: an earlier stage stops writing before the one it writes to stops.
+        for k in &mut self.stages {
+            k.stop();
+        }
+    }
+
+    fn join(&mut self) -> Result<(), Error> {
+        // Every stage stopped before any frees memory (see Kernel::stop).
+        self.stop();
         let mut outcome = Ok(());
         for k in &mut self.stages {
             let r = k.join();
@@ -188,26 +196,47 @@ impl Kernel for RouteKernel {
     }
 }
 
-/// Launches a route in this process: the last stage first, each earlier one writing the input
-/// ring of the one after it. A failure stops the stages already running (dropped, joined).
+impl Drop for RouteKernel {
+    fn drop(&mut self) {
+        // Dropping the stages one by one would free a stage's memory while a later one runs;
+        // join stops them all first. Errors have nowhere to go here.
+        let _ = self.join();
+    }
+}
+
+/// Launches a route in this process: every stage is prepared, last to first (each needs its
+/// successor's input ring), before any GPU stage launches — set-up calls that synchronise a
+/// context would wait forever behind a running persistent stage — then launched, last first.
+/// A failure stops whatever already runs (dropped, joined).
 ///
 /// # Errors
-/// [`check_route`]'s, and any stage's launch error (prefixed with nothing: each names itself).
+/// [`check_route`]'s, and any stage's set-up or launch error.
 pub fn launch_in_process(specs: &[LaunchSpec<'_>], regions: &[Arc<Region>], notify: &Arc<dyn Fn() + Send + Sync>) -> Result<(RouteKernel, Vec<Launched>), Error> {
     check_route(specs, regions)?;
-    let mut stages: Vec<Box<dyn Kernel>> = Vec::with_capacity(specs.len());
-    let mut launched = Vec::with_capacity(specs.len());
+    for region in &regions[1..] {
+        // L1: before any stage launches. A stage fed by a kernel must not wait, when draining,
+        // for a host input tail nobody writes.
+        region.control().input_producer.store(PRODUCER_KERNEL, Ordering::Relaxed);
+    }
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(specs.len());
     let mut feed: Option<Feed> = None;
     for i in (0..specs.len()).rev() {
         let n = Arc::clone(notify);
-        let (kernel, l) = launch_stage(&specs[i], Arc::clone(&regions[i]), Box::new(move || n()) as Notify, feed.take())?;
-        if let (Some(next), Some(waker)) = (stages.last(), kernel.waker()) {
+        let sharing = specs.iter().filter(|s| s.device == specs[i].device).count() as u32;
+        let stage = prepare_stage(&specs[i], Arc::clone(&regions[i]), Box::new(move || n()) as Notify, feed.take(), sharing)?;
+        if let (Some(next), Some(waker)) = (prepared.last(), stage.waker()) {
             // The next stage frees the slots this one waits for: it wakes this one (D2).
             next.set_upstream(waker);
         }
         if i > 0 {
-            feed = Some(kernel.feed()?);
+            feed = Some(stage.feed()?);
         }
+        prepared.push(stage);
+    }
+    let mut stages: Vec<Box<dyn Kernel>> = Vec::with_capacity(specs.len());
+    let mut launched = Vec::with_capacity(specs.len());
+    for stage in prepared {
+        let (kernel, l) = stage.start()?;
         stages.push(kernel);
         launched.push(l);
     }

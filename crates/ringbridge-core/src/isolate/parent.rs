@@ -69,11 +69,18 @@ impl ProcessKernel {
         }
         let (mine, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
             .map_err(|e| unavailable(format!("socketpair failed: {e}")))?;
-        let child = Command::new(&command.program)
-            .args(&command.args)
-            .stdin(Stdio::from(theirs))
-            .spawn()
-            .map_err(|e| unavailable(format!("cannot start the kernel host '{}': {e}", command.program.display())))?;
+        let mut host = Command::new(&command.program);
+        host.args(&command.args).stdin(Stdio::from(theirs));
+        if std::env::var_os("CUDA_MODULE_LOADING").is_none() {
+            // Lazily loaded modules wait for every running kernel of the context: with
+            // persistent kernels (a route's stages, design.md) that wait never ends.
+            host.env("CUDA_MODULE_LOADING", "EAGER");
+        }
+        let child = host.spawn().map_err(|e| unavailable(format!("cannot start the kernel host '{}': {e}", command.program.display())));
+        // The Command holds the host's end of the socket: close ours now, so a host that exits
+        // reads as closed, not as silent.
+        drop(host);
+        let child = child?;
         let child = Arc::new(Mutex::new(child));
         // A host that exits at once (not a kernel host at all) closes its end before or while
         // it is sent to: both read as "exited before it launched".

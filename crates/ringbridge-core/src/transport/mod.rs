@@ -327,6 +327,7 @@ impl Region {
         cb.input_tail_addr.store(view.input_tail_addr, r);
         cb.output_tail_addr.store(view.output_tail_addr, r);
         cb.output_head_addr.store(view.output_head_addr, r);
+        cb.input_producer.store(crate::protocol::PRODUCER_HOST, r);
         cb.active.store(1, r);
         cb.terminate.store(TERMINATE_NONE, r);
         cb.host_waiting.store(0, r);
