@@ -10,6 +10,7 @@ export {
   type KernelState,
   type KernelStats,
   type LaunchOptions,
+  type RouteStageInfo,
   type TerminateMode,
   type TerminateReport,
   type WaitOptions,

@@ -270,6 +270,157 @@ function checkSchema(s: unknown, name: string): void {
   }
 }
 
+/** One stage's validated launch: the native options, the region layout, what runs it. */
+interface StageShape {
+  shape: Parameters<typeof native.regionLayout>[0]
+  layout: ReturnType<typeof native.regionLayout>
+  jsHandler: boolean
+  isolation: 'process' | 'thread'
+  producers: 'single' | 'shared'
+  typeId: number
+  timeoutMs: number
+}
+
+/** Validates one kernel's launch options; `where` names a route's stage in every error. */
+function stageShape(options: LaunchOptions<unknown, unknown>, backend: string, device: number, where: string): StageShape {
+  try {
+    return checkStage(options, backend, device)
+  } catch (e) {
+    if (where !== '' && e instanceof Error) e.message = where + e.message
+    throw e
+  }
+}
+
+/** Validates one kernel's launch options (every public entry point's bad input gets a clear error). */
+function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, device: number): StageShape {
+  if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
+  if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply', options.cpu)
+  const jsHandler = backend === 'cpu' && options.cpu !== undefined
+  if (jsHandler && options.handler !== undefined) badOption('handler', 'nothing: the cpu handler replaces the built-in handler', options.handler)
+  if (backend !== 'cpu' && options.cpu !== undefined && options.source === undefined) {
+    badOption('source', `a CUDA handler (source, entry) for the ${backend} backend: the cpu handler runs on the cpu backend only`, options.source)
+  }
+  const user = !jsHandler && (options.source !== undefined || options.entry !== undefined)
+  if (jsHandler) {
+    if (options.isolation === 'process') badOption('isolation', "'thread' (a JS handler runs in a worker thread of this process)", options.isolation)
+  } else if (user) {
+    if (typeof options.source !== 'string' || options.source.trim() === '') badOption('source', 'the CUDA C source of the handler', options.source)
+    if (typeof options.entry !== 'string') badOption('entry', 'the name of the handler function in source', options.entry)
+    if (options.handler !== undefined) badOption('handler', 'nothing: a user kernel (source, entry) replaces the built-in handler', options.handler)
+  } else if (typeof options.handler !== 'string') {
+    badOption('handler', `a built-in handler name (${native.builtinHandlers().join(', ')}), or source and entry`, options.handler)
+  }
+  checkSchema(options.input, 'input')
+  checkSchema(options.output, 'output')
+  const schemaHeader = user ? cudaHeader(options.input, options.output) : undefined
+  const maxReplies = options.maxReplies
+  if (maxReplies !== undefined) {
+    if (!Number.isInteger(maxReplies) || maxReplies < 1 || maxReplies > 4096) badOption('maxReplies', 'an integer from 1 to 4096', maxReplies)
+    if (!user && !jsHandler) badOption('maxReplies', 'a user handler (source and entry): built-in handlers answer once', maxReplies)
+  }
+  const multiBytes = user && maxReplies !== undefined ? 8 + maxReplies * (options.output.size ?? 0) : 0
+  const capacity = options.capacity ?? 1024
+  const typeId = options.typeId ?? 1
+  if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
+    throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `typeId: expected an integer from 0 to 65535, got ${String(typeId)}`)
+  }
+  const timeoutMs = options.timeoutMs ?? 10_000
+  if (options.spinMicros !== undefined && (typeof options.spinMicros !== 'number' || !(options.spinMicros >= 0) || options.spinMicros > 1e6)) {
+    badOption('spinMicros', 'a number of microseconds from 0 to 1000000', options.spinMicros)
+  }
+  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) badOption('timeoutMs', 'a positive number of milliseconds', timeoutMs)
+  for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
+    if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
+  }
+  const transport = options.transport ?? 'auto'
+  if (!['auto', 'mapped', 'dma', 'managed'].includes(transport)) badOption('transport', "'auto', 'mapped', 'dma' or 'managed'", transport)
+  for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
+    if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
+  }
+  const producers = options.producers ?? 'single'
+  if (producers !== 'single' && producers !== 'shared') badOption('producers', "'single' or 'shared'", producers)
+  if (producers === 'shared' && options.isolation === 'process') badOption('isolation', "'thread' with producers 'shared' (worker threads attach to a SharedArrayBuffer)", options.isolation)
+  const isolation = jsHandler || producers === 'shared' ? 'thread' : (options.isolation ?? (backend === 'cuda' ? 'process' : 'thread'))
+  if (isolation !== 'process' && isolation !== 'thread') badOption('isolation', "'process' or 'thread'", isolation)
+  const shape = {
+    backend,
+    isolation,
+    hostCommand: isolation === 'process' ? [process.execPath, join(__dirname, 'kernel-host.js')] : undefined,
+    transport,
+    blocks: options.blocks,
+    threads: options.threads,
+    handler: jsHandler ? 'external' : (options.handler ?? 'user'),
+    device,
+    source: user ? options.source : undefined,
+    entry: user ? options.entry : undefined,
+    schemaHeader,
+    inputCapacity: capacity,
+    inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
+    outputCapacity: options.outputCapacity ?? capacity,
+    outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(32, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+    maxReplies: user ? maxReplies : undefined,
+  }
+  let layout
+  try {
+    layout = native.regionLayout(shape)
+  } catch (e) {
+    throw fromNative(e)
+  }
+  for (const [schema, slot, name] of [[options.input, shape.inputSlotSize, 'input'], [options.output, shape.outputSlotSize, 'output']] as const) {
+    if (schema.size !== undefined && schema.size > slot - FRAME_HEADER_BYTES) {
+      throw new RingbridgeRangeError(
+        'ERR_RINGBRIDGE_MESSAGE_TOO_LARGE',
+        `${name} schema of ${schema.size} bytes exceeds the slot payload of ${slot - FRAME_HEADER_BYTES} bytes (slot size ${slot})`,
+      )
+    }
+  }
+  if (!user && !jsHandler) checkBuiltinSchemas(options.handler!, options.input, options.output)
+  return { shape, layout, jsHandler, isolation, producers, typeId, timeoutMs }
+}
+
+/**
+ * What `launchRoute` accepts beyond each stage's own checks: stages fed by a kernel take no
+ * host-side role (a JS handler, shared producers), and each stage's output ring is the next
+ * one's input ring (the native side checks the ring shapes again, before anything runs).
+ */
+function checkRoute(list: readonly LaunchOptions<any, any>[], stages: readonly StageShape[]): void {
+  if (list.length < 2) badOption('launchRoute stages', 'an array of at least two launch options', list)
+  stages.forEach((st, i) => {
+    if (st.jsHandler) badOption(`route stage ${i}: cpu`, 'a built-in or CUDA handler: a route\'s kernels talk to each other without JavaScript', list[i]!.cpu)
+    if (st.producers === 'shared') badOption(`route stage ${i}: producers`, "'single' (shared producers are not available for routes)", st.producers)
+    if (st.isolation !== stages[0]!.isolation) badOption(`route stage ${i}: isolation`, `'${stages[0]!.isolation}', as stage 0: a route's stages share one runner`, st.isolation)
+    const next = stages[i + 1]
+    if (next === undefined) return
+    const [o, n] = [st.shape, next.shape]
+    if (o.outputCapacity !== n.inputCapacity || o.outputSlotSize !== n.inputSlotSize) {
+      throw new RingbridgeRangeError(
+        'ERR_RINGBRIDGE_INVALID_ARGUMENT',
+        `route stage ${i}'s output ring (${o.outputCapacity} slots of ${o.outputSlotSize} B) must be stage ${i + 1}'s input ring (${n.inputCapacity} slots of ${n.inputSlotSize} B): give outputCapacity/outputSlotSize or capacity/slotSize so they match`,
+      )
+    }
+    const [out, inp] = [list[i]!.output as Schema<unknown>, list[i + 1]!.input as Schema<unknown>]
+    if (out.size !== undefined && inp.size !== undefined && out.size !== inp.size) {
+      throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `route stage ${i}'s output schema (${out.size} bytes) is not stage ${i + 1}'s input schema (${inp.size} bytes)`)
+    }
+  })
+}
+
+/**
+ * One kernel of a {@link RingKernel}: a route's stage, or the kernel itself.
+ * @example
+ * ```ts
+ * for (const [i, stage] of route.stages.entries()) console.log(i, stage.transport, stage.device)
+ * ```
+ */
+export interface RouteStageInfo {
+  /** `shared-memory` on cpu, else the GPU transport. */
+  readonly transport: string
+  /** Why that transport. */
+  readonly transportReason: string
+  /** The device it runs on. */
+  readonly device: number
+}
+
 /**
  * A launched ring kernel: send messages, receive replies, make requests, control its life.
  *
@@ -303,6 +454,11 @@ export class RingKernel<TIn, TOut> {
   readonly transportReason: string
   /** Input ring slots. */
   readonly capacity: number
+  /**
+   * The kernels this object runs: one, or a route's stages first to last
+   * ({@link Runtime.launchRoute}), each with its transport and device.
+   */
+  readonly stages: readonly RouteStageInfo[]
 
   readonly #native: InstanceType<typeof native.NativeKernel>
   /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
@@ -311,7 +467,12 @@ export class RingKernel<TIn, TOut> {
   readonly #latency = new LatencyHistogram()
   /** Shared-input mode: the producers' claim word and the buffer they attach to. */
   readonly #shared: { claim: SharedArrayBuffer; buffer: SharedArrayBuffer; base: number; inputOffset: number } | undefined
+  /** The input side's control block (a route's first stage). */
   readonly #cb: ControlBlockView
+  /** The output side's control block (a route's last stage; else `#cb`). */
+  readonly #outCb: ControlBlockView
+  /** Every stage's control block, first to last (one for a single kernel). */
+  readonly #cbs: readonly ControlBlockView[]
   readonly #in: InputRing
   readonly #out: OutputRing
   readonly #bytes: Uint8Array
@@ -344,118 +505,54 @@ export class RingKernel<TIn, TOut> {
   #closed = false
   #keepAlive: ReturnType<typeof setInterval> | undefined
 
-  /** @internal Use `Runtime.launch`. */
-  constructor(options: LaunchOptions<TIn, TOut>, backend: string, device = 0) {
-    if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
-    if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply', options.cpu)
-    const jsHandler = backend === 'cpu' && options.cpu !== undefined
-    if (jsHandler && options.handler !== undefined) badOption('handler', 'nothing: the cpu handler replaces the built-in handler', options.handler)
-    if (backend !== 'cpu' && options.cpu !== undefined && options.source === undefined) {
-      badOption('source', `a CUDA handler (source, entry) for the ${backend} backend: the cpu handler runs on the cpu backend only`, options.source)
-    }
-    const user = !jsHandler && (options.source !== undefined || options.entry !== undefined)
-    if (jsHandler) {
-      if (options.isolation === 'process') badOption('isolation', "'thread' (a JS handler runs in a worker thread of this process)", options.isolation)
-    } else if (user) {
-      if (typeof options.source !== 'string' || options.source.trim() === '') badOption('source', 'the CUDA C source of the handler', options.source)
-      if (typeof options.entry !== 'string') badOption('entry', 'the name of the handler function in source', options.entry)
-      if (options.handler !== undefined) badOption('handler', 'nothing: a user kernel (source, entry) replaces the built-in handler', options.handler)
-    } else if (typeof options.handler !== 'string') {
-      badOption('handler', `a built-in handler name (${native.builtinHandlers().join(', ')}), or source and entry`, options.handler)
-    }
-    checkSchema(options.input, 'input')
-    checkSchema(options.output, 'output')
-    const schemaHeader = user ? cudaHeader(options.input, options.output) : undefined
-    const maxReplies = options.maxReplies
-    if (maxReplies !== undefined) {
-      if (!Number.isInteger(maxReplies) || maxReplies < 1 || maxReplies > 4096) badOption('maxReplies', 'an integer from 1 to 4096', maxReplies)
-      if (!user && !jsHandler) badOption('maxReplies', 'a user handler (source and entry): built-in handlers answer once', maxReplies)
-    }
-    const multiBytes = user && maxReplies !== undefined ? 8 + maxReplies * (options.output.size ?? 0) : 0
-    const capacity = options.capacity ?? 1024
-    const typeId = options.typeId ?? 1
-    if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
-      throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `typeId: expected an integer from 0 to 65535, got ${String(typeId)}`)
-    }
-    const timeoutMs = options.timeoutMs ?? 10_000
-    if (options.spinMicros !== undefined && (typeof options.spinMicros !== 'number' || !(options.spinMicros >= 0) || options.spinMicros > 1e6)) {
-      badOption('spinMicros', 'a number of microseconds from 0 to 1000000', options.spinMicros)
-    }
-    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) badOption('timeoutMs', 'a positive number of milliseconds', timeoutMs)
-    for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
-      if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
-    }
-    const transport = options.transport ?? 'auto'
-    if (!['auto', 'mapped', 'dma', 'managed'].includes(transport)) badOption('transport', "'auto', 'mapped', 'dma' or 'managed'", transport)
-    for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
-      if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
-    }
-    const producers = options.producers ?? 'single'
-    if (producers !== 'single' && producers !== 'shared') badOption('producers', "'single' or 'shared'", producers)
-    if (producers === 'shared' && options.isolation === 'process') badOption('isolation', "'thread' with producers 'shared' (worker threads attach to a SharedArrayBuffer)", options.isolation)
-    const isolation = jsHandler || producers === 'shared' ? 'thread' : (options.isolation ?? (backend === 'cuda' ? 'process' : 'thread'))
-    if (isolation !== 'process' && isolation !== 'thread') badOption('isolation', "'process' or 'thread'", isolation)
-    const shape = {
-      backend,
-      isolation,
-      hostCommand: isolation === 'process' ? [process.execPath, join(__dirname, 'kernel-host.js')] : undefined,
-      transport,
-      blocks: options.blocks,
-      threads: options.threads,
-      handler: jsHandler ? 'external' : (options.handler ?? 'user'),
-      device,
-      source: user ? options.source : undefined,
-      entry: user ? options.entry : undefined,
-      schemaHeader,
-      inputCapacity: capacity,
-      inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
-      outputCapacity: options.outputCapacity ?? capacity,
-      outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(32, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
-      maxReplies: user ? maxReplies : undefined,
-    }
-    let layout
-    try {
-      layout = native.regionLayout(shape)
-    } catch (e) {
-      throw fromNative(e)
-    }
-    for (const [schema, slot, name] of [[options.input, shape.inputSlotSize, 'input'], [options.output, shape.outputSlotSize, 'output']] as const) {
-      if (schema.size !== undefined && schema.size > slot - FRAME_HEADER_BYTES) {
-        throw new RingbridgeRangeError(
-          'ERR_RINGBRIDGE_MESSAGE_TOO_LARGE',
-          `${name} schema of ${schema.size} bytes exceeds the slot payload of ${slot - FRAME_HEADER_BYTES} bytes (slot size ${slot})`,
-        )
-      }
-    }
-    if (!user && !jsHandler) checkBuiltinSchemas(options.handler!, options.input, options.output)
-    this.#sendQueue = new MessageQueue(queueOptions('sendQueue', options.sendQueue, { capacity: 4096, policy: 'block' }))
-    this.#replies = new MessageQueue(queueOptions('replyQueue', options.replyQueue, { capacity: 65536, policy: 'block' }))
+  /** @internal Use `Runtime.launch` or `Runtime.launchRoute`. */
+  constructor(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0) {
+    const route = Array.isArray(options)
+    const list: readonly LaunchOptions<any, any>[] = route ? options : [options as LaunchOptions<TIn, TOut>]
+    const stages = list.map((o, i) => stageShape(o, backend, route ? (o?.device ?? device) : device, route ? `route stage ${i}: ` : ''))
+    if (route) checkRoute(list, stages)
+    const first = stages[0]!
+    const last = stages[stages.length - 1]!
+    const { jsHandler, isolation, producers, typeId, timeoutMs } = first
+    const opts = list[0] as LaunchOptions<TIn, TOut>
+    this.#sendQueue = new MessageQueue(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
+    this.#replies = new MessageQueue(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
 
     // In this process: a SharedArrayBuffer of whole pages plus one, as the region starts at
     // the first page boundary inside it (V8 does not page-align it) and a GPU transport
     // registers whole pages (spec §3.1). In a kernel host: shared memory the addon maps.
     const page = PROTOCOL.regionPage
-    const sab = isolation === 'thread' ? new SharedArrayBuffer(Math.ceil(layout.totalBytes / page) * page + page) : undefined
+    const sabs = stages.map((st) => (st.isolation === 'thread' ? new SharedArrayBuffer(Math.ceil(st.layout.totalBytes / page) * page + page) : undefined))
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)
-    let buffer: ArrayBufferLike
+    const doorbell = () => {
+      const kernel = self.deref()
+      if (kernel) kernel.#pump()
+    }
+    let buffers: ArrayBufferLike[]
     try {
-      this.#native = new native.NativeKernel(sab ? new Uint8Array(sab) : null, shape, () => {
-        const kernel = self.deref()
-        if (kernel) kernel.#pump()
-      })
-      buffer = sab ?? this.#native.sharedMemory()
+      const memories = sabs.map((sab) => (sab ? new Uint8Array(sab) : null))
+      this.#native = route ? native.NativeKernel.route(memories, stages.map((st) => st.shape), doorbell) : new native.NativeKernel(memories[0]!, first.shape, doorbell)
+      buffers = sabs.map((sab, i) => sab ?? this.#native.sharedMemory(i))
     } catch (e) {
       throw fromNative(e)
     }
-    const base = this.#native.regionOffset
-    this.#cb = new ControlBlockView(buffer, base)
-    if (this.#cb.load32('magic') !== PROTOCOL.magic || this.#cb.load32('version') !== PROTOCOL.version) {
-      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
-    }
+    this.#cbs = buffers.map((buffer, i) => {
+      const cb = new ControlBlockView(buffer, this.#native.stageRegionOffset(i))
+      if (cb.load32('magic') !== PROTOCOL.magic || cb.load32('version') !== PROTOCOL.version) {
+        throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
+      }
+      return cb
+    })
+    this.#cb = this.#cbs[0]!
+    this.#outCb = this.#cbs[this.#cbs.length - 1]!
+    const buffer = buffers[0]!
+    const base = this.#native.stageRegionOffset(0)
+    const outBase = this.#native.stageRegionOffset(stages.length - 1)
+    const { shape, layout } = first
     this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
-    this.#out = new OutputRing(buffer, { slotsOffset: base + layout.outputOffset, capacity: shape.outputCapacity, slotSize: shape.outputSlotSize }, this.#cb)
+    this.#out = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, this.#outCb)
     this.#bytes = new Uint8Array(buffer)
     if (producers === 'shared') {
       const claim = new SharedArrayBuffer(8)
@@ -466,29 +563,32 @@ export class RingKernel<TIn, TOut> {
     }
     if (jsHandler) {
       const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
-      this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, options.input, options.output, options.cpu!, this.#cb, () => {
-        const kernel = self.deref()
-        if (kernel) kernel.#pump()
-      })
+      this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, opts.input, opts.output, opts.cpu!, this.#cb, doorbell)
       this.#runner = this.#worker
     } else {
       this.#worker = undefined
       const n = this.#native
       this.#runner = { wake: () => n.wake(), join: () => n.join() }
     }
-    this.#input = options.input
-    this.#output = options.output
+    this.#input = opts.input
+    this.#output = (list[list.length - 1] as LaunchOptions<unknown, TOut>).output
     this.#typeId = typeId
     this.#timeoutMs = timeoutMs
     // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
     // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
-    this.#spinMs = (options.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
+    this.#spinMs = (opts.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
     this.#sleepingIdx = this.#cb.index32('kernel_sleeping')
     this.#waitingIdx = this.#cb.index32('host_waiting')
     this.backend = this.#native.backend
     this.backendReason = this.#native.backendReason
     this.transport = this.#native.transport
     this.transportReason = this.#native.transportReason
+    this.stages = Object.freeze(
+      stages.map((st, i) => {
+        const [transport, transportReason] = this.#native.stageTransport(i)
+        return Object.freeze({ transport: transport!, transportReason: transportReason!, device: st.shape.device ?? 0 })
+      }),
+    )
     this.isolation = isolation
     this.device = device
     this.hostPid = this.#native.hostPid ?? undefined
@@ -505,6 +605,9 @@ export class RingKernel<TIn, TOut> {
 
   /** Current life-cycle state. */
   get state(): KernelState {
+    // A route is terminated once any stage is (a faulted stage ends the route), else it is in
+    // its first stage's state.
+    for (const cb of this.#cbs) if (cb.load32('state') === 3) return 'terminated'
     return STATES[this.#cb.load32('state')] ?? 'launching'
   }
 
@@ -827,7 +930,7 @@ export class RingKernel<TIn, TOut> {
    */
   async activate(): Promise<void> {
     this.#checkOpen('activate')
-    this.#cb.store32('active', 1)
+    for (const cb of this.#cbs) cb.store32('active', 1)
     this.#runner.wake()
     await this.#until(() => this.state !== 'paused', 'activate')
   }
@@ -839,9 +942,9 @@ export class RingKernel<TIn, TOut> {
    */
   async deactivate(): Promise<void> {
     this.#checkOpen('deactivate')
-    this.#cb.store32('active', 0)
+    for (const cb of this.#cbs) cb.store32('active', 0)
     this.#runner.wake()
-    await this.#until(() => this.state === 'paused' || this.state === 'terminated', 'deactivate')
+    await this.#until(() => this.state === 'terminated' || this.#cbs.every((cb) => STATES[cb.load32('state')] === 'paused'), 'deactivate')
   }
 
   /**
@@ -862,7 +965,7 @@ export class RingKernel<TIn, TOut> {
   dispose(): void {
     if (this.#closed) return
     this.#terminating = true
-    this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+    for (const cb of this.#cbs) cb.store32('terminate', PROTOCOL.terminateAbandon)
     this.#finish()
   }
 
@@ -882,7 +985,7 @@ export class RingKernel<TIn, TOut> {
       depth: {
         sendQueue: this.#sendQueue.length,
         inputRing: this.#in.published - cb.load64('input_head'),
-        outputRing: cb.load64('output_tail') - this.#out.next,
+        outputRing: this.#outCb.load64('output_tail') - this.#out.next,
         replyQueue: this.#replies.length,
       },
       pendingRequests: this.#pending.size,
@@ -949,8 +1052,9 @@ export class RingKernel<TIn, TOut> {
   }
 
   #wakeKernel(): void {
-    // D2: our Atomics.store of the index is seq_cst, so this load cannot pass it.
-    if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0) this.#runner.wake()
+    // D2: our Atomics.store of the index is seq_cst, so this load cannot pass it. (A route:
+    // we feed its first stage and drain its last; the runner wakes them all.)
+    if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0 || (this.#outCb !== this.#cb && Atomics.load(this.#outCb.u32, this.#sleepingIdx) !== 0)) this.#runner.wake()
   }
 
   async #enqueue(item: Queued): Promise<void> {
@@ -1166,7 +1270,12 @@ export class RingKernel<TIn, TOut> {
   /** H7: store what we wait for; keep the process alive while we wait on the kernel. */
   #announce(bits: number): void {
     if (bits !== this.#waiting) {
-      Atomics.store(this.#cb.u32, this.#waitingIdx, bits)
+      if (this.#outCb === this.#cb) Atomics.store(this.#cb.u32, this.#waitingIdx, bits)
+      else {
+        // A route: input room is the first stage's news, replies the last stage's.
+        Atomics.store(this.#cb.u32, this.#waitingIdx, bits & PROTOCOL.waitInput)
+        Atomics.store(this.#outCb.u32, this.#waitingIdx, bits & PROTOCOL.waitOutput)
+      }
       this.#waiting = bits
     }
     if (bits !== 0 && this.#keepAlive === undefined) this.#keepAlive = setInterval(() => this.#pump(), 1000)
@@ -1210,16 +1319,21 @@ export class RingKernel<TIn, TOut> {
       if (mode === 'drain') {
         // A paused kernel takes nothing, so the send queue would never flush: drain overrides
         // pause, as the kernel does for the ring (dispatch.rs).
-        this.#cb.store32('active', 1)
+        for (const cb of this.#cbs) cb.store32('active', 1)
         this.#runner.wake()
         await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
       }
-      this.#cb.store32('terminate', mode === 'drain' ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
-      this.#runner.wake()
-      await this.#until(() => this.state === 'terminated', 'terminate')
+      // A route stops stage by stage, each once the one before it has (PROTOCOL.md §14): each
+      // drains into the next; `abandon` abandons the first stage only, so every message the
+      // route took comes out of its last stage.
+      for (const [i, cb] of this.#cbs.entries()) {
+        cb.store32('terminate', mode === 'drain' || i > 0 ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
+        this.#runner.wake()
+        await this.#until(() => cb.load32('state') === 3, 'terminate')
+      }
     } catch (e) {
       // The kernel did not stop in time: abandon it (join stops it for certain) and report.
-      this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+      for (const cb of this.#cbs) cb.store32('terminate', PROTOCOL.terminateAbandon)
       if ((e as RingbridgeError).code !== 'ERR_RINGBRIDGE_TIMEOUT') throw e
     }
     return this.#finish(mode)

@@ -106,6 +106,47 @@ export class Runtime {
     return kernel
   }
 
+  /**
+   * Launches a route: kernels that hand messages to each other with no host hop (PROTOCOL.md
+   * §14). Stage *i*'s output ring is stage *i+1*'s input ring — on one GPU the first kernel
+   * writes the second's input slots itself — so its `output` schema and output ring shape must
+   * be the next stage's `input` schema and input ring shape. The returned kernel sends to the
+   * first stage and receives from the last: `request()` resolves with the last stage's reply
+   * (an earlier stage's error frame travels on and rejects it), and `terminate()` stops the
+   * stages in order, so a drain (or an abandon of the first stage) loses no message the route
+   * took. Host-side options (queues, `timeoutMs`, `typeId`, `spinMicros`) are the first stage's.
+   * Stages share one runner: with `isolation: 'process'`, one kernel host (a fault in any stage
+   * ends the route).
+   * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for fewer than two stages, a JS handler
+   *   or shared producers in a stage, mismatched schemas or isolation (naming the stage).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` when a stage's output ring is not the next
+   *   stage's input ring.
+   * @example
+   * ```ts
+   * const f32x = array(f32, 16)
+   * // echo forwards a, x, y; saxpy computes on the GPU that echo wrote to: no host hop between.
+   * const route = await rt.launchRoute([
+   *   { handler: 'echo', input: struct({ a: f32, xy: array(f32, 32) }), output: struct({ a: f32, xy: array(f32, 32) }) },
+   *   { handler: 'saxpy', input: struct({ a: f32, xy: array(f32, 32) }), output: f32x },
+   * ])
+   * const y = await route.request({ a: 2, xy: new Array(32).fill(1) })
+   * ```
+   */
+  async launchRoute<A, B, C>(stages: readonly [LaunchOptions<A, B>, LaunchOptions<B, C>]): Promise<RingKernel<A, C>>
+  async launchRoute<A, B, C, D>(stages: readonly [LaunchOptions<A, B>, LaunchOptions<B, C>, LaunchOptions<C, D>]): Promise<RingKernel<A, D>>
+  async launchRoute(stages: readonly LaunchOptions<any, any>[]): Promise<RingKernel<unknown, unknown>>
+  async launchRoute(stages: readonly LaunchOptions<any, any>[]): Promise<RingKernel<unknown, unknown>> {
+    if (this.#closed) throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'launchRoute: the runtime is closed')
+    if (!Array.isArray(stages) || stages.length < 2) badOption('launchRoute stages', 'an array of at least two launch options', stages)
+    for (const [i, o] of stages.entries()) {
+      const device = o?.device ?? this.devices[0]!
+      if (!this.devices.includes(device)) badOption(`route stage ${i}: device`, `one of this runtime's devices (${this.devices.join(', ')})`, device)
+    }
+    const kernel = new RingKernel<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!)
+    this.#kernels.add(kernel)
+    return kernel
+  }
+
   /** Kernels launched and not yet terminated. */
   get kernels(): RingKernel<any, any>[] {
     return [...this.#kernels].filter((k) => !k.closed)

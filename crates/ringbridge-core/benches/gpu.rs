@@ -12,9 +12,19 @@ use ringbridge_core::protocol::RingConfig;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn session(transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
+/// One echo kernel (`stages` 1), or a route of `stages` echo kernels on the GPU, every ring
+/// of the same shape.
+fn session(stages: usize, transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
     let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape, isolation: Isolation::Thread, user: None, device: 0 };
-    Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"))
+    if stages == 1 {
+        return Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"));
+    }
+    let specs = vec![spec; stages];
+    Session::launch_route(&specs, &vec![ring; stages + 1]).unwrap_or_else(|e| panic!("route of {stages} on {transport}: {e}")).0
+}
+
+fn label(stages: usize, transport: &str) -> String {
+    if stages == 1 { transport.to_owned() } else { format!("route{stages}_{transport}") }
 }
 
 fn pct(sorted: &[f64], q: f64) -> f64 {
@@ -22,9 +32,9 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// One 64 B message at a time: send, wait for its reply.
-fn round_trip(transport: &str, iters: usize) {
+fn round_trip(stages: usize, transport: &str, iters: usize) {
     let ring = RingConfig { capacity: 64, slot_size: 64 };
-    let mut s = session(transport, ring, None);
+    let mut s = session(stages, transport, ring, None);
     let payload = [7u8; 48];
     let mut us = Vec::with_capacity(iters);
     for i in 0..iters + 1000 {
@@ -46,8 +56,9 @@ fn round_trip(transport: &str, iters: usize) {
         }
     }
     us.sort_by(f64::total_cmp);
-    println!("rust_rtt_{transport}_p50 {:.2} us", pct(&us, 0.5));
-    println!("rust_rtt_{transport}_p99 {:.2} us", pct(&us, 0.99));
+    let name = label(stages, transport);
+    println!("rust_rtt_{name}_p50 {:.2} us", pct(&us, 0.5));
+    println!("rust_rtt_{name}_p99 {:.2} us", pct(&us, 0.99));
     s.terminate(true, LIMIT).unwrap();
 }
 
@@ -55,9 +66,9 @@ fn round_trip(transport: &str, iters: usize) {
 /// producer writes only the header and a sequence number, as a zero-copy producer would; the
 /// transport still moves whole frames), the producer and the consumer on two threads; returns
 /// messages per second.
-fn stream(transport: &str, capacity: u32, slot: u32, total: u64, shape: Option<Shape>) -> f64 {
+fn stream(stages: usize, transport: &str, capacity: u32, slot: u32, total: u64, shape: Option<Shape>) -> f64 {
     let ring = RingConfig { capacity, slot_size: slot };
-    let mut s = session(transport, ring, shape);
+    let mut s = session(stages, transport, ring, shape);
     let len = slot as usize - 16;
     let start = Instant::now();
     {
@@ -125,21 +136,42 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--bench").then_some(()).is_none();
     let iters = if quick { 200 } else { 20_000 };
     let total: u64 = if quick { 100_000 } else { 20_000_000 };
-    for t in ["mapped", "dma", "managed"] {
-        round_trip(t, iters);
+    if std::env::args().any(|a| a == "--routes") {
+        return routes(iters, total / 4, quick);
     }
     for t in ["mapped", "dma", "managed"] {
-        let r = stream(t, 65_536, 64, if t == "managed" { total / 10 } else { total }, None);
+        round_trip(1, t, iters);
+    }
+    for t in ["mapped", "dma", "managed"] {
+        let r = stream(1, t, 65_536, 64, if t == "managed" { total / 10 } else { total }, None);
         println!("rust_stream_echo64_{t}_cap65536 {r:.3e} msg/s");
     }
     let sms = rt.gpu.sms;
-    let r = stream("mapped", 65_536, 64, total, Some(Shape { blocks: sms, threads: 256 }));
+    let r = stream(1, "mapped", 65_536, 64, total, Some(Shape { blocks: sms, threads: 256 }));
     println!("rust_stream_echo64_mapped_cap65536_blocks{sms} {r:.3e} msg/s");
-    let r = stream("dma", 1 << 20, 64, total * 4, None);
+    let r = stream(1, "dma", 1 << 20, 64, total * 4, None);
     println!("rust_stream_echo64_dma_cap1048576 {r:.3e} msg/s");
     for t in ["mapped", "dma"] {
         let n = if quick { 10_000 } else { 400_000 };
-        let r = stream(t, 4096, 4096, n, None);
+        let r = stream(1, t, 4096, 4096, n, None);
         println!("rust_bw_4KiB_{t} {:.2} GB/s", r * 4080.0 / 1e9);
+    }
+}
+
+/// Routes on one GPU beside one kernel, same process and run: the round trip through 1, 2 and
+/// 3 kernels (each added stage is one GPU→GPU hop), and streaming through 1 and 2 kernels.
+fn routes(iters: usize, total: u64, quick: bool) {
+    for stages in [1, 2, 3] {
+        round_trip(stages, "mapped", iters);
+        round_trip(stages, "dma", iters);
+    }
+    for stages in [1, 2] {
+        for t in ["mapped", "dma"] {
+            let r = stream(stages, t, 65_536, 64, total, None);
+            println!("rust_stream_echo64_{}_cap65536 {r:.3e} msg/s", label(stages, t));
+        }
+        let n = if quick { 10_000 } else { 200_000 };
+        let r = stream(stages, "dma", 4096, 4096, n, None);
+        println!("rust_bw_4KiB_{} {:.2} GB/s", label(stages, "dma"), r * 4080.0 / 1e9);
     }
 }
