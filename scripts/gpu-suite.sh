@@ -19,24 +19,24 @@ if [[ $mode == sanitizers ]]; then
   exit 0
 fi
 if [[ $mode == routes ]]; then
-  # Issue #5 on one GPU: anchors and raw GPU→GPU baselines, route figures beside one kernel,
-  # route tests (Rust and JS), the kernel's own suite (it changed: protocol v3), sanitizers.
+  # Issue #5 on one GPU: route tests (Rust and JS), the kernel's own suite (protocol v3 changed
+  # it), route figures beside one kernel with the anchors and raw GPU→GPU baselines, sanitizers.
+  step rust gpu tests
+  for t in gpu_route_computes_in_the_second_stage gpu_route_forwards_stage_errors gpu_route_terminates_with_messages_at_every_hop gpu_route_to_itself_loses_nothing_per_transport gpu_route_in_a_kernel_host gpu_route_round_trip_latency; do
+    RINGBRIDGE_GPU_MESSAGES=1000000 timeout 60 .gpu-run/bin/route --ignored --exact $t --nocapture >> "$O/rust_gpu_tests.txt" 2>&1; echo "exit $? $t" >> "$O/rust_gpu_tests.txt"
+  done
+  RINGBRIDGE_GPU_MESSAGES=1000000 timeout 90 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping >> "$O/rust_gpu_tests.txt" 2>&1
   step anchors
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 20000 20000000) > "$O/anchors.txt" 2>&1
-  (cd .gpu/anchors && timeout 120 python3 cupy_peer.py 20000) >> "$O/anchors.txt" 2>&1
+  (cd .gpu/anchors && timeout 60 python3 cupy_peer.py 20000) >> "$O/anchors.txt" 2>&1
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/peer_copy bench/gpu/peer_copy.cu && timeout 60 /tmp/peer_copy) >> "$O/anchors.txt" 2>&1
   step rust route bench
-  timeout 150 .gpu-run/bin/gpu --bench --routes > "$O/rust_bench.txt" 2>&1
-  step rust gpu tests
-  for t in gpu_route_to_itself_loses_nothing_per_transport gpu_route_computes_in_the_second_stage gpu_route_forwards_stage_errors gpu_route_terminates_with_messages_at_every_hop gpu_route_in_a_kernel_host gpu_route_round_trip_latency; do
-    RINGBRIDGE_GPU_MESSAGES=1000000 timeout 90 .gpu-run/bin/route --ignored --exact $t --nocapture >> "$O/rust_gpu_tests.txt" 2>&1; echo "exit $? $t" >> "$O/rust_gpu_tests.txt"
-  done
-  RINGBRIDGE_GPU_MESSAGES=1000000 timeout 120 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping >> "$O/rust_gpu_tests.txt" 2>&1
+  timeout 120 .gpu-run/bin/gpu --bench --routes > "$O/rust_bench.txt" 2>&1
   step js gpu suite
-  RINGBRIDGE_GPU_MESSAGES=1000000 timeout 200 node node_modules/ava/entrypoints/cli.mjs __test__/route.spec.js __test__/gpu.spec.js > "$O/js_gpu.txt" 2>&1
+  RINGBRIDGE_GPU_MESSAGES=1000000 timeout 150 node node_modules/ava/entrypoints/cli.mjs __test__/route.spec.js __test__/gpu.spec.js > "$O/js_gpu.txt" 2>&1
   step sanitizers
   for tool in memcheck racecheck; do
-    RINGBRIDGE_GPU_MESSAGES=20000 timeout 100 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/route --ignored --test-threads=1 gpu_route_computes gpu_route_forwards >> "$O/sanitizers.log" 2>&1
+    RINGBRIDGE_GPU_MESSAGES=20000 timeout 90 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/route --ignored --test-threads=1 gpu_route_computes gpu_route_forwards >> "$O/sanitizers.log" 2>&1
   done
   tail -n 4 "$O"/*.txt "$O/sanitizers.log"
   exit 0
