@@ -8,6 +8,8 @@ import { codeOf, receiveAll, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
 const gpuTest = GPU ? test.serial : (title: string, _fn: unknown) => test.skip(`${title} — skipped: no CUDA device (set RINGBRIDGE_GPU=1 on a GPU host)`, () => undefined)
+const GPUS = Number(process.env.RINGBRIDGE_GPU_COUNT ?? 0)
+const gpu2Test = GPU && GPUS >= 2 ? test.serial : (title: string, _fn: unknown) => test.skip(`${title} — skipped: needs two GPUs (RINGBRIDGE_GPU=1, RINGBRIDGE_GPU_COUNT=${GPUS})`, () => undefined)
 
 const N = 32
 const axy = struct({ a: f32, xy: array(f32, 2 * N) })
@@ -161,6 +163,32 @@ gpuTest('GPU: saxpy on the second kernel of a route, in a kernel host and in thi
   for (const isolation of ['process', 'thread'] as const) {
     const route = await saxpyThroughARoute(rt, { isolation, transport: 'dma' })
     t.is(route.isolation, isolation)
+    t.is((await route.terminate()).undelivered.length, 0)
+  }
+})
+
+gpu2Test('two GPUs: a route from device 0 to device 1, host-staged and (where the GPUs allow it) peer', async (t) => {
+  const rt = await open('cuda', t)
+  t.true(rt.devices.length >= 2)
+  const total = 200_000
+  for (const second of ['mapped', 'dma'] as const) {
+    let route
+    try {
+      route = await rt.launchRoute([
+        { handler: 'echo', input: u64, output: u64, transport: 'dma', device: 0 },
+        { handler: 'echo', input: u64, output: u64, transport: second, device: 1 },
+      ])
+    } catch (e) {
+      // Only a device-memory ring without peer access may be refused, and it says what works.
+      t.is(second, 'dma', String(e))
+      t.regex((e as Error).message, /transport 'mapped'/)
+      continue
+    }
+    t.deepEqual(route.stages.map((s) => s.device), [0, 1])
+    const sending = route.sendBatch(Array.from({ length: total }, (_, i) => BigInt(i) * 7n))
+    const got = await receiveAll(route, total)
+    await sending
+    t.is(got.findIndex((v, i) => v !== BigInt(i) * 7n), -1, `gpu0 dma → gpu1 ${second}`)
     t.is((await route.terminate()).undelivered.length, 0)
   }
 })

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 export RINGBRIDGE_GPU=1 PATH=/tmp/gpu-node/bin:$PATH LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export RINGBRIDGE_CACHE_DIR=/tmp/rb-cache RINGBRIDGE_KERNEL_HOST=$PWD/.gpu-run/bin/ringbridge-kernel-host
 O=${OUT:-/tmp/out}; mkdir -p "$O"
+# How many GPUs this host has: tests across GPUs run only where there are two (JS reads it too).
+export RINGBRIDGE_GPU_COUNT=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 bash .gpu/run.sh true
 step() { echo "=== $* ($(date +%T))"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$O/device.txt"
@@ -26,6 +28,12 @@ if [[ $mode == routes ]]; then
     RINGBRIDGE_GPU_MESSAGES=1000000 timeout 60 .gpu-run/bin/route --ignored --exact $t --nocapture >> "$O/rust_gpu_tests.txt" 2>&1; echo "exit $? $t" >> "$O/rust_gpu_tests.txt"
   done
   RINGBRIDGE_GPU_MESSAGES=1000000 timeout 90 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping >> "$O/rust_gpu_tests.txt" 2>&1
+  if (( RINGBRIDGE_GPU_COUNT >= 2 )); then
+    RINGBRIDGE_GPU_MESSAGES=1000000 timeout 120 .gpu-run/bin/route --ignored --exact gpu2_routes_across_gpus_peer_and_host_staged --nocapture >> "$O/rust_gpu_tests.txt" 2>&1
+    echo "exit $? gpu2_routes_across_gpus_peer_and_host_staged" >> "$O/rust_gpu_tests.txt"
+  else
+    echo "NOT RUN: gpu2_routes_across_gpus_peer_and_host_staged (this host has $RINGBRIDGE_GPU_COUNT GPU)" >> "$O/rust_gpu_tests.txt"
+  fi
   step anchors
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 20000 20000000) > "$O/anchors.txt" 2>&1
   (cd .gpu/anchors && timeout 60 python3 cupy_peer.py 20000) >> "$O/anchors.txt" 2>&1

@@ -34,7 +34,12 @@ fn pct(sorted: &[f64], q: f64) -> f64 {
 /// One 64 B message at a time: send, wait for its reply.
 fn round_trip(stages: usize, transport: &str, iters: usize) {
     let ring = RingConfig { capacity: 64, slot_size: 64 };
-    let mut s = session(stages, transport, ring, None);
+    round_trip_on(session(stages, transport, ring, None), &label(stages, transport), iters);
+}
+
+/// [`round_trip`] through a session launched by the caller, printed under `name`.
+fn round_trip_on(mut s: Session, name: &str, iters: usize) {
+    let transport = name;
     let payload = [7u8; 48];
     let mut us = Vec::with_capacity(iters);
     for i in 0..iters + 1000 {
@@ -56,7 +61,6 @@ fn round_trip(stages: usize, transport: &str, iters: usize) {
         }
     }
     us.sort_by(f64::total_cmp);
-    let name = label(stages, transport);
     println!("rust_rtt_{name}_p50 {:.2} us", pct(&us, 0.5));
     println!("rust_rtt_{name}_p99 {:.2} us", pct(&us, 0.99));
     s.terminate(true, LIMIT).unwrap();
@@ -68,7 +72,11 @@ fn round_trip(stages: usize, transport: &str, iters: usize) {
 /// messages per second.
 fn stream(stages: usize, transport: &str, capacity: u32, slot: u32, total: u64, shape: Option<Shape>) -> f64 {
     let ring = RingConfig { capacity, slot_size: slot };
-    let mut s = session(stages, transport, ring, shape);
+    stream_on(session(stages, transport, ring, shape), transport, slot, total)
+}
+
+/// [`stream`] through a session launched by the caller.
+fn stream_on(mut s: Session, transport: &str, slot: u32, total: u64) -> f64 {
     let len = slot as usize - 16;
     let start = Instant::now();
     {
@@ -159,8 +167,14 @@ fn main() {
 }
 
 /// Routes on one GPU beside one kernel, same process and run: the round trip through 1, 2 and
-/// 3 kernels (each added stage is one GPU→GPU hop), and streaming through 1 and 2 kernels.
+/// 3 kernels (each added stage is one GPU→GPU hop), and streaming through 1 and 2 kernels; with
+/// two GPUs, the same across them (device 0 → device 1: host-staged, and peer where possible).
 fn routes(iters: usize, total: u64, quick: bool) {
+    if ringbridge_core::cuda::driver::device_count().unwrap_or(0) >= 2 {
+        across_gpus(iters, total);
+    } else {
+        println!("route_across_gpus n/a (1 device)");
+    }
     for stages in [1, 2, 3] {
         round_trip(stages, "mapped", iters);
         round_trip(stages, "dma", iters);
@@ -173,5 +187,29 @@ fn routes(iters: usize, total: u64, quick: bool) {
         let n = if quick { 10_000 } else { 200_000 };
         let r = stream(stages, "dma", 4096, 4096, n, None);
         println!("rust_bw_4KiB_{} {:.2} GB/s", label(stages, "dma"), r * 4080.0 / 1e9);
+    }
+}
+
+/// Device 0 → device 1, per path: the second stage `mapped` (host-staged: its ring in host
+/// memory both GPUs reach) and `dma` (its ring in device 1's memory, through peer access; refused
+/// with the reason where the GPUs have none).
+fn across_gpus(iters: usize, total: u64) {
+    for (second, path) in [("mapped", "host_staged"), ("dma", "peer")] {
+        let launch = |capacity: u32| {
+            let a = LaunchSpec { backend: "cuda", handler: "echo", transport: "dma", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+            let b = LaunchSpec { transport: second, device: 1, ..a.clone() };
+            let ring = RingConfig { capacity, slot_size: 64 };
+            Session::launch_route(&[a, b], &[ring; 3]).map(|(s, _)| s)
+        };
+        match launch(64) {
+            Ok(s) => round_trip_on(s, &format!("gpu0_gpu1_{path}"), iters),
+            Err(e) => {
+                println!("route_gpu0_gpu1_{path} n/a ({e})");
+                continue;
+            }
+        }
+        let s = launch(65_536).expect("the same route launched a moment ago");
+        let r = stream_on(s, path, 64, total);
+        println!("rust_stream_echo64_gpu0_gpu1_{path} {r:.3e} msg/s");
     }
 }

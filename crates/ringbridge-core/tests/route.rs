@@ -387,3 +387,49 @@ fn gpu_route_round_trip_latency() {
         s.terminate(true, LIMIT).unwrap();
     }
 }
+
+/// Routes across two GPUs (the GPU suite runs this only where nvidia-smi lists two or more; on
+/// one GPU it fails, never passes): device 0 → device 1, through peer access into device 1's
+/// memory (the next stage on dma) where the GPUs allow it, and host-staged (the next stage
+/// mapped: its ring in host memory both reach) always. Order, loss and content as on one GPU.
+#[test]
+#[ignore = "needs two GPUs: run by scripts/gpu-suite.sh routes on a multi-GPU host"]
+fn gpu2_routes_across_gpus_peer_and_host_staged() {
+    let count = ringbridge_core::cuda::driver::device_count().unwrap();
+    assert!(count >= 2, "needs two GPUs; this host has {count}");
+    for (first, second) in [("dma", "mapped"), ("mapped", "mapped"), ("dma", "dma"), ("mapped", "dma")] {
+        let (mut a, mut b) = (spec("cuda", "echo", first), spec("cuda", "echo", second));
+        (a.device, b.device) = (0, 1);
+        match Session::launch_route(&[a, b], &[ring(1024, 64); 3]) {
+            Ok((mut s, _)) => {
+                let rate = stream(&mut s, gpu_messages(), 48);
+                println!("route gpu0 {first} → gpu1 {second}: {} messages, {:.1} M msg/s", gpu_messages(), rate / 1e6);
+                s.terminate(true, LIMIT).unwrap();
+            }
+            // No peer access: a device-memory ring on the other GPU is refused, saying what works.
+            Err(e) if second == "dma" => {
+                assert_eq!(e.code(), ErrorCode::InvalidArgument, "{e}");
+                assert!(e.to_string().contains("transport 'mapped'"), "{e}");
+                println!("route gpu0 {first} → gpu1 dma refused (no peer access): {e}");
+            }
+            Err(e) => panic!("host-staged route gpu0 {first} → gpu1 {second}: {e}"),
+        }
+    }
+    // The second GPU computes on what the first forwarded.
+    let mut b = spec("cuda", "saxpy", "mapped");
+    b.device = 1;
+    saxpy_across(spec("cuda", "echo", "dma"), b);
+}
+
+/// saxpy in the second stage of a route from `a` to `b` (a = m % 100, x = [2], y = [1]).
+fn saxpy_across(a: LaunchSpec<'_>, b: LaunchSpec<'_>) {
+    let (mut s, _) = Session::launch_route(&[a, b], &[ring(64, 256); 3]).unwrap();
+    for m in 0..2_000u64 {
+        let v = (m % 100) as f32;
+        let payload: Vec<u8> = [v, 2.0, 1.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        s.send(1, m, &payload, LIMIT).unwrap();
+        let out = s.recv_with(LIMIT, |h, p| (h.correlation_id, p.to_vec())).unwrap();
+        assert_eq!(out, (m, (v * 2.0 + 1.0).to_le_bytes().to_vec()));
+    }
+    s.terminate(true, LIMIT).unwrap();
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::{self, KernelHooks};
 use super::handlers::Handler;
-use super::route::{Feed, FeedView, Waker};
+use super::route::{Feed, FeedMemory, FeedView, Waker};
 use super::{Kernel, Notify};
 use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON};
 use crate::ring::{Consumer, Producer};
@@ -147,6 +147,7 @@ impl Kernel for CpuKernel {
             region: Arc::clone(&self.region),
             view: FeedView::of(&self.region, base),
             device: None,
+            memory: FeedMemory::Host,
             waker: self.waker(),
         })
     }

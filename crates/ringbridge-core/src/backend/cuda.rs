@@ -15,17 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaContext, CudaStream};
 
 use super::dispatch::record_error;
-use super::route::{Feed, FeedView};
+use super::route::{Feed, FeedMemory, FeedView};
 use super::{Kernel, Notify};
 use crate::cuda::driver::{self, Gpu};
 use crate::cuda::module::{stream_done, RingModule};
 use crate::cuda::nvrtc::{self, Image};
-use crate::cuda::cuda_err;
+use crate::cuda::{cuda_err, peer};
 use super::user::UserKernel;
-use crate::protocol::{kernel_error, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, HANDLER_USER, TERMINATE_ABANDON};
+use crate::protocol::{kernel_error, offsets, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, HANDLER_USER, TERMINATE_ABANDON};
 use crate::sync::{fence, Ordering};
 use crate::transport::dma::DmaLink;
 use crate::transport::managed::ManagedLink;
@@ -260,9 +260,6 @@ pub struct CudaKernel {
     _downstream: Option<Arc<Region>>,
     /// Set by `stop`: what stopping found, and whether the kernel really ended.
     halted: Option<(Result<(), Error>, bool)>,
-    device: usize,
-    /// The control block as the kernel addresses it.
-    cb_device: u64,
     /// The transport in use and why.
     pub transport: (&'static str, String),
     /// The launch shape.
@@ -334,7 +331,7 @@ impl PreparedKernel {
             });
         }
         if let Some(feed) = &downstream {
-            region.set_output_view(route_view(feed, device)?);
+            region.set_output_view(route_view(feed, device, &ctx)?);
         }
         let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
@@ -344,7 +341,12 @@ impl PreparedKernel {
 
     /// How the stage before this one in a route writes this kernel's input ring.
     pub fn feed(&self) -> Feed {
-        Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), waker: None }
+        let memory = match self.transport.0 {
+            "mapped" => FeedMemory::Host,
+            "dma" => FeedMemory::Device,
+            _ => FeedMemory::Managed,
+        };
+        Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), memory, waker: None }
     }
 
     /// Launches the kernel and starts its service thread.
@@ -352,7 +354,7 @@ impl PreparedKernel {
     /// # Errors
     /// Launch failures; a service thread that cannot be spawned.
     pub fn start(self, notify: Notify) -> Result<CudaKernel, Error> {
-        let Self { runtime, link, module, stream, region, downstream, device, cb_device, transport, shape } = self;
+        let Self { runtime, link, module, stream, region, downstream, cb_device, transport, shape, .. } = self;
         // L1: the setup line is complete (region init + set_kernel_view) before the launch.
         fence(Ordering::SeqCst);
         module.launch(&stream, cb_device, shape.blocks, shape.threads)?;
@@ -365,7 +367,7 @@ impl PreparedKernel {
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
         };
-        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, halted: None, device, cb_device, transport, shape })
+        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, halted: None, transport, shape })
     }
 }
 
@@ -444,20 +446,40 @@ fn take_over_dead_kernel(cb: &ControlBlock, rt: &CudaRuntime) {
     cb.state.store(KernelState::Terminated as u32, Ordering::Release);
 }
 
-/// The addresses a kernel on `device` writes a route's next stage through (spec §14).
+/// The addresses a kernel in `ctx` (on `device`) writes a route's next stage through (spec §14).
+/// Same GPU: the stage's own view. Another GPU: the control block (always registered host
+/// memory) at this context's address; the slots and tail word either host-staged (a `mapped`
+/// stage: registered host memory, at this context's addresses) or in the other GPU's memory,
+/// reached by peer access — enabled here, or refused when the devices cannot reach each other.
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for a stage on another GPU: routes across GPUs are designed
-/// (docs/MULTI_GPU.md) but not built.
-fn route_view(feed: &Feed, device: usize) -> Result<FeedView, Error> {
-    match feed.device {
-        Some(d) if d as usize == device => Ok(feed.view),
-        other => Err(Error::InvalidConfig {
-            what: format!("a route from device {device} to {}", other.map_or("host memory".to_owned(), |d| format!("device {d}"))),
-            value: None,
-            expected: "both stages on the same GPU".into(),
-        }),
+/// [`Error::InvalidConfig`] for a device-memory ring on a GPU this one has no peer access to
+/// (the message says to launch that stage `mapped`); [`Error::Cuda`] for failing calls.
+fn route_view(feed: &Feed, device: usize, ctx: &Arc<CudaContext>) -> Result<FeedView, Error> {
+    let Some(theirs) = feed.device.map(|d| d as usize) else { return Ok(feed.view) };
+    if theirs == device {
+        return Ok(feed.view);
     }
+    let region = &feed.region;
+    let host = region.base_ptr() as u64;
+    let head_addr = peer::host_address_in(ctx, host + offsets::INPUT_HEAD as u64)?;
+    if feed.memory == FeedMemory::Host {
+        return Ok(FeedView {
+            slots: peer::host_address_in(ctx, host + region.layout().input_offset as u64)?,
+            tail_addr: peer::host_address_in(ctx, host + offsets::INPUT_TAIL as u64)?,
+            head_addr,
+        });
+    }
+    let other = runtime_on(theirs)?;
+    if !peer::can_access_peer(ctx, &other.gpu.ctx)? {
+        return Err(Error::InvalidConfig {
+            what: format!("a route from device {device} into device {theirs}'s memory ({:?} transport)", feed.memory),
+            value: None,
+            expected: format!("peer access between them, which this host does not have: launch the stage on device {theirs} with transport 'mapped' (its input ring then lives in host memory both GPUs reach)"),
+        });
+    }
+    peer::enable_peer_access(ctx, &other.gpu.ctx)?;
+    Ok(FeedView { head_addr, ..feed.view })
 }
 
 impl Kernel for CudaKernel {
@@ -469,9 +491,6 @@ impl Kernel for CudaKernel {
         // A GPU kernel never parks (kernel_sleeping stays 0); nothing to wake.
     }
 
-    fn feed(&self) -> Result<Feed, Error> {
-        Ok(Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), waker: None })
-    }
 
     fn stop(&mut self) {
         if self.halted.is_some() {

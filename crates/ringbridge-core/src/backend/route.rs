@@ -70,6 +70,18 @@ impl Waker {
     }
 }
 
+/// Where a stage's input ring lives, which decides how a kernel on another GPU reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedMemory {
+    /// Registered (portable) host memory: the cpu backend, and the `mapped` transport. Any GPU
+    /// of the process reaches it — the host-staged path across GPUs.
+    Host,
+    /// The stage's GPU memory (`dma`): another GPU needs peer access.
+    Device,
+    /// Managed memory (`managed`): treated as device memory (peer access) across GPUs.
+    Managed,
+}
+
 /// A stage's input ring as the stage before it reaches it.
 #[derive(Clone)]
 pub struct Feed {
@@ -80,6 +92,8 @@ pub struct Feed {
     /// The GPU the ring is reachable from without peer access; `None` for host memory any
     /// runner reaches (the cpu backend).
     pub device: Option<u32>,
+    /// Where the slots and the tail word live.
+    pub memory: FeedMemory,
     /// Wakes the stage after the writer publishes (cpu backend).
     pub waker: Option<Waker>,
 }

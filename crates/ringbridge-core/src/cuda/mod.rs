@@ -10,6 +10,7 @@ pub mod driver;
 pub mod memory;
 pub mod module;
 pub mod nvrtc;
+pub mod peer;
 
 use cudarc::driver::DriverError;
 
