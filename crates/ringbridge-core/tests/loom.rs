@@ -233,3 +233,40 @@ fn h7_k7_no_lost_reply_wakeup() {
         assert!(kernel_rings || !host_sleeps, "lost wake-up: the host sleeps on a published reply");
     });
 }
+
+/// (§14, D1/D2 between route stages): stage A publishes the next stage's input tail, fences,
+/// and wakes B if B announced sleep; B announces sleep, fences, re-checks that tail, and when it
+/// finds the frame, consumes it, releases the head, fences and wakes A if A announced sleep
+/// while waiting for room. Both handshakes at once, as `CpuHooks::published` runs them: in no
+/// execution does a stage sleep on an index its neighbour moved without being woken.
+#[test]
+fn route_neighbours_no_lost_wakeup() {
+    loom::model(|| {
+        let (a_sleeping, b_sleeping) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (tail, head) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let b = {
+            let (a_sleeping, b_sleeping, tail, head) = (Arc::clone(&a_sleeping), Arc::clone(&b_sleeping), Arc::clone(&tail), Arc::clone(&head));
+            thread::spawn(move || {
+                b_sleeping.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                if tail.load(Ordering::SeqCst) == 0 {
+                    return (true, false); // B sleeps; A must wake it
+                }
+                b_sleeping.store(0, Ordering::Relaxed);
+                head.store(1, Ordering::Release);
+                fence(Ordering::SeqCst);
+                (false, a_sleeping.load(Ordering::Relaxed) != 0)
+            })
+        };
+        tail.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let a_wakes_b = b_sleeping.load(Ordering::Relaxed) != 0;
+        // A's ring is full until B releases: A announces sleep and re-checks the head.
+        a_sleeping.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let a_sleeps = head.load(Ordering::SeqCst) == 0;
+        let (b_slept, b_wakes_a) = b.join().unwrap();
+        assert!(!b_slept || a_wakes_b, "lost wake-up: B sleeps on a tail A published");
+        assert!(b_slept || !a_sleeps || b_wakes_a, "lost wake-up: A sleeps on a head B released");
+    });
+}
