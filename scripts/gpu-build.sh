@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 npm run build
 mkdir -p .gpu-run/bin
 grep -qxF '/.gpu-run/' .git/info/exclude || echo '/.gpu-run/' >> .git/info/exclude
-bin() { cargo "$@" --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
-cp "$(bin test -p ringbridge-core --release --test gpu_cuda --no-run)" .gpu-run/bin/gpu_cuda
-cp "$(bin test -p ringbridge-core --release --test route --no-run)" .gpu-run/bin/route
-cp "$(bin bench -p ringbridge-core --bench gpu --no-run)" .gpu-run/bin/gpu
+# The executable of target $1 (a test or bench; the kernel host binary they depend on is listed too).
+bin() { local name=$1; shift; cargo "$@" --message-format=json 2>/dev/null | grep "\"name\":\"$name\"" | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1; }
+cp "$(bin gpu_cuda test -p ringbridge-core --release --test gpu_cuda --no-run)" .gpu-run/bin/gpu_cuda
+cp "$(bin route test -p ringbridge-core --release --test route --no-run)" .gpu-run/bin/route
+cp "$(bin gpu bench -p ringbridge-core --bench gpu --no-run)" .gpu-run/bin/gpu
 cargo build -q --release -p ringbridge-core --bin ringbridge-kernel-host
 cp target/release/ringbridge-kernel-host .gpu-run/bin/
 bash ../shared/device/prepare.sh
