@@ -6,7 +6,8 @@
 //! bad handler would end GPU work for the application's whole life. Run in a kernel host, a
 //! trap ends that process only; the application sees the fault in the control block (state
 //! TERMINATED, error HANDLER_FAULT), rejects what was waiting, and the next launch starts a
-//! fresh host with a fresh context. One host per kernel also means one kernel's fault never
+//! fresh host with a fresh context. One host per kernel (or per route: its stages write each
+//! other's rings, so they share a host and fail together) also means one kernel's fault never
 //! touches another's.
 //!
 //! How: the region lives in a memfd ([`shm::SharedMemory`]) both processes map, so the rings
@@ -18,8 +19,8 @@
 //! | from   | packet                      | meaning                                            |
 //! |--------|-----------------------------|----------------------------------------------------|
 //! | parent | `F` + the memfd (SCM_RIGHTS) | the region                                         |
-//! | parent | `launch\t…`                 | what to run ([`wire::LaunchRequest`])               |
-//! | host   | `L…` / `E…`                 | launched (backend, transport, reasons) / failed     |
+//! | parent | `launch\t…`                 | what to run ([`wire::LaunchRequest`]); its `following` more `F` + `launch` pairs: a route's stages |
+//! | host   | `L…` (one per stage) / `E…` | launched (backend, transport, reasons) / failed     |
 //! | host   | `!`                         | doorbell: the kernel published while the host waits |
 //! | parent | `w`                         | wake a parked kernel (spec §8, D2)                  |
 //! | parent | `j`                         | stop the kernel and report                          |
