@@ -111,6 +111,49 @@ test('terminate accounts for every message in flight at every hop: drain deliver
   }
 })
 
+test("stats() shows each stage's own counters; a stage's error is that stage's", async (t) => {
+  const rt = await open('cpu', t)
+  const route = await rt.launchRoute([
+    { handler: 'echo', input: bytes(), output: bytes() },
+    { handler: 'saxpy', input: bytes(), output: bytes() },
+    { handler: 'echo', input: bytes(), output: bytes() },
+  ])
+  await route.request(new Uint8Array(12))
+  await t.throwsAsync(route.request(new Uint8Array(5)))
+  const stages = route.stats().stages
+  t.deepEqual(stages.map((s) => s.processed), [2, 2, 2])
+  t.deepEqual(stages.map((s) => s.errors), [0, 1, 0])
+  t.deepEqual(stages.map((s) => s.firstKernelError), ['none', 'bad-payload', 'none'])
+  t.deepEqual(stages.map((s) => s.inputRing), [0, 0, 0])
+  t.deepEqual(stages.map((s) => s.state), ['running', 'running', 'running'])
+  await route.terminate()
+  t.deepEqual(route.stats().stages.map((s) => s.state), ['terminated', 'terminated', 'terminated'])
+})
+
+test("a stage that crashes the route's kernel host rejects every waiter; the next route works", async (t) => {
+  const rt = await open('cpu', t)
+  const route = await rt.launchRoute([
+    { handler: 'echo', input: u32, output: u32, isolation: 'process' },
+    { handler: 'trap', input: u32, output: u32, isolation: 'process' },
+  ])
+  const pending = [route.request(1), route.request(2), route.receive()]
+  for (const p of pending) {
+    const err = await t.throwsAsync(within(p, 10_000, 'a rejection'))
+    t.is(codeOf(err), 'ERR_RINGBRIDGE_KERNEL_ERROR')
+    t.regex(err!.message, /kernel host process died/)
+  }
+  t.is(route.state, 'terminated')
+  t.deepEqual(route.stats().stages.map((s) => s.state), ['terminated', 'terminated'])
+  const report = await within(route.terminate(), 10_000, 'terminate')
+  t.is(codeOf(report.fault), 'ERR_RINGBRIDGE_KERNEL_ERROR')
+  const again = await rt.launchRoute([
+    { handler: 'echo', input: u32, output: u32, isolation: 'process' },
+    { handler: 'echo', input: u32, output: u32, isolation: 'process' },
+  ])
+  t.not(again.hostPid, route.hostPid)
+  t.deepEqual(await Promise.all([again.request(7), again.request(8)]), [7, 8])
+})
+
 test('a route in one kernel host process', async (t) => {
   const rt = await open('cpu', t)
   const route = await saxpyThroughARoute(rt, { isolation: 'process' })

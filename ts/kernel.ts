@@ -199,6 +199,12 @@ export interface KernelStats {
   pendingRequests: number
   /** Round trips of `request()` that got their reply, send to settle, in µs. */
   requestLatency: LatencyPercentiles
+  /**
+   * Each kernel's own counters, first to last (one entry, or a route's stages): where a route
+   * stalls or fails. `inputRing`: messages in that stage's input ring (for a later stage, those
+   * the stage before it wrote and it has not taken).
+   */
+  stages: { state: KernelState; processed: number; errors: number; firstKernelError: string; inputRing: number }[]
 }
 
 /**
@@ -990,6 +996,20 @@ export class RingKernel<TIn, TOut> {
       },
       pendingRequests: this.#pending.size,
       requestLatency: this.#latency.percentiles(),
+      stages: this.#cbs.map((c, i) => {
+        const code = c.load32('error_code')
+        // The first stage's tail is the host's (what it published); a later stage's is only in
+        // its kernel's view (a device word on dma), so its input depth is taken from the stage
+        // before: what that one processed, minus what this one did.
+        const tail = i === 0 ? this.#in.published : this.#cbs[i - 1]!.load64('messages_processed')
+        return {
+          state: STATES[c.load32('state')] ?? 'launching',
+          processed: c.load64('messages_processed'),
+          errors: c.load32('error_count'),
+          firstKernelError: KERNEL_ERROR_NAMES[code] ?? `code-${code}`,
+          inputRing: Math.max(0, tail - c.load64('input_head')),
+        }
+      }),
     }
   }
 
