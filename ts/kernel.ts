@@ -385,12 +385,12 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
 }
 
 /**
- * What `launchRoute` accepts beyond each stage's own checks: stages fed by a kernel take no
+ * What `launchRoute` accepts beyond each stage's own checks (it has checked there are two
+ * stages or more): stages fed by a kernel take no
  * host-side role (a JS handler, shared producers), and each stage's output ring is the next
  * one's input ring (the native side checks the ring shapes again, before anything runs).
  */
 function checkRoute(list: readonly LaunchOptions<any, any>[], stages: readonly StageShape[]): void {
-  if (list.length < 2) badOption('launchRoute stages', 'an array of at least two launch options', list)
   stages.forEach((st, i) => {
     if (st.jsHandler) badOption(`route stage ${i}: cpu`, 'a built-in or CUDA handler: a route\'s kernels talk to each other without JavaScript', list[i]!.cpu)
     if (st.producers === 'shared') badOption(`route stage ${i}: producers`, "'single' (shared producers are not available for routes)", st.producers)

@@ -152,7 +152,7 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
         let (kernel, mut launched) = crate::isolate::parent::ProcessKernel::spawn(command, &requests, vec![region], notify)?;
         return Ok((Box::new(kernel), launched.remove(0)));
     }
-    launch_stage(spec, region, notify, None)
+    prepare_stage(spec, region, notify, None, 1)?.start()
 }
 
 /// Launches a route (spec §14): stage *i*'s output ring is stage *i+1*'s input ring, the host
@@ -162,8 +162,9 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
 /// # Errors
 /// [`route::check_route`]'s, and any stage's launch error.
 pub fn launch_route(specs: &[LaunchSpec<'_>], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Box<dyn Kernel>, Vec<Launched>), Error> {
-    route::check_route(specs, &regions)?;
     if let Isolation::Process(command) = specs[0].isolation {
+        // Refused here, before a kernel host starts (the host checks again, in process).
+        route::check_route(specs, &regions)?;
         let requests: Vec<_> = specs.iter().map(crate::isolate::wire::LaunchRequest::of).collect();
         let (kernel, launched) = crate::isolate::parent::ProcessKernel::spawn(command, &requests, regions, notify)?;
         return Ok((Box::new(kernel), launched));
@@ -171,15 +172,6 @@ pub fn launch_route(specs: &[LaunchSpec<'_>], regions: Vec<Arc<Region>>, notify:
     let notify: Arc<dyn Fn() + Send + Sync> = Arc::from(notify);
     let (kernel, launched) = route::launch_in_process(specs, &regions, &notify)?;
     Ok((Box::new(kernel), launched))
-}
-
-/// Launches one kernel in this process; `downstream` (a route) makes its output ring the input
-/// ring of that stage instead of its own.
-///
-/// # Errors
-/// As [`launch`].
-pub fn launch_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>) -> Result<(Box<dyn Kernel>, Launched), Error> {
-    prepare_stage(spec, region, notify, downstream, 1)?.start()
 }
 
 /// A stage set up in this process: a GPU kernel ready to launch (everything that may
@@ -234,8 +226,9 @@ impl Prepared {
     }
 }
 
-/// Sets up one kernel in this process ([`Prepared`]); see [`launch_stage`]. `sharing`: how many
-/// kernels of a route will share its GPU (default shapes split the SMs among them).
+/// Sets up one kernel in this process ([`Prepared`]); `downstream` (a route) makes its output
+/// ring the input ring of that stage instead of its own. `sharing`: how many kernels of a route
+/// will share its GPU (default shapes split the SMs among them).
 ///
 /// # Errors
 /// As [`launch`].

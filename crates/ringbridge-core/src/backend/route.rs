@@ -163,13 +163,6 @@ pub struct RouteKernel {
     stages: Vec<Box<dyn Kernel>>,
 }
 
-impl RouteKernel {
-    /// The stages, first to last.
-    pub fn stages(&self) -> &[Box<dyn Kernel>] {
-        &self.stages
-    }
-}
-
 impl Kernel for RouteKernel {
     fn region(&self) -> &Arc<Region> {
         self.stages[0].region()
