@@ -32,6 +32,12 @@ pub struct ProtocolConstants {
     pub terminate_drain: u32,
     /// Terminate command values.
     pub terminate_abandon: u32,
+    /// Largest ring capacity (slots, a power of two from 1).
+    pub max_capacity: u32,
+    /// Smallest slot size in bytes, header included.
+    pub min_slot_size: u32,
+    /// Largest slot size in bytes.
+    pub max_slot_size: u32,
     /// `[name, byte offset]` of every control-block field, in spec order.
     pub fields: Vec<(String, u32)>,
 }
@@ -50,6 +56,9 @@ pub fn protocol_constants() -> ProtocolConstants {
         wait_input: protocol::WAIT_INPUT,
         terminate_drain: protocol::TERMINATE_DRAIN,
         terminate_abandon: protocol::TERMINATE_ABANDON,
+        max_capacity: protocol::MAX_CAPACITY,
+        min_slot_size: protocol::MIN_SLOT_SIZE,
+        max_slot_size: protocol::MAX_SLOT_SIZE,
         fields: FIELD_OFFSETS.iter().map(|(n, o)| ((*n).to_owned(), *o as u32)).collect(),
     }
 }
