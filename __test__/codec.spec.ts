@@ -214,6 +214,9 @@ const invalidCases: [string, unknown, typeof RingbridgeTypeError | typeof Ringbr
   ['NaN integer', { ...good, id: Number.NaN }, RingbridgeTypeError, 'message.id'],
   ['wrong array length', { ...good, v: [1, 2] }, RingbridgeTypeError, 'message.v'],
   ['not an array', { ...good, v: 'abc' }, RingbridgeTypeError, 'message.v'],
+  ['extra field', { ...good, zzz: 1 }, RingbridgeTypeError, 'message'],
+  ['extra nested field', { ...good, pos: { x: 1, on: true, w: 2 } }, RingbridgeTypeError, 'message.pos'],
+  ['misspelt field', { idd: 1, v: [1, 2, 3], pos: good.pos, big: 5n }, RingbridgeTypeError, 'message'],
   ['null message', null, RingbridgeTypeError, 'message'],
   ['number for a struct', 7, RingbridgeTypeError, 'message'],
 ]
@@ -244,6 +247,53 @@ test('wrong shapes throw RingbridgeTypeError/RangeError with ERR_RINGBRIDGE_INVA
   const got: Infer<typeof Shape>[] = []
   while (got.length < 4) got.push(...(await within(k.receiveBatch(4, { timeoutMs: 5000 }), 6000, 'replies')))
   t.deepEqual(got, [good, good, good, good])
+})
+
+test('a struct refuses fields it does not have (issue #3): the error names them and the schema\'s fields, on every path', async (t) => {
+  const S = struct({ id: u32 })
+  const dv = new DataView(new ArrayBuffer(64))
+  const extra = t.throws(() => S.encode(dv, 0, { id: 1, zzz: 1 } as Infer<typeof S>, 64))
+  t.true(extra instanceof RingbridgeTypeError)
+  t.is(codeOf(extra), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.is(extra!.message, "message: unexpected field 'zzz' (the struct's fields: id)")
+  const two = t.throws(() => Shape.encode(dv, 0, { ...good, a: 1, b: 2 } as Infer<typeof Shape>, 64))
+  t.is(two!.message, "message: unexpected fields 'a', 'b' (the struct's fields: id, v, pos, big)")
+  // Nested structs, inside arrays too, name their own path and fields.
+  const Outer = struct({ inner: struct({ x: u8 }), list: array(struct({ y: u8 }), 2) })
+  t.is(t.throws(() => Outer.encode(dv, 0, { inner: { x: 1, z: 1 }, list: [{ y: 1 }, { y: 2 }] } as Infer<typeof Outer>, 64))!.message, "message.inner: unexpected field 'z' (the struct's fields: x)")
+  t.is(t.throws(() => Outer.encode(dv, 0, { inner: { x: 1 }, list: [{ y: 1 }, { y: 2, q: 0 }] } as Infer<typeof Outer>, 64))!.message, "message.list[1]: unexpected field 'q' (the struct's fields: y)")
+  // What is not an extra own field still encodes: another key order, fields from a class's
+  // getters, inherited or non-enumerable extras (not the value's own data), symbol keys.
+  t.is(Shape.encode(dv, 0, { big: 5n, pos: { on: true, x: 1.5 }, v: [1, 2, 3], id: 1 }, 64), Shape.size)
+  class Id {
+    get id(): number {
+      return 7
+    }
+  }
+  t.is(S.encode(dv, 0, new Id(), 64), 4)
+  t.is(dv.getUint32(0, true), 7)
+  t.is(S.encode(dv, 0, Object.create({ zzz: 1 }, { id: { value: 2, enumerable: true } }) as Infer<typeof S>, 64), 4)
+  t.is(S.encode(dv, 0, Object.defineProperty({ id: 3 }, 'hidden', { value: 1, enumerable: false }), 64), 4)
+  t.is(S.encode(dv, 0, { id: 4, [Symbol('tag')]: 1 }, 64), 4)
+  // Through a kernel: trySend, send, request, sendBatch (all or nothing) refuse it; nothing is sent.
+  const k = await launch(t, { handler: 'echo', input: S, output: S, capacity: 8 })
+  const bad = { id: 1, zzz: 1 } as Infer<typeof S>
+  t.is(codeOf(t.throws(() => k.trySend(bad))), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.is(codeOf(await t.throwsAsync(within(k.send(bad), 2000, 'send'))), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.is(codeOf(await t.throwsAsync(k.request(bad, { timeoutMs: 1000 }))), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  const batch = await t.throwsAsync(within(k.sendBatch([{ id: 1 }, bad]), 2000, 'sendBatch'))
+  t.is(codeOf(batch), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.regex(batch!.message, /^messages\[1\]: unexpected field 'zzz'/)
+  t.is(k.stats().sent, 0)
+  t.deepEqual(await within(k.request({ id: 5 }, { timeoutMs: 5000 }), 6000, 'a good request after'), { id: 5 })
+})
+
+test('a JS handler whose reply has a field the output schema lacks is answered as a handler fault', async (t) => {
+  const S = struct({ id: u32 })
+  const k = await launch(t, { input: S, output: S, cpu: (m: { id: number }) => ({ ...m, note: 'extra' }) })
+  const e = await t.throwsAsync(k.request({ id: 1 }, { timeoutMs: 5000 }))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_KERNEL_ERROR')
+  t.regex(e!.message, /handler-fault/)
 })
 
 test('schema constructors reject bad arguments with ERR_RINGBRIDGE_INVALID_ARGUMENT', (t) => {

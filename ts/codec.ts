@@ -367,6 +367,31 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
     align = Math.max(align, s.align)
   }
   const size = alignUp(offset, align)
+  const known = new Set(names)
+  /**
+   * Refuses own enumerable properties that are not fields (an extra field would be dropped
+   * without a word). Fast path, no allocation: a value whose enumerable keys are exactly the fields in
+   * declaration order (a literal, a spread, a decoded reply). Anything else is checked key by
+   * key, and the error text is built only when a key is not a field.
+   */
+  const checkKeys = (v: Record<string, unknown>, path: string): void => {
+    let i = 0
+    let ordered = true
+    for (const k in v) {
+      if (k !== names[i]) ordered = false
+      i++
+    }
+    if (ordered && i === names.length) return
+    let extra: string[] | undefined
+    for (const k in v) if (!known.has(k) && Object.prototype.hasOwnProperty.call(v, k)) (extra ??= []).push(k)
+    if (extra !== undefined) {
+      const list = extra.map((k) => `'${k}'`).join(', ')
+      throw new RingbridgeTypeError(
+        'ERR_RINGBRIDGE_INVALID_MESSAGE',
+        `${path}: unexpected field${extra.length > 1 ? 's' : ''} ${list} (the struct's fields: ${names.join(', ')})`,
+      )
+    }
+  }
   return {
     kind: 'struct',
     size,
@@ -379,6 +404,7 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
       if (size > capacity) tooLarge(path, size, capacity)
       if (value === null || typeof value !== 'object') invalid(path, `an object with fields ${names.join(', ')}`, value)
       const v = value as Record<string, unknown>
+      checkKeys(v, path)
       for (const p of parts) {
         if (!(p.name in v)) invalid(`${path}.${p.name}`, `a ${p.schema.kind} (field is missing)`, undefined)
         p.schema.encode(view, base + p.offset, v[p.name], p.schema.size, `${path}.${p.name}`)
