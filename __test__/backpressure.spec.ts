@@ -102,7 +102,8 @@ test("send queue 'reject': a send that finds ring and queue full throws ERR_RING
 
 test("send queue 'drop-newest': the new message is dropped and counted; a dropped request rejects ERR_RINGBRIDGE_FULL", async (t) => {
   const k = await pausedAndFull(t, 'drop-newest')
-  for (const v of [8, 9, 10]) await within(k.send(v), 1000, `send ${v}`)
+  // The caller learns of the drop from the outcome (issue #10, item 4).
+  for (const v of [8, 9, 10]) t.is(await within(k.send(v), 1000, `send ${v}`), 'dropped', `send ${v}`)
   t.is(k.stats().dropped.send, 3)
   const e = await t.throwsAsync(within(k.request(11, { timeoutMs: 5000 }), 6000, 'dropped request'))
   t.is(codeOf(e), 'ERR_RINGBRIDGE_FULL')
@@ -119,18 +120,24 @@ test("send queue 'drop-oldest': the oldest queued message is dropped and counted
   // Queue holds [request 100, 4, 5, 6] behind the full ring [0, 1, 2, 3].
   const k = await pausedAndFull(t, 'drop-oldest', [])
   const request = k.request(100, { timeoutMs: 10_000 })
-  for (const v of [4, 5, 6]) await within(k.send(v), 1000, `send ${v}`)
+  // A queued message may still be displaced, so each send() settles when its fate is decided:
+  // these are not awaited until then (issue #10, item 4: a dropped send resolved like a sent one).
+  const sends = new Map<number, Promise<string>>()
+  for (const v of [4, 5, 6]) sends.set(v, k.send(v))
   t.is(k.stats().depth.sendQueue, 4)
   t.is(k.stats().dropped.send, 0)
-  await within(k.send(7), 1000, 'send 7')
+  sends.set(7, k.send(7))
   t.is(codeOf(await t.throwsAsync(within(request, 1000, 'dropped request'))), 'ERR_RINGBRIDGE_FULL')
-  for (const v of [8, 9]) await within(k.send(v), 1000, `send ${v}`)
+  for (const v of [8, 9]) sends.set(v, k.send(v))
+  t.is(await within(sends.get(4)!, 1000, 'send 4 settles'), 'dropped')
+  t.is(await within(sends.get(5)!, 1000, 'send 5 settles'), 'dropped')
   const s = k.stats()
   t.is(s.dropped.send, 3)
   t.is(s.depth.sendQueue, 4)
   t.is(s.pendingRequests, 0)
   await within(k.activate(), 5000, 'activate')
   t.deepEqual(await receiveAll(k, 8), [0, 1, 2, 3, 6, 7, 8, 9])
+  for (const v of [6, 7, 8, 9]) t.is(await within(sends.get(v)!, 1000, `send ${v} settles`), 'sent', `send ${v}`)
   await assertNoMoreReplies(t, k)
 })
 

@@ -32,7 +32,7 @@ test('random interleavings of send() and request(): each request gets its own re
         try {
           const sent: number[] = []
           const requests: { value: number; reply: Promise<number> }[] = []
-          const sends: Promise<void>[] = []
+          const sends: Promise<unknown>[] = []
           for (const [i, op] of ops.entries()) {
             if (op.kind === 'send') {
               sent.push(i)

@@ -116,9 +116,15 @@ export class WorkerRunner {
     return this.#lastFault
   }
 
-  /** D2: wakes a worker asleep on `kernel_sleeping`. */
+  /**
+   * D2: wakes a worker asleep on `kernel_sleeping`. The word is cleared before the notify: a
+   * worker between its D1 re-check and its `Atomics.wait` is not a waiter yet, so a bare notify
+   * would miss it, while `Atomics.wait` on a word that no longer holds 1 returns at once.
+   */
   wake(): void {
-    Atomics.notify(this.#cb.u32, this.#cb.index32('kernel_sleeping'))
+    const i = this.#cb.index32('kernel_sleeping')
+    Atomics.compareExchange(this.#cb.u32, i, 1, 0)
+    Atomics.notify(this.#cb.u32, i)
   }
 
   /** Stops the worker (abandon, unless a terminate command was given) and waits, bounded. */

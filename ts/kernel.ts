@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks'
 
 import native from './binding'
 import type { Schema } from './codec'
-import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, badOption, fromNative } from './errors'
+import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, badOption, describe, fromNative } from './errors'
 import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
@@ -237,14 +237,65 @@ interface Waiter<T> {
 interface Queued {
   id: number
   bytes: Uint8Array
+  /** Under a dropping policy: settles its sender's promise once the outcome is final. */
+  outcome?: (o: SendOutcome) => void
 }
+
+/**
+ * What became of a message given to {@link RingKernel.send} (and each of
+ * {@link RingKernel.sendBatch}'s):
+ * - `sent`: it is in the input ring; the kernel will take it.
+ * - `queued`: it waits in the send queue (`block`, `reject`, `drop-newest`: policies that never
+ *   drop a queued message) and goes into the ring in order; if the kernel is abandoned first it
+ *   is listed in the terminate report.
+ * - `dropped`: the send queue's `drop-oldest` / `drop-newest` policy discarded it (counted in
+ *   `stats().dropped.send`). Never sent.
+ * - `undelivered`: under `drop-oldest`, the kernel was abandoned while it waited in the queue:
+ *   it is listed in the terminate report.
+ * @example
+ * ```ts
+ * if ((await kernel.send(msg)) === 'dropped') retryLater(msg)
+ * ```
+ */
+export type SendOutcome = 'sent' | 'queued' | 'dropped' | 'undelivered'
+
+/** A message waiting for room in a full send queue under `block`; `what` names its caller. */
+type Blocked = Waiter<SendOutcome> & { item: Queued; what: string }
+
+/**
+ * Replies delivered per turn of the event loop before the rest wait for the next turn: large
+ * enough that the `setImmediate` between turns costs nothing measurable, small enough that a
+ * turn stays well under a millisecond.
+ */
+const DRAIN_BUDGET = 4096
+
+/** The longest timer Node keeps: a longer `setTimeout` fires after 1 ms instead (with a warning). */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 1)))
 
+/** True for an integer power of two from `min` to `max` (numbers past 2^32 included: never wrapped). */
+const isPow2In = (v: unknown, min: number, max: number): v is number =>
+  typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max && 2 ** Math.round(Math.log2(v)) === v
+
+/**
+ * A ring capacity as given, checked against the spec's limits before anything reaches the
+ * native side (whose u32 fields would otherwise see 2^32 + 8 as 8).
+ */
+function checkCapacity(name: string, v: unknown): void {
+  if (v !== undefined && !isPow2In(v, 1, PROTOCOL.maxCapacity)) badRange(name, `a power of two from 1 to ${PROTOCOL.maxCapacity}`, v)
+}
+
+/** `badOption` for an integer out of its range (a RangeError; a wrong type stays a TypeError). */
+function badRange(name: string, expected: string, got: unknown): never {
+  if (typeof got !== 'number' || !Number.isInteger(got)) badOption(name, expected, got)
+  throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${name}: expected ${expected}, got ${describe(got)}`)
+}
+
 function slotFor(schema: Schema<unknown>, given: number | undefined, name: string): number {
   if (given !== undefined) {
-    if (!Number.isInteger(given)) badOption(name, 'an integer power of two from 32', given)
+    if (!isPow2In(given, PROTOCOL.minSlotSize, PROTOCOL.maxSlotSize)) badRange(name, `a power of two from ${PROTOCOL.minSlotSize} to ${PROTOCOL.maxSlotSize} bytes, header included`, given)
     return given
   }
   const payload = schema.size ?? Math.min(schema.maxSize, 256 - FRAME_HEADER_BYTES)
@@ -334,15 +385,15 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
   if (options.spinMicros !== undefined && (typeof options.spinMicros !== 'number' || !(options.spinMicros >= 0) || options.spinMicros > 1e6)) {
     badOption('spinMicros', 'a number of microseconds from 0 to 1000000', options.spinMicros)
   }
-  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) badOption('timeoutMs', 'a positive number of milliseconds', timeoutMs)
-  for (const [name, v] of [['capacity', capacity], ['outputCapacity', options.outputCapacity]] as const) {
-    if (v !== undefined && !Number.isInteger(v)) badOption(name, 'an integer power of two', v)
-  }
+  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) badOption('timeoutMs', `a number of milliseconds above 0, at most ${MAX_TIMER_MS}`, timeoutMs)
+  checkCapacity('capacity', capacity)
+  checkCapacity('outputCapacity', options.outputCapacity)
   const transport = options.transport ?? 'auto'
   if (!['auto', 'mapped', 'dma', 'managed'].includes(transport)) badOption('transport', "'auto', 'mapped', 'dma' or 'managed'", transport)
   for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
-    if (v !== undefined && (!Number.isInteger(v) || v < 1)) badOption(name, 'a positive integer', v)
+    if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 0xffffffff)) badOption(name, 'a positive integer below 2^32', v)
   }
+  if (options.device !== undefined && (!Number.isInteger(options.device) || options.device < 0 || options.device > 0xffffffff)) badOption('device', 'a device ordinal (a non-negative integer)', options.device)
   const producers = options.producers ?? 'single'
   if (producers !== 'single' && producers !== 'shared') badOption('producers', "'single' or 'shared'", producers)
   if (producers === 'shared' && options.isolation === 'process') badOption('isolation', "'thread' with producers 'shared' (worker threads attach to a SharedArrayBuffer)", options.isolation)
@@ -492,7 +543,7 @@ export class RingKernel<TIn, TOut> {
   readonly #pending = new Map<number, Waiter<TOut>>()
   readonly #expired = new Set<number>()
   readonly #receivers: Waiter<TOut>[] = []
-  readonly #blocked = new Fifo<Waiter<void> & { item: Queued }>()
+  readonly #blocked = new Fifo<Blocked>()
   readonly #stateWaiters: (Waiter<void> & { until: () => boolean })[] = []
   readonly #sleepingIdx: number
   readonly #waitingIdx: number
@@ -502,6 +553,11 @@ export class RingKernel<TIn, TOut> {
   #errorReplies = 0
   #droppedReplies = 0
   #overflowed = 0
+  /** Replies this turn of the event loop may still deliver (see `#budgetSpent`). */
+  #budget = DRAIN_BUDGET
+  #resumeScheduled = false
+  /** An overflow error was raised and the receiver has not caught up since. */
+  #overflowReported = false
   #late = 0
   #waiting = 0
   #pumping = false
@@ -509,10 +565,15 @@ export class RingKernel<TIn, TOut> {
   #terminating = false
   #report: Promise<TerminateReport<TIn>> | undefined
   #closed = false
+  /** Tells the runtime this kernel ended, so it holds it (and its memory) no longer. */
+  readonly #onClosed: (() => void) | undefined
+  /** Set once the constructor is done: the doorbell pumps only then. */
+  #ready = false
   #keepAlive: ReturnType<typeof setInterval> | undefined
 
   /** @internal Use `Runtime.launch` or `Runtime.launchRoute`. */
-  constructor(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0) {
+  constructor(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void) {
+    this.#onClosed = onClosed
     const route = Array.isArray(options)
     const list: readonly LaunchOptions<any, any>[] = route ? options : [options as LaunchOptions<TIn, TOut>]
     const stages = list.map((o, i) => stageShape(o, backend, route ? (o?.device ?? device) : device, route ? `route stage ${i}: ` : ''))
@@ -533,72 +594,96 @@ export class RingKernel<TIn, TOut> {
     // native finalizer can stop the thread.
     const self = new WeakRef(this)
     const doorbell = () => {
+      // Not before the constructor is done: a bell that comes while it runs (or after it
+      // threw) must not call into a half-built object.
       const kernel = self.deref()
-      if (kernel) kernel.#pump()
+      if (kernel !== undefined && kernel.#ready) kernel.#pump()
     }
     let buffers: ArrayBufferLike[]
     try {
       const memories = sabs.map((sab) => (sab ? new Uint8Array(sab) : null))
       this.#native = route ? native.NativeKernel.route(memories, stages.map((st) => st.shape), doorbell) : new native.NativeKernel(memories[0]!, first.shape, doorbell)
-      buffers = sabs.map((sab, i) => sab ?? this.#native.sharedMemory(i))
     } catch (e) {
       throw fromNative(e)
     }
-    this.#cbs = buffers.map((buffer, i) => {
-      const cb = new ControlBlockView(buffer, this.#native.stageRegionOffset(i))
-      if (cb.load32('magic') !== PROTOCOL.magic || cb.load32('version') !== PROTOCOL.version) {
-        throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
+    try {
+      buffers = sabs.map((sab, i) => sab ?? this.#native.sharedMemory(i))
+    } catch (e) {
+      this.#abortLaunch()
+      throw fromNative(e)
+    }
+    try {
+      this.#cbs = buffers.map((buffer, i) => {
+        const cb = new ControlBlockView(buffer, this.#native.stageRegionOffset(i))
+        if (cb.load32('magic') !== PROTOCOL.magic || cb.load32('version') !== PROTOCOL.version) {
+          throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
+        }
+        return cb
+      })
+      this.#cb = this.#cbs[0]!
+      this.#outCb = this.#cbs[this.#cbs.length - 1]!
+      const buffer = buffers[0]!
+      const base = this.#native.stageRegionOffset(0)
+      const outBase = this.#native.stageRegionOffset(stages.length - 1)
+      const { shape, layout } = first
+      this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
+      this.#out = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, this.#outCb)
+      this.#bytes = new Uint8Array(buffer)
+      if (producers === 'shared') {
+        const claim = new SharedArrayBuffer(8)
+        new BigUint64Array(claim)[0] = BigInt(this.#cb.load64('input_tail'))
+        this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset }
+      } else {
+        this.#shared = undefined
       }
-      return cb
-    })
-    this.#cb = this.#cbs[0]!
-    this.#outCb = this.#cbs[this.#cbs.length - 1]!
-    const buffer = buffers[0]!
-    const base = this.#native.stageRegionOffset(0)
-    const outBase = this.#native.stageRegionOffset(stages.length - 1)
-    const { shape, layout } = first
-    this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, this.#cb)
-    this.#out = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, this.#outCb)
-    this.#bytes = new Uint8Array(buffer)
-    if (producers === 'shared') {
-      const claim = new SharedArrayBuffer(8)
-      new BigUint64Array(claim)[0] = BigInt(this.#cb.load64('input_tail'))
-      this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset }
-    } else {
-      this.#shared = undefined
+      if (jsHandler) {
+        const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
+        this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, opts.input, opts.output, opts.cpu!, this.#cb, doorbell)
+        this.#runner = this.#worker
+      } else {
+        this.#worker = undefined
+        const n = this.#native
+        this.#runner = { wake: () => n.wake(), join: () => n.join() }
+      }
+      this.#input = opts.input
+      this.#output = (list[list.length - 1] as LaunchOptions<unknown, TOut>).output
+      this.#typeId = typeId
+      this.#timeoutMs = timeoutMs
+      // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
+      // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
+      this.#spinMs = (opts.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
+      this.#sleepingIdx = this.#cb.index32('kernel_sleeping')
+      this.#waitingIdx = this.#cb.index32('host_waiting')
+      this.backend = this.#native.backend
+      this.backendReason = this.#native.backendReason
+      this.transport = this.#native.transport
+      this.transportReason = this.#native.transportReason
+      this.stages = Object.freeze(
+        stages.map((st, i) => {
+          const [transport, transportReason] = this.#native.stageTransport(i)
+          return Object.freeze({ transport: transport!, transportReason: transportReason!, device: st.shape.device ?? 0 })
+        }),
+      )
+      this.isolation = isolation
+      this.device = device
+      this.hostPid = this.#native.hostPid ?? undefined
+      this.capacity = shape.inputCapacity
+    } catch (e) {
+      // The kernel runs already: stop it before the caller sees the error, so nothing is left
+      // running behind an object nobody holds.
+      this.#abortLaunch()
+      throw typeof (e as RingbridgeError)?.code === 'string' ? e : new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `the kernel's rings cannot be mapped in JavaScript: ${(e as Error).message}`, { cause: e })
     }
-    if (jsHandler) {
-      const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
-      this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, opts.input, opts.output, opts.cpu!, this.#cb, doorbell)
-      this.#runner = this.#worker
-    } else {
-      this.#worker = undefined
-      const n = this.#native
-      this.#runner = { wake: () => n.wake(), join: () => n.join() }
+    this.#ready = true
+  }
+
+  /** Stops a kernel whose launch failed after the native side started it. */
+  #abortLaunch(): void {
+    try {
+      this.#native.join()
+    } catch {
+      // The launch error is what the caller needs; a join error after it says nothing more.
     }
-    this.#input = opts.input
-    this.#output = (list[list.length - 1] as LaunchOptions<unknown, TOut>).output
-    this.#typeId = typeId
-    this.#timeoutMs = timeoutMs
-    // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
-    // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
-    this.#spinMs = (opts.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
-    this.#sleepingIdx = this.#cb.index32('kernel_sleeping')
-    this.#waitingIdx = this.#cb.index32('host_waiting')
-    this.backend = this.#native.backend
-    this.backendReason = this.#native.backendReason
-    this.transport = this.#native.transport
-    this.transportReason = this.#native.transportReason
-    this.stages = Object.freeze(
-      stages.map((st, i) => {
-        const [transport, transportReason] = this.#native.stageTransport(i)
-        return Object.freeze({ transport: transport!, transportReason: transportReason!, device: st.shape.device ?? 0 })
-      }),
-    )
-    this.isolation = isolation
-    this.device = device
-    this.hostPid = this.#native.hostPid ?? undefined
-    this.capacity = shape.inputCapacity
   }
 
   /**
@@ -631,36 +716,49 @@ export class RingKernel<TIn, TOut> {
    */
   trySend(message: TIn): boolean {
     this.#checkOpen('trySend')
-    if (this.#sendQueue.length > 0 || this.#in.free(1) === 0) return false
+    return this.#trySend(message)
+  }
+
+  #trySend(message: TIn): boolean {
+    if (this.#sendQueue.length > 0 || this.#blocked.length > 0 || this.#in.free(1) === 0) return false
     this.#stage(message, this.#nextId++)
     this.#publish()
     return true
   }
 
   /**
-   * Sends `message`. Resolves once it is in the input ring or the send queue; when both are
-   * full the send queue's policy applies (`block` waits, `reject` throws, the dropping
-   * policies count the drop).
+   * Sends `message`: into the input ring if it has room, else into the send queue, whose policy
+   * applies when it is full too (`block` waits for room, `reject` throws, the dropping policies
+   * drop a message).
+   * @returns what became of it ({@link SendOutcome}): `'sent'` (in the ring), `'queued'` (in
+   *   the send queue, where it is never dropped: `block`, `reject`, `drop-newest`) or
+   *   `'dropped'` (`drop-newest` dropped this one). Under `drop-oldest` a queued message may
+   *   still be displaced by later ones, so the promise settles only when that is decided:
+   *   `'sent'` once it reached the ring, `'dropped'` if the policy dropped it (or
+   *   `'undelivered'` if the kernel was abandoned first: it is in the terminate report). So
+   *   awaiting each `send()` under `drop-oldest` waits for the ring; a producer that must not
+   *   wait keeps the promises and looks at them later.
    * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_MESSAGE` (nothing is sent).
    * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE`.
-   * @throws {RingbridgeError} `ERR_RINGBRIDGE_FULL` under `reject`; `ERR_RINGBRIDGE_CLOSED` after terminate.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_FULL` under `reject`; `ERR_RINGBRIDGE_CLOSED` after terminate; `ERR_RINGBRIDGE_TIMEOUT` / `ERR_RINGBRIDGE_ABORTED` when the wait for room ends first (the message is withdrawn, never sent).
    */
-  send(message: TIn, options?: WaitOptions): Promise<void> {
+  send(message: TIn, options?: WaitOptions): Promise<SendOutcome> {
     try {
+      this.#checkOpen('send')
       const { timeoutMs, signal } = waitLimit(options)
       if (signal?.aborted) throw abortedError('send', signal)
-      if (this.trySend(message)) return Promise.resolve()
+      if (this.#trySend(message)) return Promise.resolve('sent')
       const id = this.#nextId++
-      const sent = this.#enqueue({ id, bytes: this.#encode(message) })
+      const sent = this.#enqueue({ id, bytes: this.#encode(message) }, 'send')
       if (timeoutMs === undefined && signal === undefined) return sent
       // Bounded: a message still waiting when the limit hits is withdrawn, never half-sent.
-      return new Promise<void>((resolve, reject) => {
+      return new Promise<SendOutcome>((resolve, reject) => {
         let timer: ReturnType<typeof setTimeout> | undefined
         const cancel = (error: Error) => {
           if (this.#withdraw(id)) reject(error)
         }
         const onAbort = () => cancel(abortedError(`send ${id}`, signal!))
-        if (timeoutMs !== undefined) timer = setTimeout(() => cancel(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `send ${id}: no room within ${timeoutMs} ms`)), timeoutMs)
+        if (timeoutMs !== undefined) timer = setTimeout(() => cancel(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `send ${id}: no room within ${timeoutMs} ms (withdrawn: it was not sent)`)), timeoutMs)
         signal?.addEventListener('abort', onAbort, { once: true })
         sent.then(resolve, reject).finally(() => {
           if (timer) clearTimeout(timer)
@@ -676,7 +774,7 @@ export class RingKernel<TIn, TOut> {
   #withdraw(id: number): boolean {
     const blocked = this.#blocked.remove((b) => b.item.id === id)
     if (blocked) {
-      blocked.resolve() // its send() promise is settled by the caller's rejection instead
+      blocked.resolve('queued') // its send() promise is settled by the caller's rejection instead
       return true
     }
     return this.#sendQueue.remove((q) => q.id === id) !== undefined
@@ -684,14 +782,24 @@ export class RingKernel<TIn, TOut> {
 
   /**
    * Sends many messages with one publish of the ring's tail. All are checked before any is
-   * sent: one bad message rejects the whole batch and sends nothing.
+   * sent: one bad message rejects the whole batch and sends nothing. Under the send queue's
+   * `reject` policy a batch that does not fit the ring and the queue together is refused whole
+   * (`ERR_RINGBRIDGE_FULL`, nothing sent).
+   * @returns how many messages had each {@link SendOutcome} (settled as {@link RingKernel.send}'s).
    * @throws as {@link RingKernel.send}.
    */
-  sendBatch(messages: readonly TIn[]): Promise<void> {
+  sendBatch(messages: readonly TIn[]): Promise<Record<SendOutcome, number>> {
     try {
       this.#checkOpen('sendBatch')
       if (!Array.isArray(messages)) badOption('sendBatch messages', 'an array', messages)
-      const staged = this.#sendQueue.length > 0 ? 0 : Math.min(messages.length, this.#in.free(messages.length))
+      const ahead = this.#sendQueue.length > 0 || this.#blocked.length > 0
+      const staged = ahead ? 0 : Math.min(messages.length, this.#in.free(messages.length))
+      const room = this.#sendQueue.capacity - this.#sendQueue.length
+      if (this.#sendQueue.policy === 'reject' && messages.length - staged > (this.#blocked.length > 0 ? 0 : room)) {
+        throw new RingbridgeError('ERR_RINGBRIDGE_FULL', `sendBatch: ${messages.length} messages do not fit the input ring (${staged} free) and the send queue (${room} free of ${this.#sendQueue.capacity}, policy 'reject'): nothing was sent`, {
+          details: { capacity: this.#sendQueue.capacity, messages: messages.length },
+        })
+      }
       let rest: Queued[] = []
       const firstId = this.#nextId
       try {
@@ -703,10 +811,14 @@ export class RingKernel<TIn, TOut> {
       }
       this.#nextId += messages.length
       this.#publish()
-      if (rest.length === 0) return Promise.resolve()
+      const counts: Record<SendOutcome, number> = { sent: staged, queued: 0, dropped: 0, undelivered: 0 }
+      if (rest.length === 0) return Promise.resolve(counts)
       // Offer every message now, in order: awaiting each before offering the next let a send()
       // made meanwhile slip into the middle of the batch.
-      return Promise.all(rest.map((q) => this.#enqueue(q))).then(() => undefined)
+      return Promise.all(rest.map((q) => this.#enqueue(q, 'sendBatch'))).then((outcomes) => {
+        for (const o of outcomes) counts[o]++
+        return counts
+      })
     } catch (e) {
       return Promise.reject(e)
     }
@@ -788,8 +900,11 @@ export class RingKernel<TIn, TOut> {
         if (timeoutMs !== undefined) {
           w.timer = setTimeout(() => {
             if (this.#pending.delete(id)) {
-              this.#expired.add(id)
-              reject(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `request ${id}: no reply within ${timeoutMs} ms`))
+              // Withdrawn if it never reached the ring (as an abort does); otherwise its reply
+              // will be late.
+              const withdrawn = this.#withdraw(id)
+              if (!withdrawn) this.#expired.add(id)
+              reject(new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `request ${id}: no reply within ${timeoutMs} ms${withdrawn ? ' (withdrawn: it had not reached the ring)' : ''}`, { details: { withdrawn } }))
               this.#pump()
             }
           }, timeoutMs)
@@ -819,7 +934,7 @@ export class RingKernel<TIn, TOut> {
         this.#pending.set(id, w)
       })
       if (fast) this.#publish()
-      else this.#enqueue({ id, bytes: bytes! }).catch((e: Error) => this.#settle(id, { ok: false, error: e }))
+      else this.#enqueue({ id, bytes: bytes! }, `request ${id}`).catch((e: Error) => this.#settle(id, { ok: false, error: e }))
       this.#pump()
       if (this.#spinMs > 0 && this.#pending.has(id)) this.#spinFor(id)
       return reply
@@ -863,9 +978,14 @@ export class RingKernel<TIn, TOut> {
           }
           signal.addEventListener('abort', onAbort, { once: true })
           const settle = w.resolve
+          const fail = w.reject
           w.resolve = (v) => {
             signal.removeEventListener('abort', onAbort)
             settle(v)
+          }
+          w.reject = (e) => {
+            signal.removeEventListener('abort', onAbort)
+            fail(e)
           }
         }
         this.#receivers.push(w)
@@ -884,7 +1004,7 @@ export class RingKernel<TIn, TOut> {
     this.#pump()
     const out: TOut[] = []
     while (out.length < max) {
-      if (this.#overflowed > 0) {
+      if (this.#overflowDue()) {
         // The overflow error comes before the replies that survived it, as in receive().
         if (out.length > 0) break
         throw (this.#takeReply() as { ok: false; error: Error }).error
@@ -915,18 +1035,22 @@ export class RingKernel<TIn, TOut> {
     return max > 1 ? [first, ...this.tryReceiveMany(max - 1)] : [first]
   }
 
-  /** Replies as an async iterator; ends when the kernel is terminated and drained. */
+  /**
+   * Replies as an async iterator; ends when the kernel is terminated and drained. Takes one
+   * reply per step, so leaving the loop early (`break`, `return`, a throw) leaves every reply
+   * it did not yield receivable.
+   */
   async *replies(): AsyncGenerator<TOut, void, undefined> {
     for (;;) {
-      let batch: TOut[]
+      let value: TOut
       try {
-        batch = this.tryReceiveMany(1024)
-        if (batch.length === 0) batch = [await this.receive()]
+        const now = this.tryReceiveMany(1)
+        value = now.length > 0 ? now[0]! : await this.receive()
       } catch (e) {
         if ((e as RingbridgeError).code === 'ERR_RINGBRIDGE_CLOSED') return
         throw e
       }
-      yield* batch
+      yield value
     }
   }
 
@@ -954,8 +1078,8 @@ export class RingKernel<TIn, TOut> {
   }
 
   /**
-   * Stops the kernel. `drain` (default) hands every queued message to the kernel and waits until
-   * it has handled them all; `abandon` stops after the batch in hand and returns what was not
+   * Stops the kernel. `drain` (default) hands every queued message to the kernel — those still
+   * waiting for room behind a full send queue too — and waits until it has handled them all; `abandon` stops after the batch in hand and returns what was not
    * handled. Replies already produced stay receivable. Pending requests without a reply reject
    * with `ERR_RINGBRIDGE_CLOSED`. Idempotent: later calls return the same report.
    * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for an unknown mode.
@@ -1077,29 +1201,46 @@ export class RingKernel<TIn, TOut> {
     if (Atomics.load(this.#cb.u32, this.#sleepingIdx) !== 0 || (this.#outCb !== this.#cb && Atomics.load(this.#outCb.u32, this.#sleepingIdx) !== 0)) this.#runner.wake()
   }
 
-  async #enqueue(item: Queued): Promise<void> {
-    this.#checkOpen('send')
+  /**
+   * Offers a message that did not fit the ring to the send queue (or the line of messages
+   * blocked behind a full queue) and resolves with its {@link SendOutcome}; `what` names the
+   * caller in errors.
+   */
+  #enqueue(item: Queued, what: string): Promise<SendOutcome> {
+    this.#checkOpen(what)
     // Under `block`, a message waiting for room stays ahead of every later one: later messages
     // wait in line behind it instead of taking the room it waits for.
     if (this.#blocked.length === 0) {
+      // Under `drop-oldest` a queued message may be displaced later, so its outcome waits
+      // until it is decided; under `drop-newest` only a new message is ever dropped, so the
+      // offer decides it now.
+      let decided: Promise<SendOutcome> | undefined
+      if (this.#sendQueue.policy === 'drop-oldest') decided = new Promise<SendOutcome>((resolve) => (item.outcome = resolve))
       const r = this.#sendQueue.offer(item)
-      if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') {
-        this.#settle(r.dropped.id, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_FULL', `message ${r.dropped.id} dropped by the send queue's '${this.#sendQueue.policy}' policy`) })
-      }
+      if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') this.#dropped(r.dropped)
+      if (r.status === 'dropped-newest') return Promise.resolve('dropped')
       if (r.status !== 'full') {
         this.#pump()
-        return
+        return decided ?? Promise.resolve('queued')
       }
       if (this.#sendQueue.policy === 'reject') {
-        throw new RingbridgeError('ERR_RINGBRIDGE_FULL', `input ring and send queue are full (${this.#sendQueue.capacity} queued, policy 'reject')`, {
-          details: { capacity: this.#sendQueue.capacity },
-        })
+        return Promise.reject(
+          new RingbridgeError('ERR_RINGBRIDGE_FULL', `${what}: the input ring and the send queue are full (${this.#sendQueue.capacity} queued, policy 'reject'); not sent`, {
+            details: { capacity: this.#sendQueue.capacity },
+          }),
+        )
       }
     }
-    await new Promise<void>((resolve, reject) => {
-      this.#blocked.push({ item, resolve, reject })
+    return new Promise<SendOutcome>((resolve, reject) => {
+      this.#blocked.push({ item, what, resolve, reject })
       this.#pump()
     })
+  }
+
+  /** A message the send queue's dropping policy discarded: its sender learns it, and a request fails. */
+  #dropped(q: Queued): void {
+    q.outcome?.('dropped')
+    this.#settle(q.id, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_FULL', `request ${q.id}: dropped by the send queue's '${this.#sendQueue.policy}' policy (capacity ${this.#sendQueue.capacity}); not sent`, { details: { capacity: this.#sendQueue.capacity } }) })
   }
 
   /** Moves queued messages into the ring while it has room, and blocked sends into the queue. */
@@ -1112,14 +1253,15 @@ export class RingKernel<TIn, TOut> {
           this.#bytes.set(q.bytes, view.byteOffset + offset)
           return q.bytes.length
         })
+        q.outcome?.('sent')
         n++
       }
       if (this.#blocked.length === 0 || this.#sendQueue.full) break
       // Blocked messages take the room in the order they were sent.
       while (this.#blocked.length > 0 && !this.#sendQueue.full) {
-        const b = this.#blocked.shift() as Waiter<void> & { item: Queued }
+        const b = this.#blocked.shift() as Blocked
         this.#sendQueue.offer(b.item)
-        b.resolve()
+        b.resolve('queued')
       }
     }
     if (n > 0) this.#publish()
@@ -1130,6 +1272,26 @@ export class RingKernel<TIn, TOut> {
     return this.#terminating || this.#receivers.length > 0 || !this.#replies.full || this.#replies.policy !== 'block'
   }
 
+  /**
+   * Whether this turn of the event loop has delivered its share of replies. Each reply settles
+   * a promise, and a caller whose continuation sends the next request pumps again from that
+   * microtask: with a fast kernel the microtask queue would never empty and timers (request
+   * timeouts among them) would never fire. So a turn delivers at most {@link DRAIN_BUDGET}
+   * replies, then leaves the rest to a `setImmediate` — after timers and I/O have had their turn.
+   */
+  #budgetSpent(): boolean {
+    if (this.#budget > 0) return false
+    if (!this.#resumeScheduled) {
+      this.#resumeScheduled = true
+      setImmediate(() => {
+        this.#resumeScheduled = false
+        this.#budget = DRAIN_BUDGET
+        this.#pump()
+      })
+    }
+    return true
+  }
+
   /** C1–C4 for replies: route each to its request, a waiting receiver or the reply queue. */
   #drainOutput(): number {
     if (this.#packedReader && !this.#terminating) return 0
@@ -1137,6 +1299,7 @@ export class RingKernel<TIn, TOut> {
     let n = 0
     let available = out.available(1)
     while (available > 0) {
+      if (!this.#terminating && this.#budgetSpent()) break
       const f = out.peek()
       if (!this.#pending.has(f.correlationId) && !this.#canDrain()) break
       if (!f.corrupt && f.flags & PROTOCOL.flagMulti) {
@@ -1146,6 +1309,7 @@ export class RingKernel<TIn, TOut> {
         const fits = size > 0 && f.length === 8 + count * size
         out.advance()
         n++
+        this.#budget--
         if (!fits) {
           this.#errorReplies++
           this.#route(f.correlationId, { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `multi-reply frame ${f.correlationId}: ${count} replies of ${size} bytes do not make ${f.length} bytes`) })
@@ -1166,6 +1330,7 @@ export class RingKernel<TIn, TOut> {
       const entry = this.#decode(f)
       out.advance()
       n++
+      this.#budget--
       this.#replied++
       this.#route(f.correlationId, entry)
       if (--available === 0) available = out.available(1)
@@ -1240,13 +1405,35 @@ export class RingKernel<TIn, TOut> {
     return true
   }
 
+  /**
+   * Whether the next reply taken is the `ERR_RINGBRIDGE_OVERFLOW` error: raised once per
+   * episode of drops (the first drop after the receiver last caught up), and once more for
+   * the drops that came after it when the receiver catches up (the reply queue empties). So a
+   * receiver that stays behind gets one error, not one between every two replies, and every
+   * drop is reported by some error and in `stats().dropped.reply`.
+   */
+  #overflowDue(): boolean {
+    return this.#overflowed > 0 && (!this.#overflowReported || this.#replies.length === 0)
+  }
+
   #takeReply(): Entry<TOut> | undefined {
-    if (this.#overflowed > 0) {
+    if (this.#overflowDue()) {
       const n = this.#overflowed
       this.#overflowed = 0
-      return { ok: false, error: new RingbridgeError('ERR_RINGBRIDGE_OVERFLOW', `${n} replies were dropped: the reply queue was full under policy 'reject'`, { details: { dropped: n } }) }
+      this.#overflowReported = true
+      const capacity = this.#replies.capacity
+      return {
+        ok: false,
+        error: new RingbridgeError(
+          'ERR_RINGBRIDGE_OVERFLOW',
+          `${n} replies were dropped: the reply queue (capacity ${capacity}) was full under policy 'reject'. Replies dropped before you catch up (the queue empties) are counted in stats().dropped.reply and reported by one more such error then`,
+          { details: { dropped: n, capacity } },
+        ),
+      }
     }
-    return this.#replies.shift()
+    const entry = this.#replies.shift()
+    if (this.#replies.length === 0) this.#overflowReported = false
+    return entry
   }
 
   /**
@@ -1279,7 +1466,9 @@ export class RingKernel<TIn, TOut> {
         const wantOutput = (this.#receivers.length > 0 || this.#pending.size > 0 || this.#stateWaiters.length > 0) && this.#canDrain()
         const wantInput = this.#sendQueue.length > 0
         this.#announce((wantOutput ? PROTOCOL.waitOutput : 0) | (wantInput ? PROTOCOL.waitInput : 0) | (this.#stateWaiters.length > 0 ? PROTOCOL.waitOutput : 0))
-        if ((wantOutput && this.#out.available(1) > 0) || (wantInput && this.#in.free(1) > 0)) continue
+        // A spent budget has a setImmediate coming that pumps again: replies wait for it.
+        const drainable = wantOutput && this.#out.available(1) > 0 && (this.#terminating || this.#budget > 0)
+        if (drainable || (wantInput && this.#in.free(1) > 0)) continue
         break
       }
     } finally {
@@ -1334,14 +1523,16 @@ export class RingKernel<TIn, TOut> {
     // Already stopped by dispose(): its report says what it abandoned.
     if (this.#closed) return this.#undelivered
     this.#terminating = true
-    for (const w of this.#blocked.drain()) w.reject(closedError('send'))
+    // `abandon` refuses the messages still waiting for room behind a full send queue (their
+    // send()/request() never resolved); `drain` delivers them, like the queue itself.
+    if (mode === 'abandon') for (const w of this.#blocked.drain()) w.reject(closedError(w.what))
     try {
       if (mode === 'drain') {
         // A paused kernel takes nothing, so the send queue would never flush: drain overrides
         // pause, as the kernel does for the ring (dispatch.rs).
         for (const cb of this.#cbs) cb.store32('active', 1)
         this.#runner.wake()
-        await this.#until(() => this.#sendQueue.length === 0 || this.state === 'terminated', 'terminate (flushing the send queue)')
+        await this.#until(() => (this.#sendQueue.length === 0 && this.#blocked.length === 0) || this.state === 'terminated', 'terminate (flushing the send queue)')
       }
       // A route stops stage by stage, each once the one before it has (PROTOCOL.md §14): each
       // drains into the next; `abandon` abandons the first stage only, so every message the
@@ -1379,12 +1570,21 @@ export class RingKernel<TIn, TOut> {
       }
       for (const q of this.#sendQueue.drain()) {
         undelivered.push(this.#input.decode(new DataView(q.bytes.buffer, q.bytes.byteOffset, q.bytes.length), 0, q.bytes.length))
+        q.outcome?.('undelivered')
       }
       this.#closed = true
       this.#announce(0)
-      for (const w of this.#blocked.drain()) w.reject(ended('send'))
+      this.#onClosed?.()
+      for (const w of this.#blocked.drain()) w.reject(ended(w.what))
       for (const [id] of this.#pending) this.#settle(id, { ok: false, error: ended(`request ${id}`) })
-      if (this.#replies.length === 0) for (const r of this.#receivers.splice(0)) r.reject(ended('receive'))
+      // Every waiter settles now and leaves no timer behind (a pending timer would keep the
+      // process alive after close()).
+      if (this.#replies.length === 0) {
+        for (const r of this.#receivers.splice(0)) {
+          if (r.timer) clearTimeout(r.timer)
+          r.reject(ended('receive'))
+        }
+      }
       for (const w of this.#stateWaiters.splice(0)) {
         if (w.timer) clearTimeout(w.timer)
         w.reject(ended('wait'))
@@ -1407,7 +1607,7 @@ function waitLimit(options: WaitOptions | undefined): { timeoutMs: number | unde
   if (options === undefined) return { timeoutMs: undefined, signal: undefined }
   if (options === null || typeof options !== 'object') badOption('options', 'an object { timeoutMs?, signal? }', options)
   const t = options.timeoutMs
-  if (t !== undefined && (typeof t !== 'number' || !(t >= 0) || !Number.isFinite(t))) badOption('timeoutMs', 'a non-negative finite number of milliseconds', t)
+  if (t !== undefined && (typeof t !== 'number' || !(t >= 0) || t > MAX_TIMER_MS)) badOption('timeoutMs', `a number of milliseconds from 0 to ${MAX_TIMER_MS} (about 24.8 days)`, t)
   const signal = options.signal
   if (signal !== undefined && !(signal instanceof AbortSignal)) badOption('signal', 'an AbortSignal', signal)
   return { timeoutMs: t, signal }

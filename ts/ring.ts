@@ -112,7 +112,8 @@ abstract class RingEnd {
 
   constructor(buffer: ArrayBufferLike, place: RingPlace) {
     this.view = new DataView(buffer)
-    this.u32 = new Uint32Array(buffer, 0, buffer.byteLength >> 2)
+    // Division, not `>> 2`: a region of 2 GiB or more has byte lengths and offsets past int32.
+    this.u32 = new Uint32Array(buffer, 0, Math.floor(buffer.byteLength / 4))
     this.bytes = new Uint8Array(buffer)
     this.capacity = place.capacity
     this.slotSize = place.slotSize
@@ -182,7 +183,7 @@ export class InputRing extends RingEnd {
     const bytes = this.bytes
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)
-      const w = at >> 2 // slots are 16-aligned in a page-aligned region: word access is exact
+      const w = at / 4 // slots are 16-aligned in a page-aligned region: exact (and past 2^31, unlike `>> 2`)
       const id = firstId + i
       u32[w] = size
       u32[w + 1] = typeId // flags 0 in the high half (little-endian)
@@ -289,7 +290,7 @@ export class OutputRing extends RingEnd {
     const flagError = PROTOCOL.flagError
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)
-      const w = at >> 2
+      const w = at / 4
       const length = u32[w]!
       if (length > size || length > this.maxPayload || (u32[w + 1]! >>> 16) & flagError) return i
       into.set(bytes.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length), i * size)

@@ -101,7 +101,7 @@ export class Runtime {
     if (this.#closed) throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'launch: the runtime is closed')
     const device = options?.device ?? this.devices[0]!
     if (!this.devices.includes(device)) badOption('device', `one of this runtime's devices (${this.devices.join(', ')})`, device)
-    const kernel = new RingKernel(options, this.backend, device)
+    const kernel: RingKernel<TIn, TOut> = new RingKernel(options, this.backend, device, () => this.#kernels.delete(kernel))
     this.#kernels.add(kernel)
     return kernel
   }
@@ -142,12 +142,16 @@ export class Runtime {
       const device = o?.device ?? this.devices[0]!
       if (!this.devices.includes(device)) badOption(`route stage ${i}: device`, `one of this runtime's devices (${this.devices.join(', ')})`, device)
     }
-    const kernel = new RingKernel<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!)
+    const kernel: RingKernel<unknown, unknown> = new RingKernel<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!, () => this.#kernels.delete(kernel))
     this.#kernels.add(kernel)
     return kernel
   }
 
-  /** Kernels launched and not yet terminated. */
+  /**
+   * Kernels launched and not yet terminated. A kernel leaves this list (and the runtime's
+   * keeping) when it ends, so launching and terminating kernels for the life of a process
+   * holds no memory or descriptors for the ended ones.
+   */
   get kernels(): RingKernel<any, any>[] {
     return [...this.#kernels].filter((k) => !k.closed)
   }

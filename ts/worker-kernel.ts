@@ -103,6 +103,25 @@ function run(d: WorkerKernelData): void {
   }
 
   /**
+   * K5–K7 after a batch: P4 on the output ring, C4 on the input ring, then one K7 check of
+   * `host_waiting` after both stores. The check must come after the input release: a host
+   * waiting for input room (WAIT_INPUT, H7) stores its bits and then re-reads the input head;
+   * ringing before the head store let the host look, see no room, and sleep on a head that
+   * moved a moment later (a lost wake-up that cost a second per gap). Seq_cst stores and
+   * loads on both sides make it the store-then-load handshake of loom's `h7_k7_*` models.
+   */
+  const finishBatch = () => {
+    const outMoved = published !== outTail
+    if (outMoved) {
+      Atomics.store(u64, ix.outTail, BigInt(outTail))
+      published = outTail
+    }
+    const inMoved = Number(Atomics.load(u64, ix.inHead)) !== head
+    if (inMoved) Atomics.store(u64, ix.inHead, BigInt(head))
+    if ((outMoved || inMoved) && Atomics.load(u32, ix.waiting) !== 0) bell()
+  }
+
+  /**
    * Reserves the next output slot (P2), waiting while the ring is full — after publishing what
    * is staged, so the host can make room — and writes one frame with `write`. False when the
    * kernel is abandoned meanwhile (the frame is dropped: nobody will read it).
@@ -221,8 +240,7 @@ function run(d: WorkerKernelData): void {
     Atomics.store(u64, ix.processed, BigInt(processed))
     // P4 on output before C4 on input: the host never sees an input slot free before the
     // replies the handler gave for it.
-    publishOutput()
-    Atomics.store(u64, ix.inHead, BigInt(head))
+    finishBatch()
   }
   publishOutput()
   Atomics.store(u32, ix.state, STATE_TERMINATED)
