@@ -11,6 +11,7 @@ export {
   type KernelStats,
   type LaunchOptions,
   type RouteStageInfo,
+  type SendOutcome,
   type TerminateMode,
   type TerminateReport,
   type WaitOptions,

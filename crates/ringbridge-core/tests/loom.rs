@@ -270,3 +270,49 @@ fn route_neighbours_no_lost_wakeup() {
         assert!(b_slept || !a_sleeps || b_wakes_a, "lost wake-up: A sleeps on a head B released");
     });
 }
+
+/// The host's wait for input room (H7 with `WAIT_INPUT`) against the kernel's K5–K7 as the JS
+/// worker kernel (`ts/worker-kernel.ts`) runs them: the kernel releases the input head, then
+/// checks `host_waiting`; the host announces it waits for room, then re-reads the head. `rings`
+/// is whether the kernel checks after the release (the fixed order) or before it.
+fn room_wakeup(ring_after_release: bool) {
+    loom::model(move || {
+        let host_waiting = Arc::new(AtomicU64::new(0));
+        let head = Arc::new(AtomicU64::new(0));
+        let host = {
+            let (host_waiting, head) = (Arc::clone(&host_waiting), Arc::clone(&head));
+            thread::spawn(move || {
+                host_waiting.store(1, Ordering::SeqCst);
+                fence(Ordering::SeqCst);
+                head.load(Ordering::SeqCst) == 0 // no room seen: the host sleeps
+            })
+        };
+        let mut kernel_rings = false;
+        if !ring_after_release {
+            fence(Ordering::SeqCst);
+            kernel_rings = host_waiting.load(Ordering::Relaxed) != 0;
+        }
+        head.store(1, Ordering::Release);
+        if ring_after_release {
+            fence(Ordering::SeqCst);
+            kernel_rings = host_waiting.load(Ordering::Relaxed) != 0;
+        }
+        let host_sleeps = host.join().unwrap();
+        assert!(kernel_rings || !host_sleeps, "lost wake-up: the host sleeps on input room the kernel released");
+    });
+}
+
+/// (H7)(K7) for input room: ringing after the input release, no execution leaves the host
+/// asleep on room the kernel made (issue #10, item 6: the JS worker rang before it released).
+#[test]
+fn h7_k7_no_lost_room_wakeup() {
+    room_wakeup(true);
+}
+
+/// The order the JS worker kernel had (ring, then release): loom finds the lost wake-up, so the
+/// model above can fail and does check something.
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn h7_k7_ring_before_release_loses_the_wakeup() {
+    room_wakeup(false);
+}
