@@ -267,7 +267,7 @@ type Blocked = Waiter<SendOutcome> & { item: Queued; what: string }
  * enough that the `setImmediate` between turns costs nothing measurable, small enough that a
  * turn stays well under a millisecond.
  */
-const DRAIN_BUDGET = 4096
+const DRAIN_BUDGET = 1024
 
 /** The longest timer Node keeps: a longer `setTimeout` fires after 1 ms instead (with a warning). */
 const MAX_TIMER_MS = 2 ** 31 - 1
