@@ -238,6 +238,21 @@ test('item 12: a region past 2 GiB (input 2^19 × 4 KiB slots) launches and carr
   t.is((await k.terminate()).undelivered.length, 0)
 })
 
+test('item 12: a launch that fails after its kernel started stops the kernel; no doorbell reaches the half-built object', async (t) => {
+  const rt = await Runtime.open({ backend: 'cpu' })
+  t.teardown(() => rt.close())
+  // A method shorthand cannot be rebuilt in the worker: refused after the native side launched.
+  const handlers = { twice(m: number) { return m * 2 } }
+  for (let i = 0; i < 20; i++) {
+    const e = await t.throwsAsync(rt.launch({ input: u32, output: u32, cpu: handlers.twice, capacity: 2 }))
+    t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  }
+  await sleep(100) // an uncaught throw from a late doorbell would end this test's process here
+  t.is(rt.kernels.length, 0)
+  const k = await rt.launch({ ...echo, capacity: 2 })
+  t.is(await k.request(3), 3)
+})
+
 // ---- 14. errors name the call; drain delivers what waited for room -------------------------
 
 test('item 14: errors name the call that failed', async (t) => {

@@ -1001,6 +1001,7 @@ export class RingKernel<TIn, TOut> {
    * @throws {RingbridgeError} the first error reply, if it comes before any value.
    */
   tryReceiveMany(max = Infinity): TOut[] {
+    if (max !== Infinity && (!Number.isInteger(max) || max < 0)) badOption('tryReceiveMany max', 'a non-negative integer or Infinity', max)
     this.#pump()
     const out: TOut[] = []
     while (out.length < max) {
