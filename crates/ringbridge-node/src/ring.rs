@@ -1,23 +1,31 @@
 //! `NativeKernel`: one launched ring kernel over a JS-owned SharedArrayBuffer. JavaScript does
-//! the host steps itself (ts/ring.ts); this class only launches, wakes and joins the kernel.
+//! the host steps itself (ts/ring.ts); this class only launches, wakes and joins the kernel,
+//! and watches its kernel host (process isolation).
+//!
+//! Blocking work stays off the JavaScript thread where it can take long: `launchAsync` /
+//! `routeAsync` start a kernel host and wait for its launch report on the libuv pool, and
+//! `joinAsync` waits there for the host to stop its kernel. The synchronous `join` (for
+//! `dispose()`) is bounded by a short limit, after which the host is killed.
 // `deny`, not `forbid`: the #[napi] expansion allows unsafe for its own glue.
 #![deny(unsafe_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
-use napi::bindgen_prelude::{ArrayBuffer, Uint8Array};
-use napi::Env;
+use napi::bindgen_prelude::{ArrayBuffer, AsyncTask, JsError, Uint8Array};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
+use napi::{Env, Status, Task};
 use napi_derive::napi;
 use ringbridge_core::backend::cuda::Shape;
 use ringbridge_core::backend::user::UserKernel;
-use ringbridge_core::backend::{self, Isolation, Kernel, LaunchSpec, Launched};
+use ringbridge_core::backend::{self, route, Isolation, Kernel, LaunchSpec, Launched};
+use ringbridge_core::isolate::parent::{HostMonitor, JoinLimits, ProcessKernel};
+use ringbridge_core::isolate::wire::LaunchRequest;
 use ringbridge_core::isolate::HostCommand;
-use ringbridge_core::transport::Region;
 use ringbridge_core::protocol::{RegionLayout, RingConfig};
+use ringbridge_core::transport::Region;
 
-use crate::error::{invalid, to_js, Result};
+use crate::error::{invalid, to_js, Code, Result};
 use crate::sab;
 
 /// Ring shapes and what to run.
@@ -93,6 +101,13 @@ pub fn region_layout(options: KernelOptions) -> Result<RegionInfo> {
 /// The doorbell JS receives: a weak threadsafe function with a queue of one, so rings coalesce.
 type Doorbell = ThreadsafeFunction<(), (), (), Status, false, true, 1>;
 
+/// How long the synchronous `join()` waits by default for a kernel host's report: just above
+/// the host's own bound on stopping a GPU kernel (5 s, `backend::cuda`), so a slow but working
+/// host reports its own error first. A stopped host is given up much sooner (below).
+const SYNC_JOIN_LIMIT: Duration = Duration::from_secs(6);
+/// How long the synchronous `join()` waits by default on a kernel host seen stopped.
+const SYNC_STOPPED_LIMIT: Duration = Duration::from_millis(200);
+
 /// One stage's region as JS sees it.
 struct Stage {
     region_offset: u32,
@@ -101,10 +116,43 @@ struct Stage {
     shared: Option<Arc<Region>>,
 }
 
+/// What runs the kernel: this process (a thread, or a context of this process), or a kernel
+/// host process, whose join has limits.
+enum Runner {
+    Local(Box<dyn Kernel>),
+    Host(ProcessKernel),
+}
+
+impl Runner {
+    fn wake(&self) {
+        match self {
+            Runner::Local(k) => k.wake(),
+            Runner::Host(k) => k.wake(),
+        }
+    }
+
+    /// Joins, then drops the runner (here: on the thread that joined).
+    fn join(mut self, limits: JoinLimits) -> std::result::Result<(), ringbridge_core::Error> {
+        match &mut self {
+            Runner::Local(k) => k.join(),
+            Runner::Host(k) => k.join_within(limits),
+        }
+    }
+}
+
+/// The runner, shared with a `joinAsync` task; `None` once joined.
+type RunnerSlot = Arc<Mutex<Option<Runner>>>;
+
+fn lock(slot: &RunnerSlot) -> MutexGuard<'_, Option<Runner>> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A ring kernel (or a route of kernels, spec §14) running over SharedArrayBuffers.
 #[napi]
 pub struct NativeKernel {
-    kernel: Option<Box<dyn Kernel>>,
+    runner: RunnerSlot,
+    /// The kernel host's watcher (process isolation).
+    host: Option<HostMonitor>,
     stages: Vec<Stage>,
 }
 
@@ -165,49 +213,198 @@ fn spec_of<'a>(options: &'a KernelOptions, host: Option<&'a HostCommand>, user: 
     }
 }
 
+/// A kernel host to start: everything it needs, owned, so it can start on another thread.
+struct HostLaunch {
+    command: HostCommand,
+    requests: Vec<LaunchRequest>,
+    regions: Vec<Arc<Region>>,
+    notify: backend::Notify,
+}
+
+impl HostLaunch {
+    /// Starts the host and waits for its launch report (blocking: 70–100 ms for a `node` host,
+    /// more on a GPU).
+    fn run(self) -> std::result::Result<NativeKernel, ringbridge_core::Error> {
+        let shared = self.regions.clone();
+        let (kernel, launched) = ProcessKernel::spawn(&self.command, &self.requests, self.regions, self.notify)?;
+        let host = Some(kernel.monitor());
+        let stages = launched.into_iter().zip(shared).map(|(launched, region)| Stage { region_offset: 0, launched, shared: Some(region) }).collect();
+        Ok(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Host(kernel)))), host, stages })
+    }
+}
+
+/// A launch with its arguments checked: done (in this process), or a kernel host to start.
+enum Prepared {
+    Done(NativeKernel),
+    Host(HostLaunch),
+}
+
+impl Prepared {
+    /// Finishes the launch on this thread.
+    fn run(self) -> Result<NativeKernel> {
+        match self {
+            Prepared::Done(k) => Ok(k),
+            Prepared::Host(h) => h.run().map_err(to_js),
+        }
+    }
+}
+
+/// Checks a launch and does what must happen on the JS thread: in-process kernels launch here
+/// (their region may be a SharedArrayBuffer, their CUDA context this thread's); a kernel host
+/// gets its shared regions and requests, to start wherever the caller runs `Prepared::run`.
+/// `route`: a route of `options.len()` stages (spec §14), else one kernel.
+fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorbell: Doorbell, route: bool) -> Result<Prepared> {
+    if memories.len() != options.len() {
+        return Err(invalid(format!("route: {} memories for {} stages", memories.len(), options.len())));
+    }
+    let hosts = options.iter().map(host_of).collect::<Result<Vec<_>>>()?;
+    let users = options.iter().map(user_of).collect::<Result<Vec<_>>>()?;
+    let mut regions = Vec::with_capacity(options.len());
+    let mut offsets = Vec::with_capacity(options.len());
+    for ((o, host), memory) in options.iter().zip(&hosts).zip(memories) {
+        let (region, offset) = region_of(o, host.as_ref(), memory)?;
+        regions.push(region);
+        offsets.push(offset);
+    }
+    let specs: Vec<_> = options.iter().zip(&hosts).zip(&users).map(|((o, h), u)| spec_of(o, h.as_ref(), u.as_ref())).collect();
+    let Some(Some(command)) = hosts.first() else {
+        let (kernel, launched) = if route {
+            backend::launch_route(&specs, regions, notify_of(doorbell)).map_err(to_js)?
+        } else {
+            let region = regions.pop().ok_or_else(|| invalid("a kernel needs its options"))?;
+            let (kernel, launched) = backend::launch(&specs[0], region, notify_of(doorbell)).map_err(to_js)?;
+            (kernel, vec![launched])
+        };
+        let stages = launched.into_iter().zip(offsets).map(|(launched, offset)| Stage { region_offset: offset as u32, launched, shared: None }).collect();
+        return Ok(Prepared::Done(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Local(kernel)))), host: None, stages }));
+    };
+    if route {
+        // Refused here, before a kernel host starts (the host checks again, in process).
+        route::check_route(&specs, &regions).map_err(to_js)?;
+    }
+    let requests = specs.iter().map(LaunchRequest::of).collect();
+    Ok(Prepared::Host(HostLaunch { command: command.clone(), requests, regions, notify: notify_of(doorbell) }))
+}
+
+/// The JS rejection of `err`: an `Error` whose `code` is its `ERR_RINGBRIDGE_*` string, as the
+/// synchronous entry points throw (a task's own error type would carry a napi status instead).
+fn rejection(env: Env, err: napi::Error<Code>) -> napi::Error {
+    napi::Error::from(JsError::from(err).into_unknown(env))
+}
+
+fn limits_of(limit_ms: Option<u32>, stopped_limit_ms: Option<u32>, default: JoinLimits) -> JoinLimits {
+    JoinLimits {
+        report: limit_ms.map_or(default.report, |ms| Duration::from_millis(ms.into())),
+        stopped: stopped_limit_ms.map_or(default.stopped, |ms| Duration::from_millis(ms.into())),
+    }
+}
+
+/// `launchAsync` / `routeAsync`: starts the kernel host on the libuv pool.
+pub struct LaunchTask {
+    prepared: Option<Result<Prepared>>,
+}
+
+impl Task for LaunchTask {
+    type Output = Result<NativeKernel>;
+    type JsValue = NativeKernel;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(match self.prepared.take() {
+            Some(Ok(prepared)) => prepared.run(),
+            Some(Err(e)) => Err(e),
+            None => Err(invalid("launchAsync: the launch already ran")),
+        })
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<NativeKernel> {
+        output.map_err(|e| rejection(env, e))
+    }
+}
+
+/// `joinAsync`: waits for the kernel host on the libuv pool.
+pub struct JoinTask {
+    runner: RunnerSlot,
+    limits: JoinLimits,
+    /// The outcome when the join already happened on the JS thread (in-process kernels).
+    done: Option<Result<()>>,
+}
+
+impl Task for JoinTask {
+    type Output = Result<()>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        if let Some(done) = self.done.take() {
+            return Ok(done);
+        }
+        // The lock is held for the whole join: a synchronous `join` (dispose) sees it busy and
+        // waits its own limit, then kills the host. Another join that ran first leaves None.
+        let mut slot = lock(&self.runner);
+        let outcome = slot.take().map_or(Ok(()), |r| r.join(self.limits).map_err(to_js));
+        drop(slot);
+        Ok(outcome)
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<()> {
+        output.map_err(|e| rejection(env, e))
+    }
+}
+
+/// A kernel host's liveness (`hostStatus()`).
+#[napi(object)]
+pub struct KernelHostStatus {
+    /// The host's process id.
+    pub pid: u32,
+    /// `running` (or sleeping: it can answer), `stopped` (SIGSTOP, SIGTSTP, a debugger: it
+    /// answers nothing until continued) or `exited`.
+    pub state: String,
+    /// The state letter of `/proc/<pid>/stat` (`R`, `S`, `D`, `T`, `t`…) while the process exists.
+    pub proc_state: Option<String>,
+    /// How it ended (`exit status: 0`, `signal: 9 (SIGKILL)`), once exited and reaped.
+    pub exit_reason: Option<String>,
+    /// While stopped: for how long it has been seen stopped (from the first look that found it
+    /// so; looks are `hostStatus()` calls and waiting joins, so poll to measure).
+    pub stopped_for_ms: Option<f64>,
+    /// Milliseconds since the host last showed progress: a doorbell or report, or a message its
+    /// kernels handled (seen at a look). An idle kernel shows none: `state` tells a stopped host
+    /// from an idle one.
+    pub since_progress_ms: f64,
+}
+
 #[napi]
 impl NativeKernel {
     /// Initialises the region inside `memory` (at a page boundary) and launches the kernel.
     /// `doorbell` is called on the JS thread whenever the kernel publishes while JS waits.
     /// Under `process` isolation `memory` is `null`: take the region with `sharedMemory()`.
+    /// Blocks while a kernel host starts (70–100 ms): prefer `launchAsync` there.
     #[napi(constructor, ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void")]
     pub fn new(memory: Option<Uint8Array>, options: KernelOptions, doorbell: Doorbell) -> Result<Self> {
-        let host = host_of(&options)?;
-        let user = user_of(&options)?;
-        let (region, offset) = region_of(&options, host.as_ref(), memory)?;
-        let spec = spec_of(&options, host.as_ref(), user.as_ref());
-        let shared = host.is_some().then(|| Arc::clone(&region));
-        let (kernel, launched) = backend::launch(&spec, region, notify_of(doorbell)).map_err(to_js)?;
-        Ok(Self { kernel: Some(kernel), stages: vec![Stage { region_offset: offset as u32, launched, shared }] })
+        prepare(vec![memory], vec![options], doorbell, false)?.run()
+    }
+
+    /// As the constructor, without blocking the JS thread while a kernel host starts and
+    /// launches: the host is started, and its launch report awaited, on the libuv pool. An
+    /// in-process kernel (`thread` isolation) launches on the JS thread as with the constructor.
+    /// Rejects with the constructor's errors (same `code` and message).
+    #[napi(ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void", ts_return_type = "Promise<NativeKernel>")]
+    pub fn launch_async(memory: Option<Uint8Array>, options: KernelOptions, doorbell: Doorbell) -> AsyncTask<LaunchTask> {
+        AsyncTask::new(LaunchTask { prepared: Some(prepare(vec![memory], vec![options], doorbell, false)) })
     }
 
     /// Launches a route (spec §14): stage *i* runs `options[i]` over `memories[i]` (null under
     /// `process` isolation, as for one kernel) and writes stage *i+1*'s input ring. JS sends to
-    /// stage 0 and receives from the last stage.
+    /// stage 0 and receives from the last stage. Blocks while a kernel host starts: prefer
+    /// `routeAsync` there.
     #[napi(factory, ts_args_type = "memories: Array<Uint8Array | null>, options: KernelOptions[], doorbell: () => void")]
     pub fn route(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorbell: Doorbell) -> Result<Self> {
-        if memories.len() != options.len() {
-            return Err(invalid(format!("route: {} memories for {} stages", memories.len(), options.len())));
-        }
-        let hosts = options.iter().map(host_of).collect::<Result<Vec<_>>>()?;
-        let users = options.iter().map(user_of).collect::<Result<Vec<_>>>()?;
-        let mut regions = Vec::with_capacity(options.len());
-        let mut offsets = Vec::with_capacity(options.len());
-        for ((o, host), memory) in options.iter().zip(&hosts).zip(memories) {
-            let (region, offset) = region_of(o, host.as_ref(), memory)?;
-            regions.push(region);
-            offsets.push(offset);
-        }
-        let specs: Vec<_> = options.iter().zip(&hosts).zip(&users).map(|((o, h), u)| spec_of(o, h.as_ref(), u.as_ref())).collect();
-        let shared: Vec<_> = regions.iter().zip(&hosts).map(|(r, h)| h.is_some().then(|| Arc::clone(r))).collect();
-        let (kernel, launched) = backend::launch_route(&specs, regions, notify_of(doorbell)).map_err(to_js)?;
-        let stages = launched
-            .into_iter()
-            .zip(offsets)
-            .zip(shared)
-            .map(|((launched, offset), shared)| Stage { region_offset: offset as u32, launched, shared })
-            .collect();
-        Ok(Self { kernel: Some(kernel), stages })
+        prepare(memories, options, doorbell, true)?.run()
+    }
+
+    /// As `route`, without blocking the JS thread while the route's kernel host starts (see
+    /// `launchAsync`). Rejects with `route`'s errors.
+    #[napi(ts_args_type = "memories: Array<Uint8Array | null>, options: KernelOptions[], doorbell: () => void", ts_return_type = "Promise<NativeKernel>")]
+    pub fn route_async(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorbell: Doorbell) -> AsyncTask<LaunchTask> {
+        AsyncTask::new(LaunchTask { prepared: Some(prepare(memories, options, doorbell, true)) })
     }
 
     fn stage(&self, index: u32) -> Result<&Stage> {
@@ -282,27 +479,107 @@ impl NativeKernel {
         self.stages[0].launched.transport_reason.clone()
     }
 
-    /// The kernel host's process id under `process` isolation, else null.
+    /// The kernel host's process id under `process` isolation, else null (also after `join`).
     #[napi(getter)]
     pub fn host_pid(&self) -> Option<u32> {
-        self.kernel.as_ref().and_then(|k| k.host_pid())
+        self.host.as_ref().map(HostMonitor::pid)
     }
 
-    /// Wakes the kernel after JS saw `kernel_sleeping == 1` (spec §8, D2).
+    /// The kernel host's liveness under `process` isolation, else null: whether it runs, is
+    /// stopped or exited (and how), and how long ago it last showed progress. Cheap (a
+    /// `waitpid(WNOHANG)` and a read of `/proc/<pid>/stat`); works during and after a join.
+    #[napi]
+    pub fn host_status(&self) -> Option<KernelHostStatus> {
+        let s = self.host.as_ref()?.status();
+        Some(KernelHostStatus {
+            pid: s.pid,
+            state: s.state.as_str().to_owned(),
+            proc_state: s.proc_state.map(String::from),
+            exit_reason: s.exit,
+            stopped_for_ms: s.stopped_for.map(|d| d.as_millis() as f64),
+            since_progress_ms: s.since_progress.as_millis() as f64,
+        })
+    }
+
+    /// Wakes the kernel after JS saw `kernel_sleeping == 1` (spec §8, D2). A no-op while a
+    /// `joinAsync` runs (the join stops the kernel).
     #[napi]
     pub fn wake(&self) {
-        if let Some(k) = &self.kernel {
-            k.wake();
+        match self.runner.try_lock() {
+            Ok(runner) => runner.as_ref().map_or((), Runner::wake),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().as_ref().map_or((), Runner::wake),
+            Err(TryLockError::WouldBlock) => {}
         }
     }
 
     /// Stops the kernel (abandoning unless JS already wrote a terminate command) and waits for
-    /// it. Idempotent. After this the shared memory is JavaScript's alone again.
+    /// it, on the JS thread. Idempotent. After this the shared memory is JavaScript's alone
+    /// again. For `dispose()`: with a kernel host it waits at most `limitMs` (default 6000) for
+    /// the host's report, and at most `stoppedLimitMs` (default 200) while the host is seen
+    /// stopped; then it kills the host (SIGKILL) and throws `ERR_RINGBRIDGE_TIMEOUT` naming the
+    /// pid and the state. Waits (as long) for a `joinAsync` in progress, then kills the host.
     #[napi]
-    pub fn join(&mut self) -> Result<()> {
-        match self.kernel.take() {
-            Some(mut k) => k.join().map_err(to_js),
+    pub fn join(&self, limit_ms: Option<u32>, stopped_limit_ms: Option<u32>) -> Result<()> {
+        let limits = limits_of(limit_ms, stopped_limit_ms, JoinLimits { report: SYNC_JOIN_LIMIT, stopped: SYNC_STOPPED_LIMIT });
+        let Some(host) = &self.host else {
+            // In this process: only this thread joins.
+            let runner = lock(&self.runner).take();
+            return runner.map_or(Ok(()), |r| r.join(limits).map_err(to_js));
+        };
+        let deadline = Instant::now() + limits.report;
+        let mut killed = false;
+        let runner = loop {
+            match self.runner.try_lock() {
+                Ok(mut slot) => break slot.take(),
+                Err(TryLockError::Poisoned(p)) => break p.into_inner().take(),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(TryLockError::WouldBlock) => {
+                    // A joinAsync holds the runner and its host does not answer: end it, after
+                    // which that join returns at once.
+                    host.kill();
+                    killed = true;
+                    break lock(&self.runner).take();
+                }
+            }
+        };
+        match runner {
+            Some(r) => r.join(limits).map_err(to_js),
+            None if killed => Err(to_js(ringbridge_core::Error::Remote {
+                code: ringbridge_core::ErrorCode::Timeout,
+                message: format!(
+                    "join: a joinAsync of this kernel was still waiting for its kernel host (pid {}) after {} ms; the host was killed (SIGKILL)",
+                    host.pid(),
+                    limits.report.as_millis()
+                ),
+            })),
             None => Ok(()),
+        }
+    }
+
+    /// As `join`, on the libuv pool: the JS thread keeps running while the kernel host stops
+    /// its kernel. Resolves when it stopped; rejects with `join`'s errors: the kernel's fault,
+    /// the host's death (`ERR_RINGBRIDGE_KERNEL_ERROR`, "the kernel host process died (…)"), or
+    /// `ERR_RINGBRIDGE_TIMEOUT` naming the pid and the state after `limitMs` (default 20000)
+    /// without a report, or once the host was seen stopped for `stoppedLimitMs` (default 1000);
+    /// the host is killed then. An in-process kernel is joined on the JS thread, as by `join`.
+    /// Idempotent: a later join (either kind) resolves at once.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn join_async(&self, limit_ms: Option<u32>, stopped_limit_ms: Option<u32>) -> AsyncTask<JoinTask> {
+        let limits = limits_of(limit_ms, stopped_limit_ms, JoinLimits::default());
+        // In this process the join (and the drop of a region over JS memory) stays on this thread.
+        let done = self.host.is_none().then(|| lock(&self.runner).take().map_or(Ok(()), |r| r.join(limits).map_err(to_js)));
+        AsyncTask::new(JoinTask { runner: Arc::clone(&self.runner), limits, done })
+    }
+}
+
+impl Drop for NativeKernel {
+    fn drop(&mut self) {
+        // Collected without a join (or with a joinAsync still running, which then finishes
+        // it): stop the kernel here, with the synchronous join's short limits.
+        if let Ok(mut slot) = self.runner.try_lock() {
+            if let Some(r) = slot.take() {
+                let _ = r.join(JoinLimits { report: SYNC_JOIN_LIMIT, stopped: SYNC_STOPPED_LIMIT });
+            }
         }
     }
 }

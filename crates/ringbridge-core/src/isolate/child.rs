@@ -22,7 +22,15 @@ pub fn in_kernel_host() -> bool {
 
 /// Serves one kernel over the control socket on stdin and returns the exit code: 0 when the
 /// kernel was stopped and reported, 1 when the parent could not even be told why not.
+///
+/// Makes this process a kernel host first: SIGINT, SIGTERM, SIGHUP (and SIGTTOU) are ignored from here on
+/// ([`super::signals`]), as shutdown is the parent's to order; the host still stops when the
+/// parent says so or goes away.
 pub fn serve_stdin() -> i32 {
+    if let Err(e) = super::signals::ignore_shutdown_signals() {
+        // Serving matters more: the parent still stops this host; a group signal may end it first.
+        eprintln!("ringbridge kernel host: {e}; serving anyway");
+    }
     let ctl = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
         Err(e) => {

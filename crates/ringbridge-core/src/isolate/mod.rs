@@ -30,10 +30,17 @@
 //! the parent's end closes, so a parent that exits or dies leaves nothing on the GPU; the parent
 //! takes over the control block's status words when the host's end closes without a `D`/`E`,
 //! so a host that crashed is a fault every waiter sees, never a silent hang.
+//!
+//! Shutdown is the parent's: the host runs in a process group of its own and ignores SIGINT,
+//! SIGTERM and SIGHUP ([`signals`]), so a Ctrl-C or a service manager's stop leaves it serving
+//! while the parent drains. A host that stops answering (SIGSTOP, a debugger) is seen in
+//! [`parent::HostMonitor::status`], and a join gives up on it after
+//! [`parent::JoinLimits::stopped`], killing it, instead of waiting.
 
 pub mod child;
 pub mod parent;
 pub mod shm;
+pub mod signals;
 pub mod wire;
 
 use std::ffi::OsString;

@@ -194,6 +194,30 @@ pub fn send_nowait(socket: &impl std::os::fd::AsFd, packet: &[u8]) {
     let _ = rustix::net::send(socket, packet, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT);
 }
 
+/// What [`try_send`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrySend {
+    /// The packet is on its way.
+    Sent,
+    /// The socket has no room now (the other process is not reading: stopped, or busy).
+    Full,
+    /// The other process is gone (its end is closed or reset), or the send failed otherwise.
+    Gone,
+}
+
+/// Sends one packet if the socket has room now, without blocking, and says what happened
+/// (a packet that must arrive, unlike [`send_nowait`]'s: the caller retries on `Full`).
+pub fn try_send(socket: &impl std::os::fd::AsFd, packet: &[u8]) -> TrySend {
+    loop {
+        match rustix::net::send(socket, packet, rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT) {
+            Ok(_) => return TrySend::Sent,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => return TrySend::Full,
+            Err(_) => return TrySend::Gone,
+        }
+    }
+}
+
 /// Receives one packet; `None` when the other process closed its end.
 ///
 /// # Errors
