@@ -7,6 +7,7 @@ export { Runtime, type BackendName, type RuntimeOptions } from './ts/runtime'
 export {
   RingKernel,
   KERNEL_ERROR_NAMES,
+  type KernelHostStatus,
   type KernelState,
   type KernelStats,
   type LaunchOptions,

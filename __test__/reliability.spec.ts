@@ -158,6 +158,27 @@ test('item 8: with 10 000 requests kept outstanding, timers and request timeouts
   t.is(k.stats().pendingRequests, 0)
 })
 
+// ---- 9. a stopped kernel host shows in stats() ---------------------------------------------
+
+test('item 9: stats().host reports a kernel host stopped, continued and exited', async (t) => {
+  const k = await launchOn(t, { ...echo, isolation: 'process' })
+  t.is(await k.request(1), 1)
+  const pid = k.hostPid!
+  t.like(k.stats().host, { pid, state: 'running' })
+  process.kill(pid, 'SIGSTOP')
+  try {
+    await until(() => k.stats().host?.state === 'stopped', 5000, 'the host is seen stopped')
+    await sleep(50)
+    t.true(k.stats().host!.stoppedForMs! >= 40, 'stoppedForMs grows while it stays stopped')
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  await until(() => k.stats().host?.state === 'running', 5000, 'the host runs again')
+  t.is(await k.request(2), 2)
+  await k.terminate()
+  t.is(k.stats().host?.state, 'exited')
+})
+
 // ---- 10. a rejected wait leaves no timer behind --------------------------------------------
 
 test('item 10: a receive rejected by terminate keeps no timer: the process exits at once', async (t) => {

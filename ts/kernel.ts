@@ -197,6 +197,12 @@ export interface KernelStats {
   depth: { sendQueue: number; inputRing: number; outputRing: number; replyQueue: number }
   /** Requests awaiting their reply. */
   pendingRequests: number
+  /**
+   * The kernel host's liveness under `process` isolation (else absent): `state` is `running`,
+   * `stopped` (SIGSTOP, a debugger: it answers nothing until continued; `terminate()` gives up
+   * on it after a second and kills it) or `exited` (with `exitReason`).
+   */
+  host?: KernelHostStatus
   /** Round trips of `request()` that got their reply, send to settle, in µs. */
   requestLatency: LatencyPercentiles
   /**
@@ -205,6 +211,27 @@ export interface KernelStats {
    * the stage before it wrote and it has not taken).
    */
   stages: { state: KernelState; processed: number; errors: number; firstKernelError: string; inputRing: number }[]
+}
+
+/**
+ * A kernel host's liveness, as {@link KernelStats.host} reports it.
+ * @example
+ * ```ts
+ * const h = kernel.stats().host
+ * if (h?.state === 'stopped') console.warn(`kernel host ${h.pid} stopped ${h.stoppedForMs} ms ago`)
+ * ```
+ */
+export interface KernelHostStatus {
+  /** The host's process id. */
+  pid: number
+  /** `running` (or idle: it can answer), `stopped` (answers nothing until continued), `exited`. */
+  state: 'running' | 'stopped' | 'exited'
+  /** How it ended (`signal: 9 (SIGKILL)`), once exited. */
+  exitReason?: string
+  /** While stopped: how long it has been seen stopped, in ms (measured from the first look). */
+  stoppedForMs?: number
+  /** Milliseconds since the host last showed progress (a doorbell, a report, a handled message). */
+  sinceProgressMs: number
 }
 
 /**
@@ -519,7 +546,7 @@ export class RingKernel<TIn, TOut> {
 
   readonly #native: InstanceType<typeof native.NativeKernel>
   /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
-  readonly #runner: { wake(): void; join(): void }
+  readonly #runner: { wake(): void; join(): void; joinAsync(): Promise<void> }
   readonly #worker: WorkerRunner | undefined
   readonly #latency = new LatencyHistogram()
   /** Shared-input mode: the producers' claim word and the buffer they attach to. */
@@ -571,13 +598,46 @@ export class RingKernel<TIn, TOut> {
   #ready = false
   #keepAlive: ReturnType<typeof setInterval> | undefined
 
-  /** @internal Use `Runtime.launch` or `Runtime.launchRoute`. */
-  constructor(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void) {
-    this.#onClosed = onClosed
+  /**
+   * @internal Use `Runtime.launch` or `Runtime.launchRoute`. Under `process` isolation the
+   * kernel host starts off the JS thread (`launchAsync`): the event loop runs meanwhile.
+   */
+  static async open<TIn, TOut>(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void): Promise<RingKernel<TIn, TOut>> {
     const route = Array.isArray(options)
     const list: readonly LaunchOptions<any, any>[] = route ? options : [options as LaunchOptions<TIn, TOut>]
     const stages = list.map((o, i) => stageShape(o, backend, route ? (o?.device ?? device) : device, route ? `route stage ${i}: ` : ''))
     if (route) checkRoute(list, stages)
+    if (stages[0]!.isolation !== 'process') return new RingKernel<TIn, TOut>(options, backend, device, onClosed)
+    const bell: { ref?: WeakRef<RingKernel<any, any>> } = {}
+    const doorbell = () => {
+      const kernel = bell.ref?.deref()
+      if (kernel !== undefined && kernel.#ready) kernel.#pump()
+    }
+    let n: InstanceType<typeof native.NativeKernel>
+    try {
+      const memories = stages.map(() => null)
+      n = await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(null, stages[0]!.shape, doorbell))
+    } catch (e) {
+      throw fromNative(e)
+    }
+    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages })
+    bell.ref = new WeakRef(k)
+    return k
+  }
+
+  /** @internal `launched`: a kernel `open` launched off the JS thread, with its checked stages. */
+  constructor(
+    options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[],
+    backend: string,
+    device = 0,
+    onClosed?: () => void,
+    launched?: { native: InstanceType<typeof native.NativeKernel>; doorbell: () => void; stages: StageShape[] },
+  ) {
+    this.#onClosed = onClosed
+    const route = Array.isArray(options)
+    const list: readonly LaunchOptions<any, any>[] = route ? options : [options as LaunchOptions<TIn, TOut>]
+    const stages = launched?.stages ?? list.map((o, i) => stageShape(o, backend, route ? (o?.device ?? device) : device, route ? `route stage ${i}: ` : ''))
+    if (route && launched === undefined) checkRoute(list, stages)
     const first = stages[0]!
     const last = stages[stages.length - 1]!
     const { jsHandler, isolation, producers, typeId, timeoutMs } = first
@@ -593,16 +653,16 @@ export class RingKernel<TIn, TOut> {
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)
-    const doorbell = () => {
+    const doorbell = launched?.doorbell ?? (() => {
       // Not before the constructor is done: a bell that comes while it runs (or after it
       // threw) must not call into a half-built object.
       const kernel = self.deref()
       if (kernel !== undefined && kernel.#ready) kernel.#pump()
-    }
+    })
     let buffers: ArrayBufferLike[]
     try {
       const memories = sabs.map((sab) => (sab ? new Uint8Array(sab) : null))
-      this.#native = route ? native.NativeKernel.route(memories, stages.map((st) => st.shape), doorbell) : new native.NativeKernel(memories[0]!, first.shape, doorbell)
+      this.#native = launched ? launched.native : route ? native.NativeKernel.route(memories, stages.map((st) => st.shape), doorbell) : new native.NativeKernel(memories[0]!, first.shape, doorbell)
     } catch (e) {
       throw fromNative(e)
     }
@@ -639,11 +699,12 @@ export class RingKernel<TIn, TOut> {
       if (jsHandler) {
         const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
         this.#worker = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, opts.input, opts.output, opts.cpu!, this.#cb, doorbell)
-        this.#runner = this.#worker
+        const w = this.#worker
+        this.#runner = { wake: () => w.wake(), join: () => w.join(), joinAsync: async () => w.join() }
       } else {
         this.#worker = undefined
         const n = this.#native
-        this.#runner = { wake: () => n.wake(), join: () => n.join() }
+        this.#runner = { wake: () => n.wake(), join: () => n.join(), joinAsync: () => n.joinAsync() }
       }
       this.#input = opts.input
       this.#output = (list[list.length - 1] as LaunchOptions<unknown, TOut>).output
@@ -1120,6 +1181,7 @@ export class RingKernel<TIn, TOut> {
         replyQueue: this.#replies.length,
       },
       pendingRequests: this.#pending.size,
+      ...this.#hostStats(),
       requestLatency: this.#latency.percentiles(),
       stages: this.#cbs.map((c, i) => {
         const code = c.load32('error_code')
@@ -1533,7 +1595,7 @@ export class RingKernel<TIn, TOut> {
         // pause, as the kernel does for the ring (dispatch.rs).
         for (const cb of this.#cbs) cb.store32('active', 1)
         this.#runner.wake()
-        await this.#until(() => (this.#sendQueue.length === 0 && this.#blocked.length === 0) || this.state === 'terminated', 'terminate (flushing the send queue)')
+        await this.#until(() => (this.#sendQueue.length === 0 && this.#blocked.length === 0) || this.state === 'terminated' || this.#hostStuck(), 'terminate (flushing the send queue)')
       }
       // A route stops stage by stage, each once the one before it has (PROTOCOL.md §14): each
       // drains into the next; `abandon` abandons the first stage only, so every message the
@@ -1541,21 +1603,45 @@ export class RingKernel<TIn, TOut> {
       for (const [i, cb] of this.#cbs.entries()) {
         cb.store32('terminate', mode === 'drain' || i > 0 ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
         this.#runner.wake()
-        await this.#until(() => cb.load32('state') === 3, 'terminate')
+        await this.#until(() => cb.load32('state') === 3 || this.#hostStuck(), 'terminate')
       }
     } catch (e) {
       // The kernel did not stop in time: abandon it (join stops it for certain) and report.
       for (const cb of this.#cbs) cb.store32('terminate', PROTOCOL.terminateAbandon)
       if ((e as RingbridgeError).code !== 'ERR_RINGBRIDGE_TIMEOUT') throw e
     }
-    return this.#finish(mode)
+    let joinError: unknown
+    try {
+      await this.#runner.joinAsync()
+    } catch (e) {
+      joinError = e
+    }
+    // dispose() may have finished it meanwhile.
+    if (this.#closed) return this.#undelivered
+    return this.#finish(mode, { error: joinError })
+  }
+
+  #hostStats(): { host?: KernelHostStatus } {
+    const h = this.#native.hostStatus()
+    if (h === null) return {}
+    const host: KernelHostStatus = { pid: h.pid, state: h.state as KernelHostStatus['state'], sinceProgressMs: h.sinceProgressMs }
+    if (h.exitReason !== undefined && h.exitReason !== null) host.exitReason = h.exitReason
+    if (h.stoppedForMs !== undefined && h.stoppedForMs !== null) host.stoppedForMs = h.stoppedForMs
+    return { host }
+  }
+
+  /** The kernel host stopped (SIGSTOP) for a second or more, or exited: waiting is pointless. */
+  #hostStuck(): boolean {
+    const s = this.#native.hostStatus()
+    return s !== null && (s.state === 'exited' || (s.state === 'stopped' && (s.stoppedForMs ?? 0) >= 1000))
   }
 
   /** Joins the kernel, drains what it produced, and reports what it never handled. */
-  #finish(mode: TerminateMode = 'abandon'): TerminateReport<TIn> {
+  #finish(mode: TerminateMode = 'abandon', joined?: { error: unknown }): TerminateReport<TIn> {
     let fault: Error | undefined
     try {
-      this.#runner.join()
+      if (joined === undefined) this.#runner.join()
+      else if (joined.error !== undefined) throw joined.error
     } catch (e) {
       fault = fromNative(e)
     } finally {

@@ -101,9 +101,8 @@ export class Runtime {
     if (this.#closed) throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'launch: the runtime is closed')
     const device = options?.device ?? this.devices[0]!
     if (!this.devices.includes(device)) badOption('device', `one of this runtime's devices (${this.devices.join(', ')})`, device)
-    const kernel: RingKernel<TIn, TOut> = new RingKernel(options, this.backend, device, () => this.#kernels.delete(kernel))
-    this.#kernels.add(kernel)
-    return kernel
+    const kernel: RingKernel<TIn, TOut> = await RingKernel.open<TIn, TOut>(options, this.backend, device, () => this.#kernels.delete(kernel))
+    return this.#adopt(kernel, 'launch')
   }
 
   /**
@@ -142,7 +141,19 @@ export class Runtime {
       const device = o?.device ?? this.devices[0]!
       if (!this.devices.includes(device)) badOption(`route stage ${i}: device`, `one of this runtime's devices (${this.devices.join(', ')})`, device)
     }
-    const kernel: RingKernel<unknown, unknown> = new RingKernel<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!, () => this.#kernels.delete(kernel))
+    const kernel: RingKernel<unknown, unknown> = await RingKernel.open<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!, () => this.#kernels.delete(kernel))
+    return this.#adopt(kernel, 'launchRoute')
+  }
+
+  /**
+   * Keeps a launched kernel until it ends; one whose launch finished after `close()` began
+   * (a kernel host starts off the JS thread) is stopped at once instead of outliving the runtime.
+   */
+  async #adopt<K extends RingKernel<any, any>>(kernel: K, what: string): Promise<K> {
+    if (this.#closed) {
+      await kernel.terminate({ mode: 'abandon' })
+      throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the runtime was closed while the kernel launched (it was stopped)`)
+    }
     this.#kernels.add(kernel)
     return kernel
   }
