@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
-# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|sanitizers|routes]
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|sanitizers|routes|reliability]
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
@@ -13,6 +13,102 @@ bash .gpu/run.sh true
 step() { echo "=== $* ($(date +%T))"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$O/device.txt"
 nvcc --version | tail -2 >> "$O/device.txt"
+if [[ $mode == reliability ]]; then
+  # Issue #10 ("keep them fixed") on one GPU, in order: the soak (RINGBRIDGE_SOAK_MESSAGES,
+  # default 10^9, checksummed on dma through a 2^20-slot ring; small rings and 1 KiB slots on
+  # dma; a tenth of the count on mapped), the Rust GPU tests (each test its own process), the JS
+  # GPU suites, then compute-sanitizer memcheck, racecheck and synccheck over the soak and the
+  # Rust GPU tests at small counts (and the user-kernel JS suite if time is left). Every step
+  # runs under `timeout` (its own limit, cut to what is left of RELIABILITY_BUDGET seconds
+  # counted from the script's start, default 450: the device allows 10 minutes a command); a
+  # step that would start with less than 15 s left is listed NOT RUN. summary.txt has one
+  # PASS / FAIL / TIMEOUT / SANITIZER-ERRORS line per step with its key lines (SOAK figures,
+  # test totals, sanitizer summaries, panics); the full output is in soak.txt,
+  # rust_gpu_tests.txt, js_gpu.txt and sanitizers.log (6 files in $OUT with device.txt).
+  budget=${RELIABILITY_BUDGET:-450}
+  soak_n=${RINGBRIDGE_SOAK_MESSAGES:-1000000000}
+  command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+  : > "$O/summary.txt"
+  for b in gpu_soak gpu_cuda route cuda_transport cuda_inject ringbridge-kernel-host; do
+    [[ -x .gpu-run/bin/$b ]] || echo "MISSING .gpu-run/bin/$b (run scripts/gpu-build.sh, carry .gpu-run)" | tee -a "$O/summary.txt"
+  done
+  # note FILE LINE: LINE into $O/FILE, summary.txt and the console.
+  note() { echo "$2" >> "$O/$1"; echo "$2" >> "$O/summary.txt"; echo "$2"; }
+  # bounded LIMIT FILE LABEL CMD...: CMD under timeout (LIMIT, or less if the budget is nearly
+  # spent), its output appended to $O/FILE; one verdict line in summary.txt.
+  bounded() {
+    local limit=$1 file=$2 label=$3; shift 3
+    local left=$(( budget - SECONDS ))
+    if (( left < 15 )); then
+      note "$file" "NOT RUN  $label (the ${budget} s budget is spent)"
+      return
+    fi
+    (( limit > left )) && limit=$left
+    local log start=$SECONDS rc verdict
+    log=$(mktemp)
+    echo "--- $label (timeout ${limit} s, $(date +%T))" >> "$O/$file"
+    timeout -k 10 "$limit" "$@" > "$log" 2>&1; rc=$?
+    cat "$log" >> "$O/$file"
+    case $rc in
+      0) verdict=PASS ;;
+      124|137) verdict=TIMEOUT ;;
+      86) verdict=SANITIZER-ERRORS ;;
+      *) verdict=FAIL ;;
+    esac
+    note "$file" "$verdict $label (exit $rc, $((SECONDS - start)) s)"
+    # Key lines: SOAK figures, test totals, sanitizer summaries, a panic and its message.
+    awk '/^thread .* panicked/ { print; getline; print; next }
+         /^SOAK |^test result:|tests? (passed|failed|skipped)|known failure|uncaught exception|SUMMARY:/' "$log" |
+      head -10 | sed 's/^/    /' >> "$O/summary.txt"
+    rm -f "$log"
+  }
+  ignored() { "$1" --ignored --list 2>/dev/null | sed -n 's/: test$//p'; }
+  step soak
+  export RINGBRIDGE_SOAK_STALL_MS=30000
+  for t in dma_soak_checksummed_messages_through_a_large_ring dma_soak_small_rings_and_large_slots mapped_soak_a_tenth_of_the_count; do
+    limit=60; [[ $t == dma_soak_checksummed* ]] && limit=200
+    bounded $limit soak.txt "soak $t ($soak_n)" env RINGBRIDGE_SOAK_MESSAGES=$soak_n .gpu-run/bin/gpu_soak --ignored --exact $t --nocapture --test-threads=1
+  done
+  step rust gpu tests
+  export RINGBRIDGE_GPU_MESSAGES=1000000
+  bounded 30 rust_gpu_tests.txt "cuda_transport" .gpu-run/bin/cuda_transport
+  bounded 30 rust_gpu_tests.txt "cuda_inject" .gpu-run/bin/cuda_inject
+  for t in $(ignored .gpu-run/bin/gpu_cuda); do
+    bounded 60 rust_gpu_tests.txt "gpu_cuda $t" .gpu-run/bin/gpu_cuda --ignored --exact $t --nocapture
+  done
+  for t in $(ignored .gpu-run/bin/route); do
+    if [[ $t == gpu2_* ]] && (( RINGBRIDGE_GPU_COUNT < 2 )); then
+      note rust_gpu_tests.txt "NOT RUN  route $t (this host has $RINGBRIDGE_GPU_COUNT GPU)"
+      continue
+    fi
+    bounded 60 rust_gpu_tests.txt "route $t" .gpu-run/bin/route --ignored --exact $t --nocapture
+  done
+  step js gpu suites
+  # Up to 180 s, less where that would leave the sanitizers under 150 s (never under 60 s).
+  js_limit=$(( budget - SECONDS - 150 )); (( js_limit > 180 )) && js_limit=180; (( js_limit < 60 )) && js_limit=60
+  bounded $js_limit js_gpu.txt "ava gpu.spec gpu-user.spec route.spec" node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/gpu-user.spec.js __test__/route.spec.js
+  step sanitizers
+  # --error-exitcode: a sanitizer finding exits 86 (SANITIZER-ERRORS), apart from a test's own
+  # failure. The trap tests are left out: their trap is the point, and a sanitizer reports it.
+  san=(compute-sanitizer --error-exitcode 86 --print-limit 20 --tool)
+  for tool in memcheck racecheck synccheck; do
+    bounded 90 sanitizers.log "$tool: soak (5000 messages)" env RINGBRIDGE_SOAK_MESSAGES=5000 RINGBRIDGE_SOAK_STALL_MS=60000 "${san[@]}" $tool .gpu-run/bin/gpu_soak --ignored --test-threads=1 --nocapture
+  done
+  for tool in memcheck racecheck synccheck; do
+    bounded 90 sanitizers.log "$tool: gpu_cuda --skip trap (2000 messages)" env RINGBRIDGE_GPU_MESSAGES=2000 "${san[@]}" $tool .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trap
+  done
+  for tool in memcheck racecheck synccheck; do
+    bounded 60 sanitizers.log "$tool: route computes + forwards (2000 messages)" env RINGBRIDGE_GPU_MESSAGES=2000 "${san[@]}" $tool .gpu-run/bin/route --ignored --test-threads=1 gpu_route_computes gpu_route_forwards
+  done
+  for tool in memcheck racecheck synccheck; do
+    bounded 90 sanitizers.log "$tool: gpu-user.spec (2000 messages)" env RINGBRIDGE_GPU_MESSAGES=2000 "${san[@]}" $tool node node_modules/ava/entrypoints/cli.mjs __test__/gpu-user.spec.js
+  done
+  echo "=== summary ($SECONDS s in the steps; budget $budget s)" | tee -a "$O/summary.txt"
+  tail -n 3 "$O/soak.txt" "$O/rust_gpu_tests.txt" "$O/js_gpu.txt" "$O/sanitizers.log"
+  echo; cat "$O/summary.txt"
+  grep -qE '^(FAIL|TIMEOUT|SANITIZER-ERRORS|MISSING)' "$O/summary.txt" && exit 1
+  exit 0
+fi
 if [[ $mode == sanitizers ]]; then
   for tool in memcheck racecheck; do
     RINGBRIDGE_GPU_MESSAGES=20000 timeout 200 compute-sanitizer --tool $tool --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 saxpy pause 2>&1 | tail -4
