@@ -14,7 +14,7 @@ import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
 import { LatencyHistogram, type LatencyPercentiles } from './histogram'
-import { producerHandle, type ProducerHandle } from './producer'
+import { isSkipFrame, producerHandle, sharedInputStats, type ProducerHandle, type SharedInputStats } from './producer'
 import { MessageChannel } from 'node:worker_threads'
 import { WorkerRunner, type JsHandler } from './handler'
 import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
@@ -36,7 +36,7 @@ const STATES: readonly KernelState[] = ['launching', 'running', 'paused', 'termi
  * KERNEL_ERROR_NAMES[5] // 'handler-fault'
  * ```
  */
-export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault']
+export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault', 'skipped']
 
 /**
  * How to stop a kernel.
@@ -211,6 +211,17 @@ export interface KernelStats {
    * the stage before it wrote and it has not taken).
    */
   stages: { state: KernelState; processed: number; errors: number; firstKernelError: string; inputRing: number }[]
+  /**
+   * Shared input rings only (`producers: 'shared'`; PROTOCOL.md §16). `claimed`: positions
+   * claimed; `unpublished`: claimed and not yet published (claims in flight, or held by a
+   * producer that died and that no producer has rescued yet); `rescuedClaims`: claims another
+   * producer rescued because theirs stalled past `recoverAfterMs` (a Worker terminated
+   * mid-claim); `skipped`: positions of those claims filled with skip frames — their messages
+   * were lost with their producer; the kernel took them (they count in `processed`), nobody
+   * receives them; `rescuedFrames`: positions of rescued claims whose frames were complete and
+   * were published for their producer (delivered).
+   */
+  producers?: SharedInputStats
 }
 
 /**
@@ -550,7 +561,7 @@ export class RingKernel<TIn, TOut> {
   readonly #worker: WorkerRunner | undefined
   readonly #latency = new LatencyHistogram()
   /** Shared-input mode: the producers' claim word and the buffer they attach to. */
-  readonly #shared: { claim: SharedArrayBuffer; buffer: SharedArrayBuffer; base: number; inputOffset: number } | undefined
+  readonly #shared: { claim: SharedArrayBuffer; buffer: SharedArrayBuffer; base: number; inputOffset: number; start: number } | undefined
   /** The input side's control block (a route's first stage). */
   readonly #cb: ControlBlockView
   /** The output side's control block (a route's last stage; else `#cb`). */
@@ -678,6 +689,15 @@ export class RingKernel<TIn, TOut> {
         if (cb.load32('magic') !== PROTOCOL.magic || cb.load32('version') !== PROTOCOL.version) {
           throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
         }
+        // The shapes the native side wrote (L1) are the ones JS lays its views out with: a
+        // disagreement (a number the binding converted differently, issue #2) is refused here,
+        // not met later as a DataView RangeError at the first frame past the real ring.
+        const want = stages[i]!.shape
+        const got = [cb.load32('input_capacity'), cb.load32('input_slot_size'), cb.load32('output_capacity'), cb.load32('output_slot_size')]
+        const asked = [want.inputCapacity, want.inputSlotSize, want.outputCapacity, want.outputSlotSize]
+        if (got.some((v, j) => v !== asked[j])) {
+          throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `the kernel's rings (capacity ${got[0]}, slot ${got[1]}; output ${got[2]}, ${got[3]}) are not the ones asked for (capacity ${asked[0]}, slot ${asked[1]}; output ${asked[2]}, ${asked[3]})`)
+        }
         return cb
       })
       this.#cb = this.#cbs[0]!
@@ -691,8 +711,9 @@ export class RingKernel<TIn, TOut> {
       this.#bytes = new Uint8Array(buffer)
       if (producers === 'shared') {
         const claim = new SharedArrayBuffer(8)
-        new BigUint64Array(claim)[0] = BigInt(this.#cb.load64('input_tail'))
-        this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset }
+        const start = this.#cb.load64('input_tail')
+        new BigUint64Array(claim)[0] = BigInt(start)
+        this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset, start }
       } else {
         this.#shared = undefined
       }
@@ -927,14 +948,24 @@ export class RingKernel<TIn, TOut> {
     const out = this.#out
     const max = Math.floor(into.length / size)
     let failure: Error | undefined
-    const available = Math.min(max, out.available(max))
-    let n = out.copyPayloads(into, size, available)
-    if (n < available) {
-      // Stopped at an error frame, a corrupt frame or a reply longer than `size`.
+    let n = 0
+    for (;;) {
+      const available = Math.min(max - n, out.available(max - n))
+      if (available <= 0) break
+      const got = out.copyPayloads(n === 0 ? into : into.subarray(n * size), size, available)
+      n += got
+      if (got === available) break
+      // Stopped at an error frame, a corrupt frame or a reply longer than `size`. A skip frame
+      // (shared producers, PROTOCOL.md §16) carries no reply: pass over it.
       const f = out.peek()
+      if (this.#shared !== undefined && !f.corrupt && isSkipFrame(out.view, f.offset, f.length, f.flags)) {
+        out.advance()
+        continue
+      }
       const entry = this.#decode(f)
       failure = entry.ok ? new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `reply of ${f.length} bytes is longer than the packed size ${size}`) : entry.error
       out.advance()
+      break
     }
     this.#replied += n
     if (out.release()) this.#wakeKernel()
@@ -1165,10 +1196,14 @@ export class RingKernel<TIn, TOut> {
   stats(): KernelStats {
     const cb = this.#cb
     const firstError = cb.load32('error_code')
+    // Under shared producers the host publishes nothing itself: the tail and the producers'
+    // counters say what was sent (skip frames are not messages).
+    const inputTail = this.#shared ? cb.load64('input_tail') : this.#in.published
+    const producers = this.#shared ? sharedInputStats(this.#shared.claim, inputTail) : undefined
     return {
       backend: this.backend,
       state: this.state,
-      sent: this.#sent,
+      sent: this.#shared && producers ? inputTail - this.#shared.start - producers.skipped : this.#sent,
       processed: cb.load64('messages_processed'),
       replied: this.#replied,
       errors: { replies: this.#errorReplies, kernel: cb.load32('error_count'), firstKernelError: KERNEL_ERROR_NAMES[firstError] ?? `code-${firstError}` },
@@ -1176,7 +1211,7 @@ export class RingKernel<TIn, TOut> {
       lateReplies: this.#late,
       depth: {
         sendQueue: this.#sendQueue.length,
-        inputRing: this.#in.published - cb.load64('input_head'),
+        inputRing: inputTail - cb.load64('input_head'),
         outputRing: this.#outCb.load64('output_tail') - this.#out.next,
         replyQueue: this.#replies.length,
       },
@@ -1188,7 +1223,7 @@ export class RingKernel<TIn, TOut> {
         // The first stage's tail is the host's (what it published); a later stage's is only in
         // its kernel's view (a device word on dma), so its input depth is taken from the stage
         // before: what that one processed, minus what this one did.
-        const tail = i === 0 ? this.#in.published : this.#cbs[i - 1]!.load64('messages_processed')
+        const tail = i === 0 ? inputTail : this.#cbs[i - 1]!.load64('messages_processed')
         return {
           state: STATES[c.load32('state')] ?? 'launching',
           processed: c.load64('messages_processed'),
@@ -1197,6 +1232,7 @@ export class RingKernel<TIn, TOut> {
           inputRing: Math.max(0, tail - c.load64('input_head')),
         }
       }),
+      ...(producers ? { producers } : {}),
     }
   }
 
@@ -1364,6 +1400,15 @@ export class RingKernel<TIn, TOut> {
     while (available > 0) {
       if (!this.#terminating && this.#budgetSpent()) break
       const f = out.peek()
+      if (this.#shared !== undefined && !f.corrupt && isSkipFrame(out.view, f.offset, f.length, f.flags)) {
+        // A skip frame (PROTOCOL.md §16) stands for a position whose producer died before
+        // writing it: no message, no reply. stats().producers counts them.
+        out.advance()
+        n++
+        this.#budget--
+        if (--available === 0) available = out.available(1)
+        continue
+      }
       if (!this.#pending.has(f.correlationId) && !this.#canDrain()) break
       if (!f.corrupt && f.flags & PROTOCOL.flagMulti) {
         // Several replies (or none) to one message in one frame: count, 4 reserved bytes, records.
@@ -1653,6 +1698,8 @@ export class RingKernel<TIn, TOut> {
       const end = this.#shared ? this.#cb.load64('input_tail') : this.#in.published
       for (let p = head; p < end; p++) {
         const f = this.#in.frameAt(p)
+        // A skip frame (shared producers, PROTOCOL.md §16) is no message.
+        if (this.#shared !== undefined && isSkipFrame(this.#in.view, f.offset, f.length, f.flags)) continue
         undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
       }
       for (const q of this.#sendQueue.drain()) {

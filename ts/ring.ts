@@ -208,11 +208,12 @@ export class InputRing extends RingEnd {
   }
 
   /** Reads frame `position` back (for reporting undelivered messages after the kernel ended). */
-  frameAt(position: number): { typeId: number; correlationId: number; offset: number; length: number } {
+  frameAt(position: number): { typeId: number; flags: number; correlationId: number; offset: number; length: number } {
     const at = this.slotAt(position)
     return {
       length: this.view.getUint32(at, true),
       typeId: this.view.getUint16(at + 4, true),
+      flags: this.view.getUint16(at + 6, true),
       correlationId: this.view.getUint32(at + 8, true) + this.view.getUint32(at + 12, true) * 0x100000000,
       offset: at + FRAME_HEADER_BYTES,
     }

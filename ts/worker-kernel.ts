@@ -38,6 +38,7 @@ const STATE_PAUSED = 2
 const STATE_TERMINATED = 3
 const BAD_FRAME = 1
 const BAD_PAYLOAD = 2
+const REPLY_TOO_LARGE = 4
 const HANDLER_FAULT = 5
 const MAX_BATCH = 1024
 const SLEEP_MS = 50
@@ -177,6 +178,13 @@ function run(d: WorkerKernelData): void {
     const correlation = dv.getBigUint64(slot + 8, true)
     const error = (code: number, detail: number) => emit((out) => writeError(out, code, detail, typeId, correlation))
     if (length > d.inSlot - 16) return error(BAD_FRAME, length)
+    if (dv.getUint16(slot + 6, true) & d.constants.flagError) {
+      // §3.4: an error frame is not a message for the handler (a shared producer's skip frame,
+      // §16, or an earlier stage's error): copied to the output unchanged, no error counted,
+      // as the native dispatch and the CUDA kernel do.
+      if (length > d.outSlot - 16) return error(REPLY_TOO_LARGE, length)
+      return emit((out) => new Uint8Array(d.buffer, out, 16 + length).set(new Uint8Array(d.buffer, slot, 16 + length)))
+    }
     let msg: unknown
     try {
       msg = input.decode(dv, slot + 16, length)

@@ -25,10 +25,15 @@ use ringbridge_core::isolate::HostCommand;
 use ringbridge_core::protocol::{RegionLayout, RingConfig};
 use ringbridge_core::transport::Region;
 
-use crate::error::{invalid, to_js, Code, Result};
+use crate::error::{checked_u32, checked_u32_opt, invalid, to_js, Code, Result};
 use crate::sab;
 
 /// Ring shapes and what to run.
+///
+/// Numbers arrive as `f64` and are range-checked (`error::checked_u32`): napi's `u32`
+/// conversion wraps modulo 2^32 (issue #2: `capacity: 2**32 + 8` launched a ring of 8 while
+/// JavaScript laid out 2^32 + 8 slots; `2**40` was reported as "capacity 0", `-8` as
+/// "4294967288").
 #[napi(object)]
 pub struct KernelOptions {
     /// `auto`, `cpu` or `cuda`.
@@ -36,19 +41,19 @@ pub struct KernelOptions {
     /// Built-in handler name.
     pub handler: String,
     /// Input ring capacity (power of two).
-    pub input_capacity: u32,
+    pub input_capacity: f64,
     /// Input slot size in bytes (power of two, header included).
-    pub input_slot_size: u32,
+    pub input_slot_size: f64,
     /// Output ring capacity.
-    pub output_capacity: u32,
+    pub output_capacity: f64,
     /// Output slot size.
-    pub output_slot_size: u32,
+    pub output_slot_size: f64,
     /// GPU transport: `auto` (default), `mapped`, `dma`, `managed`.
     pub transport: Option<String>,
     /// GPU blocks (default: 1 for mapped, one per SM otherwise).
-    pub blocks: Option<u32>,
+    pub blocks: Option<f64>,
     /// GPU threads per block (default 512 for mapped, 256 otherwise).
-    pub threads: Option<u32>,
+    pub threads: Option<f64>,
     /// `thread` (default): the kernel's runner lives in this process, over the `memory` given;
     /// `process`: a kernel host process runs it over shared memory the addon allocates
     /// (`sharedMemory()`), so a GPU fault ends that process, not this one.
@@ -62,9 +67,31 @@ pub struct KernelOptions {
     /// The CUDA header generated from the input and output schemas.
     pub schema_header: Option<String>,
     /// A user handler that pushes up to this many replies per message (`rb_replies&`).
-    pub max_replies: Option<u32>,
+    pub max_replies: Option<f64>,
     /// The CUDA device ordinal (default 0).
-    pub device: Option<u32>,
+    pub device: Option<f64>,
+}
+
+/// The numbers of `KernelOptions`, checked: an integer in `0..=u32::MAX` each, or an error that
+/// shows the value as given (never a wrapped one).
+struct Numbers {
+    input: RingConfig,
+    output: RingConfig,
+    blocks: Option<u32>,
+    threads: Option<u32>,
+    max_replies: Option<u32>,
+    device: Option<u32>,
+}
+
+fn numbers_of(o: &KernelOptions) -> Result<Numbers> {
+    Ok(Numbers {
+        input: RingConfig { capacity: checked_u32("capacity", o.input_capacity)?, slot_size: checked_u32("slotSize", o.input_slot_size)? },
+        output: RingConfig { capacity: checked_u32("outputCapacity", o.output_capacity)?, slot_size: checked_u32("outputSlotSize", o.output_slot_size)? },
+        blocks: checked_u32_opt("blocks", o.blocks)?,
+        threads: checked_u32_opt("threads", o.threads)?,
+        max_replies: checked_u32_opt("maxReplies", o.max_replies)?,
+        device: checked_u32_opt("device", o.device)?,
+    })
 }
 
 /// Byte offsets of a region's parts, from the region's start.
@@ -79,11 +106,8 @@ pub struct RegionInfo {
 }
 
 pub(crate) fn layout_of(o: &KernelOptions) -> Result<RegionLayout> {
-    RegionLayout::new(
-        RingConfig { capacity: o.input_capacity, slot_size: o.input_slot_size },
-        RingConfig { capacity: o.output_capacity, slot_size: o.output_slot_size },
-    )
-    .map_err(to_js)
+    let n = numbers_of(o)?;
+    RegionLayout::new(n.input, n.output).map_err(to_js)
 }
 
 /// Computes where the rings of `options` sit in a region (validating the shapes).
@@ -170,13 +194,15 @@ fn host_of(options: &KernelOptions) -> Result<Option<HostCommand>> {
 fn user_of(options: &KernelOptions) -> Result<Option<UserKernel>> {
     match (options.source.clone(), options.entry.clone(), options.schema_header.clone()) {
         (None, None, None) => Ok(None),
-        (Some(source), Some(entry), Some(schema_header)) => Ok(Some(UserKernel { source, entry, schema_header, max_replies: options.max_replies.unwrap_or(0) })),
+        (Some(source), Some(entry), Some(schema_header)) => {
+            Ok(Some(UserKernel { source, entry, schema_header, max_replies: numbers_of(options)?.max_replies.unwrap_or(0) }))
+        }
         _ => Err(invalid("source, entry and schemaHeader: give all three (a user kernel) or none")),
     }
 }
 
-fn shape_of(options: &KernelOptions) -> Option<Shape> {
-    match (options.blocks, options.threads) {
+fn shape_of(n: &Numbers) -> Option<Shape> {
+    match (n.blocks, n.threads) {
         (None, None) => None,
         (blocks, threads) => Some(Shape { blocks: blocks.unwrap_or(1), threads: threads.unwrap_or(256) }),
     }
@@ -201,16 +227,17 @@ fn notify_of(doorbell: Doorbell) -> backend::Notify {
     })
 }
 
-fn spec_of<'a>(options: &'a KernelOptions, host: Option<&'a HostCommand>, user: Option<&'a UserKernel>) -> LaunchSpec<'a> {
-    LaunchSpec {
+fn spec_of<'a>(options: &'a KernelOptions, host: Option<&'a HostCommand>, user: Option<&'a UserKernel>) -> Result<LaunchSpec<'a>> {
+    let n = numbers_of(options)?;
+    Ok(LaunchSpec {
         backend: &options.backend,
         handler: &options.handler,
         transport: options.transport.as_deref().unwrap_or("auto"),
-        shape: shape_of(options),
+        shape: shape_of(&n),
         isolation: host.map_or(Isolation::Thread, Isolation::Process),
         user,
-        device: options.device.unwrap_or(0),
-    }
+        device: n.device.unwrap_or(0),
+    })
 }
 
 /// A kernel host to start: everything it needs, owned, so it can start on another thread.
@@ -257,6 +284,10 @@ fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorb
     if memories.len() != options.len() {
         return Err(invalid(format!("route: {} memories for {} stages", memories.len(), options.len())));
     }
+    // Every number first: nothing is allocated or started for options that would have wrapped.
+    for o in &options {
+        numbers_of(o)?;
+    }
     let hosts = options.iter().map(host_of).collect::<Result<Vec<_>>>()?;
     let users = options.iter().map(user_of).collect::<Result<Vec<_>>>()?;
     let mut regions = Vec::with_capacity(options.len());
@@ -266,7 +297,7 @@ fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorb
         regions.push(region);
         offsets.push(offset);
     }
-    let specs: Vec<_> = options.iter().zip(&hosts).zip(&users).map(|((o, h), u)| spec_of(o, h.as_ref(), u.as_ref())).collect();
+    let specs = options.iter().zip(&hosts).zip(&users).map(|((o, h), u)| spec_of(o, h.as_ref(), u.as_ref())).collect::<Result<Vec<_>>>()?;
     let Some(Some(command)) = hosts.first() else {
         let (kernel, launched) = if route {
             backend::launch_route(&specs, regions, notify_of(doorbell)).map_err(to_js)?
