@@ -333,7 +333,8 @@ impl Session {
         let cb = self.in_region.control();
         let head = cb.input_head.value.load(Ordering::Acquire);
         let tail = cb.input_tail.value.load(Ordering::Relaxed);
-        Ok(Termination { undelivered: tail - head, replies })
+        // Wrapping (spec §7): a kernel side that broke I1 must not panic the host.
+        Ok(Termination { undelivered: tail.wrapping_sub(head), replies })
     }
 }
 

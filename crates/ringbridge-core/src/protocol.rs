@@ -442,8 +442,11 @@ pub const fn occupied(head: u64, tail: u64) -> u64 {
     tail.wrapping_sub(head)
 }
 
-/// Free slots in a ring of `capacity` between `head` and `tail`.
+/// Free slots in a ring of `capacity` between `head` and `tail`. More than `capacity` occupied
+/// (I4 broken: the consumer stored a head behind `tail - capacity` or ahead of `tail`) reads as
+/// full, so a producer waits instead of overwriting slots the consumer may own — and a corrupt
+/// head from the other side cannot panic the subtraction (found by `tests/fuzz_frames.rs`).
 #[inline]
 pub const fn free(head: u64, tail: u64, capacity: u32) -> u64 {
-    capacity as u64 - occupied(head, tail)
+    (capacity as u64).saturating_sub(occupied(head, tail))
 }

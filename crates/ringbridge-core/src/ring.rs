@@ -145,7 +145,9 @@ impl<M: RingMemory> Producer<M> {
             })
         };
         if result == Ok(true) {
-            self.next += 1;
+            // Positions wrap mod 2^64 (spec §7), in debug builds too: a peer's corrupt index
+            // must not panic this end.
+            self.next = self.next.wrapping_add(1);
         }
         result
     }
@@ -169,7 +171,7 @@ impl<M: RingMemory> Producer<M> {
 
     /// Frames staged but not yet published.
     pub fn staged(&self) -> u64 {
-        self.next - self.published
+        self.next.wrapping_sub(self.published)
     }
 
     /// Makes every staged frame visible to the consumer with one store of `tail`.
@@ -257,13 +259,14 @@ impl<M: RingMemory> Consumer<M> {
                 Ok(read(header, payload))
             })
         };
-        self.next += 1;
+        // Wrapping, as in `Producer::stage_with` (spec §7).
+        self.next = self.next.wrapping_add(1);
         result
     }
 
     /// Frames consumed but not yet released.
     pub fn unreleased(&self) -> u64 {
-        self.next - self.released
+        self.next.wrapping_sub(self.released)
     }
 
     /// Hands every consumed slot back to the producer with one store of `head`.

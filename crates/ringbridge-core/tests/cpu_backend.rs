@@ -355,6 +355,7 @@ fn full_output_ring_blocks_the_kernel_without_losing_replies() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "backend 'cuda' and 'auto' probe the driver with dlopen (cudarc dynamic loading): a foreign call Miri cannot run")]
 fn bad_configurations_give_their_error_codes() {
     let good = ring(8, 64);
     for bad in [ring(0, 64), ring(3, 64), ring(1 << 25, 64), ring(8, 16), ring(8, 48), ring(8, 2 << 20)] {

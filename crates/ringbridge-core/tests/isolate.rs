@@ -44,6 +44,7 @@ fn stream_echo(session: &mut Session, count: u64) {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "starts a kernel host process (socketpair, memfd, fork/exec): foreign calls Miri cannot run")]
 fn echo_through_a_kernel_host_loses_nothing() {
     let command = host();
     let mut session = launch_isolated(&command, "echo", 64).unwrap();
@@ -55,6 +56,7 @@ fn echo_through_a_kernel_host_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "starts a kernel host process (socketpair, memfd, fork/exec): foreign calls Miri cannot run")]
 fn a_crashing_host_is_a_fault_and_the_next_launch_works() {
     let command = host();
     let mut session = launch_isolated(&command, "trap", 8).unwrap();
@@ -75,6 +77,7 @@ fn a_crashing_host_is_a_fault_and_the_next_launch_works() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "starts a kernel host process (socketpair, memfd, fork/exec): foreign calls Miri cannot run")]
 fn launch_errors_cross_the_process_boundary_with_their_code() {
     let command = host();
     let err = launch_isolated(&command, "no-such-handler", 8).err().expect("unknown handler launched");
@@ -100,6 +103,7 @@ fn the_trap_handler_is_refused_in_process() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "starts a kernel host process (socketpair, memfd, fork/exec): foreign calls Miri cannot run")]
 fn a_dropped_session_stops_its_host() {
     let command = host();
     let mut session = launch_isolated(&command, "echo", 8).unwrap();

@@ -165,7 +165,7 @@ impl Kernel for CpuKernel {
         let Some(thread) = self.thread.take() else { return Ok(()) };
         let cb = self.region.control();
         if KernelState::from_word(cb.state.load(Ordering::Acquire)) != Some(KernelState::Terminated)
-            && cb.terminate.load(Ordering::Relaxed) == 0
+            && super::terminate_command(cb) == crate::protocol::TERMINATE_NONE
         {
             // ORDERING: (H5) release pairs with the kernel's acquire of terminate (K1).
             cb.terminate.store(TERMINATE_ABANDON, Ordering::Release);

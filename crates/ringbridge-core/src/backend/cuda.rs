@@ -499,7 +499,7 @@ impl Kernel for CudaKernel {
         let Some(service) = self.service.take() else { return };
         let Some((stream, runtime)) = self.gpu.clone() else { return };
         let cb = self.region.control();
-        if cb.terminate.load(Ordering::Relaxed) == 0 {
+        if super::terminate_command(cb) == crate::protocol::TERMINATE_NONE {
             // ORDERING: (H5) release pairs with the kernel's acquire (K1).
             cb.terminate.store(TERMINATE_ABANDON, Ordering::Release);
         }

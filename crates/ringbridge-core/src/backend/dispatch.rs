@@ -97,7 +97,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
                 }
                 if cb.terminate.load(Ordering::Acquire) == TERMINATE_ABANDON {
                     // Count the part of the batch already handled before leaving.
-                    processed += done;
+                    processed = processed.wrapping_add(done);
                     cb.messages_processed.store(processed, Ordering::Relaxed);
                     break 'dispatch;
                 }
@@ -106,7 +106,9 @@ pub fn run<I: RingMemory, O: RingMemory>(
             dispatch_one(cb, &mut input, &mut output, handler);
             done += 1;
         }
-        processed += done;
+        // Wrapping: the count resumes from the control block, which a buggy host may have
+        // scribbled on; a statistic must not panic the kernel.
+        processed = processed.wrapping_add(done);
         // Relaxed: statistics; the single writer is this loop.
         cb.messages_processed.store(processed, Ordering::Relaxed);
         cb.last_activity.store(hooks.now_ns(), Ordering::Relaxed);

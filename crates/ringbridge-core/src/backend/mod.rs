@@ -11,7 +11,7 @@ pub mod user;
 
 use std::sync::Arc;
 
-use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON, TERMINATE_DRAIN};
+use crate::protocol::{ControlBlock, KernelState, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE};
 use crate::sync::Ordering;
 use crate::transport::Region;
 use crate::Error;
@@ -296,10 +296,21 @@ impl Kernel for ExternalKernel {
 /// abandoned (spec §9). Idempotent; a stronger request (abandon) overrides drain.
 pub fn request_terminate(cb: &ControlBlock, drain: bool) {
     let mode = if drain { TERMINATE_DRAIN } else { TERMINATE_ABANDON };
-    if cb.terminate.load(Ordering::Relaxed) < mode {
+    if terminate_command(cb) < mode {
         // ORDERING: (H5) release pairs with the kernel's acquire of terminate (K1) and follows
         // the host's last publish of input.tail.
         cb.terminate.store(mode, Ordering::Release);
+    }
+}
+
+/// The terminate command the host gave: DRAIN or ABANDON, else NONE. A word that holds no
+/// command (a buggy host's store) is not one the kernel acts on (K1), so it must not keep a
+/// stop request from being stored: found by `tests/fuzz_frames.rs`, where `terminate = 7` made
+/// `request_terminate` and `join` store nothing and wait for a kernel that never stopped.
+pub(crate) fn terminate_command(cb: &ControlBlock) -> u32 {
+    match cb.terminate.load(Ordering::Relaxed) {
+        t @ (TERMINATE_DRAIN | TERMINATE_ABANDON) => t,
+        _ => TERMINATE_NONE,
     }
 }
 
