@@ -39,8 +39,6 @@ pub fn invalid(what: impl std::fmt::Display) -> napi::Error<Code> {
 /// capacity of 2^32 + 8 launch a ring of 8 while JavaScript laid out 2^32 + 8 slots (issue #2).
 /// Take the option as `f64` and pass it through here: anything but an integer in
 /// `0..=u32::MAX` is refused with `ERR_RINGBRIDGE_INVALID_ARGUMENT`, showing the value as given.
-// Allowed unused until ring.rs takes its numbers as f64 (the patch proposed for issue #2).
-#[allow(dead_code)]
 pub fn checked_u32(what: &str, value: f64) -> Result<u32> {
     if value.is_finite() && value.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&value) {
         // Exact: an integral f64 in range converts without rounding.
@@ -50,13 +48,11 @@ pub fn checked_u32(what: &str, value: f64) -> Result<u32> {
 }
 
 /// `checked_u32` for an optional option.
-#[allow(dead_code)]
 pub fn checked_u32_opt(what: &str, value: Option<f64>) -> Result<Option<u32>> {
     value.map(|v| checked_u32(what, v)).transpose()
 }
 
 /// A number as JavaScript prints it (`NaN`, `Infinity`, `-0` as `0`, integers without `.0`).
-#[allow(dead_code)]
 fn js_number(value: f64) -> String {
     if value.is_nan() {
         "NaN".to_owned()
