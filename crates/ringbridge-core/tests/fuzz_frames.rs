@@ -15,6 +15,8 @@
 //!   launch, I5);
 //! - ring indices that break I1/I4 crash nothing and hang nothing: afterwards an ABANDON stops
 //!   the kernel within a bound and `join` reports (in this process: cleanly);
+//! - the library's own stop (`backend::request_terminate`, `Kernel::join`) stops the kernel
+//!   whatever the `terminate` word held before (a value that is no command included);
 //! - a corrupt setup line before a kernel host attaches is refused with a clear error or runs,
 //!   and the host stops when told to.
 //!
