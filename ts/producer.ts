@@ -127,8 +127,12 @@ export function sharedStateOf(claim: SharedArrayBuffer): SharedArrayBuffer {
 }
 
 /**
- * What the producers of one shared input ring report, for the kernel's `stats()`.
- * @internal
+ * What the producers of one shared input ring did (`kernel.stats().producers`, PROTOCOL.md §16).
+ * @example
+ * ```ts
+ * const p: SharedInputStats | undefined = kernel.stats().producers
+ * if (p && p.skipped > 0) console.warn(`${p.skipped} messages were lost with a producer that died mid-claim`)
+ * ```
  */
 export interface SharedInputStats {
   /** Positions claimed so far (the claim word). */
