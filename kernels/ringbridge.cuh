@@ -138,6 +138,8 @@ struct rb_context {
 #define RB_KERNEL_ERROR_REPLY_TOO_LARGE 4u
 /// Kernel error: the handler trapped (GPU) or panicked (CPU).
 #define RB_KERNEL_ERROR_HANDLER_FAULT 5u
+/// Not a kernel error: a shared producer's skip frame (spec §16), forwarded unchanged.
+#define RB_KERNEL_ERROR_SKIPPED 6u
 
 #ifndef RB_SPIN_LIMIT
 /// Most polls of a peer index in one bounded wait (spec §12, SPIN_TIMEOUT). With the back-off of
@@ -273,9 +275,11 @@ RB_HOST_DEVICE uint64_t rb_occupied(uint64_t head, uint64_t tail) { return tail 
 /// @param head the consumer's position
 /// @param tail the producer's position
 /// @param capacity ring capacity
-/// @return `capacity - (tail - head)`
+/// @return `capacity - (tail - head)`, or 0 when more than `capacity` reads as occupied (I4
+///   broken by a corrupt index): a producer then waits instead of writing slots it does not own
 RB_HOST_DEVICE uint64_t rb_free(uint64_t head, uint64_t tail, uint32_t capacity) {
-  return static_cast<uint64_t>(capacity) - rb_occupied(head, tail);
+  const uint64_t used = rb_occupied(head, tail);
+  return used >= capacity ? 0 : static_cast<uint64_t>(capacity) - used;
 }
 
 /// Address of the slot that holds a position.

@@ -154,6 +154,9 @@ export class InputRing extends RingEnd {
     if (n < wanted) {
       this.#cachedHead = Number(Atomics.load(this.#cb.u64, this.#head))
       n = this.capacity - (this.next - this.#cachedHead)
+      // A head behind `next - capacity` or ahead of `next` (a corrupt or hostile kernel host)
+      // reads as full: never write slots the consumer may own (I4; as protocol::free).
+      if (n < 0 || n > this.capacity) n = 0
     }
     return n
   }
@@ -256,6 +259,8 @@ export class OutputRing extends RingEnd {
     if (n < wanted) {
       this.#cachedTail = Number(Atomics.load(this.#cb.u64, this.#tail))
       n = this.#cachedTail - this.next
+      // More than a ring's worth (a corrupt tail) is no more than the slots there are.
+      if (n > this.capacity) n = this.capacity
     }
     return n
   }

@@ -93,6 +93,10 @@ pub mod kernel_error {
     pub const REPLY_TOO_LARGE: u32 = 4;
     /// The handler trapped (GPU) or panicked (CPU).
     pub const HANDLER_FAULT: u32 = 5;
+    /// Not a failure of the kernel: a skip frame's code (§16), written by a shared producer in
+    /// the place of positions whose producer died before writing them. Kernels forward it
+    /// unchanged (§3.4) and never record it; the host drops it (no message, no reply).
+    pub const SKIPPED: u32 = 6;
 }
 
 /// One index on a line of its own, so the producer's and consumer's stores never share a line.

@@ -625,3 +625,27 @@ fn halves_stream_on_two_threads_in_order() {
         }
     });
 }
+
+/// A `terminate` word holding no command (a buggy host's store) is NONE to the kernel: it keeps
+/// serving, parks when idle instead of spinning on it, pauses on `active = 0`, and a real stop
+/// request still ends it (the fuzzer's `terminate = 7` had it spin at full speed forever).
+#[test]
+fn a_terminate_word_that_is_no_command_is_ignored() {
+    let shape = ring(8, 64);
+    let max = shape.max_payload();
+    let mut session = launch("echo", shape, shape);
+    echo_stream(&mut session, 0, 20, max);
+    let cb = Arc::clone(session.region());
+    cb.control().terminate.store(7, Ordering::Release);
+    wait_for("the idle kernel to park", || cb.control().kernel_sleeping.load(Ordering::Acquire) == 1);
+    echo_stream(&mut session, 20, 20, max);
+    let stopped_at = pause(&mut session, 40, max);
+    assert_eq!(control_state(&session), Some(KernelState::Paused));
+    cb.control().active.store(1, Ordering::Release);
+    send(&mut session, 41, max);
+    for seq in stopped_at..42 {
+        expect_echo(&mut session, seq, max);
+    }
+    assert_eq!(session.terminate(true, LIMIT).map(|t| t.undelivered).unwrap(), 0);
+    assert_eq!(cb.control().messages_processed.load(Ordering::Acquire), 42);
+}

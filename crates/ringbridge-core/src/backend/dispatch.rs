@@ -44,7 +44,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
     'dispatch: loop {
         // ORDERING: (K1) acquire pairs with the host's release of terminate (H5), which follows
         // its last publish of input.tail: a drain sees every message sent before it.
-        let terminate = cb.terminate.load(Ordering::Acquire);
+        let terminate = command(cb.terminate.load(Ordering::Acquire));
         if terminate == TERMINATE_ABANDON {
             break;
         }
@@ -55,7 +55,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
                 set_state(cb, hooks, state);
             }
             hooks.idle(cb, &mut || {
-                cb.active.load(Ordering::SeqCst) != 0 || cb.terminate.load(Ordering::SeqCst) != 0
+                cb.active.load(Ordering::SeqCst) != 0 || command(cb.terminate.load(Ordering::SeqCst)) != TERMINATE_NONE
             });
             continue;
         }
@@ -72,7 +72,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
             let tail = input.memory().tail();
             hooks.idle(cb, &mut || {
                 tail.load(Ordering::SeqCst) != head
-                    || cb.terminate.load(Ordering::SeqCst) != 0
+                    || command(cb.terminate.load(Ordering::SeqCst)) != TERMINATE_NONE
                     || cb.active.load(Ordering::SeqCst) == 0
             });
             continue;
@@ -90,7 +90,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
                         || cb.terminate.load(Ordering::SeqCst) == TERMINATE_ABANDON
                         || cb.active.load(Ordering::SeqCst) == 0
                 });
-                if cb.active.load(Ordering::Acquire) == 0 && cb.terminate.load(Ordering::Acquire) == TERMINATE_NONE {
+                if cb.active.load(Ordering::Acquire) == 0 && command(cb.terminate.load(Ordering::Acquire)) == TERMINATE_NONE {
                     // K4: a pause while stalled on a full output ring takes effect now; the
                     // rest of the batch stays in the input ring (K2 parks the kernel).
                     break;
@@ -183,6 +183,17 @@ fn dispatch_one<I: RingMemory, O: RingMemory>(
             debug_assert!(staged.is_ok(), "a free output slot was checked before dispatch");
         }
         Err(PopError::Empty) => debug_assert!(false, "available() counted this frame"),
+    }
+}
+
+/// The command a `terminate` word holds: DRAIN or ABANDON, anything else is NONE (spec §9). A
+/// stray value (a buggy host's store) must neither stop the kernel nor count as a command the
+/// idle re-checks wake for: the fuzzer's `terminate = 7` had the kernel spin at full speed,
+/// never parking and never exiting.
+fn command(word: u32) -> u32 {
+    match word {
+        TERMINATE_DRAIN | TERMINATE_ABANDON => word,
+        _ => TERMINATE_NONE,
     }
 }
 
