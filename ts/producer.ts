@@ -383,7 +383,16 @@ export class RingProducer<TIn = unknown> {
 
   /** Free input slots as seen now (claims in flight count as taken). */
   #room(): number {
-    return this.#capacity - (Number(Atomics.load(this.#claim, 0)) - Number(Atomics.load(this.#cb.u64, this.#head)))
+    return this.#free(Number(Atomics.load(this.#claim, 0)))
+  }
+
+  /**
+   * Free slots above claim position `c`. An impossible head (more than a lap behind `c`, or
+   * ahead of it: a corrupt peer, PROTOCOL.md §7) reads as a full ring, so nothing is claimed.
+   */
+  #free(c: number): number {
+    const used = c - Number(Atomics.load(this.#cb.u64, this.#head))
+    return used < 0 || used > this.#capacity ? 0 : this.#capacity - used
   }
 
   /**
@@ -401,7 +410,7 @@ export class RingProducer<TIn = unknown> {
     const u64 = this.#cb.u64
     for (;;) {
       const c = Atomics.load(this.#claim, 0)
-      const n = Math.min(want, this.#capacity - (Number(c) - Number(Atomics.load(u64, this.#head))))
+      const n = Math.min(want, this.#free(Number(c)))
       if (n <= 0) {
         if (i32 !== undefined) this.#release(rec, state)
         return undefined
