@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads'
 import test from 'ava'
 
 import { KERNEL_ERROR_NAMES, RingProducer, struct, u32, type LaunchOptions, type ProducerHandle, type RingKernel } from '../index'
-import { SKIPPED, sharedInputStats, type SharedInputStats } from '../ts/producer'
+import { SKIPPED, sharedInputStats } from '../ts/producer'
 import { codeOf, launchOn, sleep, until, within } from './helpers'
 
 const Tagged = struct({ producer: u32, seq: u32 })
@@ -71,12 +71,8 @@ async function receiveExactly(k: RingKernel<Msg, Msg>, n: number): Promise<{ see
 
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i)
 
-// Skip frames (a dead claim's positions) are dropped by the kernel's owner (ts/kernel.ts) and
-// forwarded by the JS worker kernel: the tests that produce them run once the host has both.
-const hostTakesSkipFrames = KERNEL_ERROR_NAMES[SKIPPED] === 'skipped'
-const withSkipFrames = hostTakesSkipFrames ? test : test.skip
 /** `kernel.stats().producers` (shared inputs only). */
-const producersOf = (k: RingKernel<Msg, Msg>) => (k.stats() as { producers?: SharedInputStats }).producers
+const producersOf = (k: RingKernel<Msg, Msg>) => k.stats().producers
 
 test(`4 worker threads × ${PER_PRODUCER} messages share one input ring: none lost, duplicated or reordered per producer`, async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 4096, producers: 'shared' })
@@ -140,7 +136,7 @@ const kernels: [string, Pick<LaunchOptions<Msg, Msg>, 'handler' | 'cpu'>][] = [
 ]
 
 for (const [name, kernel] of kernels) {
-  withSkipFrames(`${name}: a Worker terminated after claiming, before writing, does not wedge the ring: its claim is skipped, later producers lose and duplicate nothing, stats say so`, async (t) => {
+  test(`${name}: a Worker terminated after claiming, before writing, does not wedge the ring: its claim is skipped, later producers lose and duplicate nothing, stats say so`, async (t) => {
     const k = await launchOn(t, { ...kernel, input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
     const claim = k.producer()
     // Producer 9 sends 100 messages, then claims positions for more and stops there for good.
@@ -163,6 +159,7 @@ for (const [name, kernel] of kernels) {
     t.is(s.replied, 6100)
     t.is(s.depth.inputRing, 0)
     t.is(s.errors.kernel, 0, 'a skip frame is no kernel error')
+    t.is(KERNEL_ERROR_NAMES[SKIPPED], 'skipped')
     t.is(s.errors.replies, 0)
     t.deepEqual((await k.terminate()).undelivered, [])
   })
@@ -186,7 +183,7 @@ test('a Worker terminated after writing its claim, before publishing it: another
   t.deepEqual((await k.terminate()).undelivered, [])
 })
 
-withSkipFrames('a dead claim that holds the whole ring is rescued by a producer waiting for room', async (t) => {
+test('a dead claim that holds the whole ring is rescued by a producer waiting for room', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 4, producers: 'shared' })
   const claim = k.producer()
   const doomed = startWorker(claim, { producer: 9, count: 0, batch: 10, hold: { at: 'claimed', count: 10 } })
@@ -203,7 +200,7 @@ withSkipFrames('a dead claim that holds the whole ring is rescued by a producer 
   t.is(k.stats().sent, 500)
 })
 
-withSkipFrames('a producer only stalled past recoverAfterMs after claiming loses that claim to skip frames and sends those messages again: nothing lost or duplicated', async (t) => {
+test('a producer only stalled past recoverAfterMs after claiming loses that claim to skip frames and sends those messages again: nothing lost or duplicated', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
   const claim = k.producer()
   const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'claimed', ms: 1500, count: 200 } })
@@ -235,7 +232,7 @@ test('a producer only stalled past recoverAfterMs after writing has its frames p
   t.like(sharedInputStats(claim.claim, 2300), { rescuedClaims: 1, skipped: 0, rescuedFrames: held, unpublished: 0 })
 })
 
-withSkipFrames('stats under shared producers: sent counts what the producers published, input depth never goes negative', async (t) => {
+test('stats under shared producers: sent counts what the producers published, input depth never goes negative', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 16, producers: 'shared' })
   await k.deactivate()
   const handle = k.producer()
