@@ -44,7 +44,7 @@ export {
   type StructValue,
 } from './ts/codec'
 export { type LatencyPercentiles } from './ts/histogram'
-export { RingProducer, type ProducerHandle } from './ts/producer'
+export { RingProducer, type ProducerHandle, type SharedInputStats } from './ts/producer'
 export { type HandlerContext, type JsHandler } from './ts/handler'
 export { compileKernel, cudaHeader, type CompiledKernel, type KernelSource } from './ts/cuda'
 export {

@@ -214,6 +214,7 @@ fn cuda_header_matches_field_offsets() {
         "RB_KERNEL_ERROR_SPIN_TIMEOUT",
         "RB_KERNEL_ERROR_REPLY_TOO_LARGE",
         "RB_KERNEL_ERROR_HANDLER_FAULT",
+        "RB_KERNEL_ERROR_SKIPPED",
     ];
     for c in constants {
         writeln!(program, "  std::printf(\"const {c} %llu\\n\", (unsigned long long)({c}));").unwrap();
@@ -266,7 +267,7 @@ fn cuda_header_matches_field_offsets() {
     ] {
         expected.insert(format!("frame {name}"), offset as u64);
     }
-    let rust_constants: [(&str, u64); 29] = [
+    let rust_constants: [(&str, u64); 30] = [
         ("RB_MAGIC", MAGIC.into()),
         ("RB_VERSION", VERSION.into()),
         ("RB_LINE_BYTES", LINE_BYTES as u64),
@@ -296,6 +297,7 @@ fn cuda_header_matches_field_offsets() {
         ("RB_KERNEL_ERROR_SPIN_TIMEOUT", kernel_error::SPIN_TIMEOUT.into()),
         ("RB_KERNEL_ERROR_REPLY_TOO_LARGE", kernel_error::REPLY_TOO_LARGE.into()),
         ("RB_KERNEL_ERROR_HANDLER_FAULT", kernel_error::HANDLER_FAULT.into()),
+        ("RB_KERNEL_ERROR_SKIPPED", kernel_error::SKIPPED.into()),
     ];
     assert_eq!(rust_constants.len(), constants.len());
     for (name, value) in rust_constants {
