@@ -462,14 +462,16 @@ fn frames_are_answered_as_the_protocol_says(runner: Runner, handler: &str, (inpu
     let mut errors = Vec::new();
     let mut replies = Vec::new();
     // The command words as the rig last stored them: the kernel is paused while active == 0
-    // and terminate == NONE (K2), so a full input ring then needs a resume.
+    // and terminate holds no command (K2, §9), so a full input ring then needs a resume.
     let (mut active, mut terminate) = (1u32, TERMINATE_NONE);
     for op in ops {
         match *op {
             Op::Frame(f) => {
                 if !rig.room() {
                     rig.publish();
-                    if active == 0 && terminate == TERMINATE_NONE {
+                    // A terminate word holding no command is NONE to the kernel (§9): it
+                    // does not lift a pause either.
+                    if active == 0 && !matches!(terminate, TERMINATE_DRAIN | TERMINATE_ABANDON) {
                         active = 1;
                         rig.cb().active.store(1, Ordering::Release);
                         rig.kernel().wake();
