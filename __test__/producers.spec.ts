@@ -10,6 +10,7 @@ import test from 'ava'
 
 import { KERNEL_ERROR_NAMES, RingProducer, struct, u32, type LaunchOptions, type ProducerHandle, type RingKernel } from '../index'
 import { SKIPPED, sharedInputStats } from '../ts/producer'
+import { ControlBlockView } from '../ts/ring'
 import { codeOf, launchOn, sleep, until, within } from './helpers'
 
 const Tagged = struct({ producer: u32, seq: u32 })
@@ -127,6 +128,32 @@ test('a producer sends only what fits, and stops at terminate', async (t) => {
   t.regex(t.throws(() => k.producer())!.message, /terminated/)
   handle.wake.close()
 })
+
+// A terminate word holding no command (a buggy peer's store) is NONE to every kernel (spec §9):
+// it lifts no pause and stops nothing; the library's own terminate still stops the kernel. The
+// JS worker kernel once read any non-zero word as "not paused". (Shared producers only because
+// that is how a test reaches the kernel's memory.)
+for (const [name, kernel] of [
+  ['native echo', { handler: 'echo' }],
+  ['JS handler', { cpu: (m: Msg) => m }],
+] as [string, Pick<LaunchOptions<Msg, Msg>, 'handler' | 'cpu'>][]) {
+  test(`${name}: a terminate word that is no command neither lifts a pause nor stops the kernel`, async (t) => {
+    const k = await launchOn(t, { ...kernel, input: Tagged, output: Tagged, capacity: 8, producers: 'shared' })
+    await k.deactivate()
+    const handle = k.producer()
+    new ControlBlockView(handle.buffer, handle.base).store32('terminate', 7)
+    const p = new RingProducer<Msg>(handle)
+    t.is(p.trySendBatch([{ producer: 0, seq: 0 }, { producer: 0, seq: 1 }]), 2)
+    await sleep(300)
+    t.is(k.state, 'paused')
+    t.deepEqual(k.tryReceiveMany(), [], 'paused: nothing answered')
+    await k.activate()
+    t.deepEqual((await Promise.all([k.receive(), k.receive()])).map((r) => r.seq), [0, 1])
+    t.deepEqual((await within(k.terminate({ mode: 'drain' }), 10_000, 'terminate')).undelivered, [])
+    t.is(k.state, 'terminated')
+    handle.wake.close()
+  })
+}
 
 // ---- a producer that dies, or stalls, holding a claim (issue #10 item 7) ---------------------
 

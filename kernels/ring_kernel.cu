@@ -80,6 +80,13 @@
 /// load: `active == 1 && terminate == NONE`, the state in which an idle poller has nothing to do.
 #define RB_CMD_RUN 1ull
 
+/// The command a `terminate` word holds (§9): DRAIN and ABANDON are commands; any other value
+/// (a buggy host's store) is NONE, as the cpu kernel reads it (`backend::terminate_command`), so
+/// it neither stops the kernel nor lifts a pause.
+__device__ __forceinline__ uint32_t rb_terminate_command(uint32_t word) {
+  return (word == RB_TERMINATE_DRAIN || word == RB_TERMINATE_ABANDON) ? word : RB_TERMINATE_NONE;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inter-block coordination.
 // ---------------------------------------------------------------------------------------------
@@ -733,7 +740,7 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     const uint64_t cmd = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
     const uint64_t tail = poll_tail ? rb_ld_relaxed_sys_u64(p.tail_addr) : p.cached_tail;
     const uint32_t active = static_cast<uint32_t>(cmd);
-    const uint32_t terminate = static_cast<uint32_t>(cmd >> 32);
+    const uint32_t terminate = rb_terminate_command(static_cast<uint32_t>(cmd >> 32));
     const bool quiet = terminate == RB_TERMINATE_NONE &&
                        ((active != 0 && p.state == RB_STATE_RUNNING && tail == p.next) ||
                         (active == 0 && p.state == RB_STATE_PAUSED));
@@ -807,7 +814,7 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
         const uint64_t c = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
         if (head != p.cached_out_head) break;
         if (static_cast<uint32_t>(c >> 32) == RB_TERMINATE_ABANDON) break;
-        if (static_cast<uint32_t>(c) == 0 && static_cast<uint32_t>(c >> 32) == RB_TERMINATE_NONE) {
+        if (static_cast<uint32_t>(c) == 0 && rb_terminate_command(static_cast<uint32_t>(c >> 32)) == RB_TERMINATE_NONE) {
           break;
         }
         rb_backoff(k4);

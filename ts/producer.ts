@@ -308,7 +308,7 @@ export class RingProducer<TIn = unknown> {
 
   /** `keep`: keep the step's encoding for the next call (sendBatch), else encode only what fits now. */
   #trySend(messages: readonly TIn[], from: number, keep: boolean): number {
-    if (this.#cb.load32('terminate') !== 0 || this.#cb.load32('state') === 3) {
+    if (this.#cb.terminateCommand() !== PROTOCOL.terminateNone || this.#cb.load32('state') === 3) {
       throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'RingProducer: the kernel is terminated or terminating')
     }
     let chunk = Math.min(messages.length - from, STAGE_MESSAGES)

@@ -61,6 +61,15 @@ export class ControlBlockView {
     return Atomics.load(this.#u32, field(name) >> 2) >>> 0
   }
 
+  /**
+   * The command the `terminate` word holds (spec §9): DRAIN or ABANDON, else NONE (0) — a value
+   * that is no command (a buggy peer's store) stops nothing, as every kernel reads it.
+   */
+  terminateCommand(): number {
+    const t = this.load32('terminate')
+    return t === C.terminateDrain || t === C.terminateAbandon ? t : C.terminateNone
+  }
+
   /** Atomically writes a 32-bit word (seq_cst). */
   store32(name: string, value: number): void {
     Atomics.store(this.#u32, field(name) >> 2, value | 0)

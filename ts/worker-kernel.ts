@@ -93,7 +93,9 @@ function run(d: WorkerKernelData): void {
   let outTail = Number(Atomics.load(u64, ix.outTail))
   let processed = Number(Atomics.load(u64, ix.processed))
   let published = outTail
-  const abandoned = () => Atomics.load(u32, ix.terminate) === d.constants.terminateAbandon
+  /** The command the `terminate` word holds (§9): a value that is neither DRAIN nor ABANDON is NONE (0). */
+  const command = (): number => cb.terminateCommand()
+  const abandoned = () => command() === d.constants.terminateAbandon
 
   /** P4 on the output ring, then K7: ring the host if it waits (seq_cst store, then load). */
   const publishOutput = () => {
@@ -224,18 +226,18 @@ function run(d: WorkerKernelData): void {
   }
   setState(STATE_RUNNING)
   for (;;) {
-    const terminate = Atomics.load(u32, ix.terminate)
+    const terminate = command()
     if (terminate === d.constants.terminateAbandon) break
     if (Atomics.load(u32, ix.active) === 0 && terminate === 0) {
       setState(STATE_PAUSED)
-      sleep(() => Atomics.load(u32, ix.active) !== 0 || Atomics.load(u32, ix.terminate) !== 0, SLEEP_MS)
+      sleep(() => Atomics.load(u32, ix.active) !== 0 || command() !== 0, SLEEP_MS)
       continue
     }
     setState(STATE_RUNNING)
     const tail = Number(Atomics.load(u64, ix.inTail))
     if (tail === head) {
       if (terminate === d.constants.terminateDrain) break
-      sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || Atomics.load(u32, ix.terminate) !== 0 || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
+      sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || command() !== 0 || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
       continue
     }
     const batch = Math.min(tail - head, MAX_BATCH)

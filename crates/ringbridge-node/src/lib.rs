@@ -28,6 +28,8 @@ pub struct ProtocolConstants {
     pub wait_output: u32,
     /// `host_waiting` bit for input room.
     pub wait_input: u32,
+    /// Terminate command values: none (keep running; also what a word holding no command means).
+    pub terminate_none: u32,
     /// Terminate command values.
     pub terminate_drain: u32,
     /// Terminate command values.
@@ -54,6 +56,7 @@ pub fn protocol_constants() -> ProtocolConstants {
         flag_multi: protocol::FLAG_MULTI as u32,
         wait_output: protocol::WAIT_OUTPUT,
         wait_input: protocol::WAIT_INPUT,
+        terminate_none: protocol::TERMINATE_NONE,
         terminate_drain: protocol::TERMINATE_DRAIN,
         terminate_abandon: protocol::TERMINATE_ABANDON,
         max_capacity: protocol::MAX_CAPACITY,
