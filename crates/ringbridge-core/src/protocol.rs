@@ -97,6 +97,10 @@ pub mod kernel_error {
     /// the place of positions whose producer died before writing them. Kernels forward it
     /// unchanged (§3.4) and never record it; the host drops it (no message, no reply).
     pub const SKIPPED: u32 = 6;
+
+    /// The name of each code, indexed by the code: what JavaScript shows (`KERNEL_ERROR_NAMES`,
+    /// `err.details.kernelError`) and what the error texts say.
+    pub const NAMES: &[&str] = &["none", "bad-frame", "bad-payload", "spin-timeout", "reply-too-large", "handler-fault", "skipped"];
 }
 
 /// One index on a line of its own, so the producer's and consumer's stores never share a line.
@@ -216,6 +220,47 @@ pub mod offsets {
     pub const FRAME_FLAGS: usize = 6;
     pub const FRAME_CORRELATION_ID: usize = 8;
 }
+
+/// The protocol's numbers in one table, the way io_uring's uapi header is read by every
+/// language: `(name, value)` with the spec's SCREAMING name. Kernel states are `STATE_*`, kernel
+/// error codes `KERNEL_ERROR_*`. The native module exports it to TypeScript
+/// (`protocolConstants().table`), and `tests/protocol.rs` compiles `kernels/ringbridge.cuh`
+/// against it (each name prefixed `RB_`): a value changed in any language fails a test.
+pub const CONSTANTS: &[(&str, u64)] = &[
+    ("MAGIC", MAGIC as u64),
+    ("VERSION", VERSION as u64),
+    ("LINE_BYTES", LINE_BYTES as u64),
+    ("CONTROL_BLOCK_BYTES", CONTROL_BLOCK_BYTES as u64),
+    ("FRAME_HEADER_BYTES", FRAME_HEADER_BYTES as u64),
+    ("MIN_SLOT_SIZE", MIN_SLOT_SIZE as u64),
+    ("MAX_SLOT_SIZE", MAX_SLOT_SIZE as u64),
+    ("MAX_CAPACITY", MAX_CAPACITY as u64),
+    ("REGION_ALIGN", REGION_ALIGN as u64),
+    ("ERROR_RECORD_BYTES", ErrorRecord::BYTES as u64),
+    ("HANDLER_ECHO", HANDLER_ECHO as u64),
+    ("HANDLER_SAXPY", HANDLER_SAXPY as u64),
+    ("HANDLER_USER", HANDLER_USER as u64),
+    ("FLAG_ERROR", FLAG_ERROR as u64),
+    ("FLAG_MULTI", FLAG_MULTI as u64),
+    ("PRODUCER_HOST", PRODUCER_HOST as u64),
+    ("PRODUCER_KERNEL", PRODUCER_KERNEL as u64),
+    ("TERMINATE_NONE", TERMINATE_NONE as u64),
+    ("TERMINATE_DRAIN", TERMINATE_DRAIN as u64),
+    ("TERMINATE_ABANDON", TERMINATE_ABANDON as u64),
+    ("WAIT_OUTPUT", WAIT_OUTPUT as u64),
+    ("WAIT_INPUT", WAIT_INPUT as u64),
+    ("STATE_LAUNCHING", KernelState::Launching as u64),
+    ("STATE_RUNNING", KernelState::Running as u64),
+    ("STATE_PAUSED", KernelState::Paused as u64),
+    ("STATE_TERMINATED", KernelState::Terminated as u64),
+    ("KERNEL_ERROR_NONE", kernel_error::NONE as u64),
+    ("KERNEL_ERROR_BAD_FRAME", kernel_error::BAD_FRAME as u64),
+    ("KERNEL_ERROR_BAD_PAYLOAD", kernel_error::BAD_PAYLOAD as u64),
+    ("KERNEL_ERROR_SPIN_TIMEOUT", kernel_error::SPIN_TIMEOUT as u64),
+    ("KERNEL_ERROR_REPLY_TOO_LARGE", kernel_error::REPLY_TOO_LARGE as u64),
+    ("KERNEL_ERROR_HANDLER_FAULT", kernel_error::HANDLER_FAULT as u64),
+    ("KERNEL_ERROR_SKIPPED", kernel_error::SKIPPED as u64),
+];
 
 /// Every (name, offset) pair of [`offsets`], in spec order; exported to JS and checked against
 /// the spec by `tests/protocol.rs`.
