@@ -25,12 +25,13 @@
 //! - [`cuda`]: owned wrappers of the raw driver and NVRTC calls cudarc's safe API lacks.
 //! - [`host`]: [`host::Session`], the host end for Rust callers.
 //! - [`isolate`]: a kernel run by a kernel host process, so a GPU fault ends that process only.
-//! - [`queue`]: [`queue::MessageQueue`], a bounded host queue with a backpressure policy.
 //! - [`error`]: [`Error`] and its stable [`ErrorCode`]s.
 //!
 //! ## Safety model
 //! `unsafe` lives in `ring.rs` (slot access, behind the [`ring::RingMemory`] contract),
-//! `transport/` (raw memory of a region, bridge copies), `isolate/shm.rs` (the shared mapping) and `cuda/` (driver and NVRTC calls). Every other module forbids it. Ownership of a slot
+//! `transport/` (raw memory of a region, bridge copies), `isolate/shm.rs` (the shared mapping),
+//! `isolate/signals.rs` (the kernel host's signal dispositions) and `cuda/` (driver and NVRTC
+//! calls). Every other module forbids it. Ownership of a slot
 //! moves between the two sides only through the release/acquire pairs of the spec (§5), cited
 //! by `ORDERING:` comments at each atomic.
 
@@ -41,7 +42,6 @@ pub mod host;
 #[cfg(target_os = "linux")]
 pub mod isolate;
 pub mod protocol;
-pub mod queue;
 pub mod ring;
 mod sync;
 pub mod transport;
