@@ -78,6 +78,7 @@ const TYPE_EXPORTS = [
   'HandlerContext',
   'Infer',
   'JsHandler',
+  'KernelHostStatus',
   'KernelSource',
   'LatencyPercentiles',
   'KernelState',
@@ -91,6 +92,8 @@ const TYPE_EXPORTS = [
   'RuntimeOptions',
   'Schema',
   'SchemaDescriptor',
+  'SendOutcome',
+  'SharedInputStats',
   'StructOptions',
   'StructSchema',
   'StructValue',
@@ -178,6 +181,6 @@ test('package.json: engines, entry points and napi targets are pinned', (t) => {
 test('the package name resolves to the same module as index', (t) => {
   t.is(require(path.join(root, pkg.main as string)), require('../index'))
   t.deepEqual([...ringbridge.BACKPRESSURE_POLICIES], ['block', 'reject', 'drop-oldest', 'drop-newest'])
-  t.deepEqual([...ringbridge.KERNEL_ERROR_NAMES], ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault'])
+  t.deepEqual([...ringbridge.KERNEL_ERROR_NAMES], ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault', 'skipped'])
   t.deepEqual(ringbridge.Runtime.builtinHandlers(), ['echo', 'saxpy'])
 })
