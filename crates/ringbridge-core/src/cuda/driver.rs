@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{result, sys, CudaContext};
 
-use super::cuda_err;
+use super::{cuda_err, raw};
 use crate::Error;
 
 /// One opened GPU.
@@ -32,8 +32,7 @@ pub struct Gpu {
 
 /// Whether `libcuda` can be loaded at all (no CUDA call before this says yes).
 pub fn driver_present() -> bool {
-    // SAFETY: only tries to open the library; no function of it is called.
-    unsafe { sys::is_culib_present() }
+    raw::is_culib_present()
 }
 
 /// What a device is, read without creating a context (a process that only chooses a backend,
@@ -83,9 +82,7 @@ pub fn probe(ordinal: usize) -> Result<DeviceInfo, Error> {
     use sys::CUdevice_attribute::*;
     // SAFETY: `dev` is a valid device handle (cuDeviceGet succeeded); reads one int each.
     let attr = |a| unsafe { result::device::get_attribute(dev, a) }.map_err(cuda_err("cuDeviceGetAttribute"));
-    let mut version = 0;
-    // SAFETY: writes one int; the library is loaded (checked above).
-    unsafe { sys::cuDriverGetVersion(&mut version) }.result().map_err(cuda_err("cuDriverGetVersion"))?;
+    let version = raw::driver_get_version().map_err(cuda_err("cuDriverGetVersion"))?;
     Ok(DeviceInfo {
         name: result::device::get_name(dev).map_err(cuda_err("cuDeviceGetName"))?,
         arch: (attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?, attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?),

@@ -4,19 +4,10 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaContext};
+use cudarc::driver::{result, sys, CudaContext, CudaStream};
 
-use super::cuda_err;
+use super::{cuda_err, raw};
 use crate::Error;
-
-fn device_pointer_of(host: *mut c_void) -> Result<u64, Error> {
-    let mut dptr: sys::CUdeviceptr = 0;
-    // SAFETY: `host` lies in memory registered or allocated with DEVICEMAP in the current context.
-    unsafe { sys::cuMemHostGetDevicePointer_v2(&mut dptr, host, 0) }
-        .result()
-        .map_err(cuda_err("cuMemHostGetDevicePointer"))?;
-    Ok(dptr)
-}
 
 /// A host range pinned and mapped into the GPU with `cuMemHostRegister(DEVICEMAP | PORTABLE)`
 /// (the JS SharedArrayBuffer of a kernel's region). Unregistered on drop.
@@ -46,12 +37,11 @@ impl HostRegistration {
     pub unsafe fn new(ctx: &Arc<CudaContext>, ptr: *mut u8, len: usize) -> Result<Self, Error> {
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
         let flags = sys::CU_MEMHOSTREGISTER_DEVICEMAP | sys::CU_MEMHOSTREGISTER_PORTABLE;
-        // SAFETY: the caller guarantees the range is live and owned; flags are valid.
-        unsafe { sys::cuMemHostRegister_v2(ptr.cast(), len, flags) }
-            .result()
-            .map_err(cuda_err("cuMemHostRegister"))?;
+        // SAFETY: the context is bound above; the caller guarantees the range is live, owned and
+        // page-aligned; flags are CU_MEMHOSTREGISTER_* values.
+        unsafe { raw::mem_host_register(ptr.cast(), len, flags) }.map_err(cuda_err("cuMemHostRegister"))?;
         let mut reg = Self { ctx: Arc::clone(ctx), ptr: ptr.cast(), len, device_ptr: 0 };
-        reg.device_ptr = device_pointer_of(reg.ptr)?;
+        reg.device_ptr = raw::mem_host_get_device_pointer(reg.ptr as u64).map_err(cuda_err("cuMemHostGetDevicePointer"))?;
         Ok(reg)
     }
 
@@ -74,8 +64,9 @@ impl HostRegistration {
 impl Drop for HostRegistration {
     fn drop(&mut self) {
         self.ctx.record_err(self.ctx.bind_to_thread());
-        // SAFETY: registered in `new` with exactly this pointer.
-        self.ctx.record_err(unsafe { sys::cuMemHostUnregister(self.ptr) }.result());
+        // SAFETY: the context is bound above; registered in `new` with exactly this pointer; the
+        // kernel using it has ended before its owner drops.
+        self.ctx.record_err(unsafe { raw::mem_host_unregister(self.ptr) });
     }
 }
 
@@ -130,6 +121,62 @@ impl DeviceBuffer {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Copies `src` to bytes `offset..offset+src.len()` of this buffer on `stream`
+    /// (`cuMemcpyHtoDAsync`, through cudarc's `result::memcpy_htod_async`); returns once the
+    /// copy is enqueued.
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuMemcpyHtoDAsync`).
+    ///
+    /// # Safety
+    /// - The buffer's context is current on this thread; `stream` belongs to it.
+    /// - `offset + src.len() <= self.len()`.
+    /// - `src` is pinned or registered host memory that nobody writes, and that stays
+    ///   allocated, until the stream has passed this copy.
+    pub unsafe fn copy_from_host_async(&self, stream: &CudaStream, offset: usize, src: &[u8]) -> Result<(), Error> {
+        debug_assert!(offset + src.len() <= self.len, "copy of {} bytes at {offset} into a buffer of {}", src.len(), self.len);
+        // SAFETY: forwarded from the caller; the device range lies inside this allocation.
+        unsafe { result::memcpy_htod_async(self.ptr + offset as u64, src, stream.cu_stream()) }
+            .map_err(cuda_err("cuMemcpyHtoDAsync"))
+    }
+
+    /// Copies bytes `offset..offset+dst.len()` of this buffer into `dst` on `stream`
+    /// (`cuMemcpyDtoHAsync`, through cudarc's `result::memcpy_dtoh_async`); `dst` holds them
+    /// once the stream is synchronised.
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuMemcpyDtoHAsync`).
+    ///
+    /// # Safety
+    /// - The buffer's context is current on this thread; `stream` belongs to it.
+    /// - `offset + dst.len() <= self.len()`.
+    /// - `dst` is pinned or registered host memory that nobody reads or writes, and that stays
+    ///   allocated, until the stream has passed this copy.
+    pub unsafe fn copy_to_host_async(&self, stream: &CudaStream, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        debug_assert!(offset + dst.len() <= self.len, "copy of {} bytes at {offset} out of a buffer of {}", dst.len(), self.len);
+        // SAFETY: forwarded from the caller; the device range lies inside this allocation.
+        unsafe { result::memcpy_dtoh_async(dst, self.ptr + offset as u64, stream.cu_stream()) }
+            .map_err(cuda_err("cuMemcpyDtoHAsync"))
+    }
+
+    /// Writes `value` to the 8-byte word at `offset` in stream order, after the work enqueued
+    /// on `stream` before it (`cuStreamWriteValue64`, `CU_STREAM_WRITE_VALUE_DEFAULT`): the dma
+    /// bridge publishes the kernel's input tail this way (data, then index, spec §11).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuStreamWriteValue64`).
+    ///
+    /// # Safety
+    /// - The buffer's context is current on this thread; `stream` belongs to it.
+    /// - `offset` is a multiple of 8 and `offset + 8 <= self.len()`.
+    pub unsafe fn write_u64_async(&self, stream: &CudaStream, offset: usize, value: u64) -> Result<(), Error> {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len, "word at {offset} of a buffer of {}", self.len);
+        let flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT;
+        // SAFETY: forwarded from the caller: an aligned word of this live allocation.
+        unsafe { raw::stream_write_value64(stream.cu_stream(), self.ptr + offset as u64, value, flags) }
+            .map_err(cuda_err("cuStreamWriteValue64"))
+    }
 }
 
 impl Drop for DeviceBuffer {
@@ -168,7 +215,7 @@ impl PinnedBuffer {
         // SAFETY: fresh allocation of at least `len` bytes.
         unsafe { ptr.write_bytes(0, len) };
         let mut buf = Self { ctx: Arc::clone(ctx), ptr, len, device_ptr: 0 };
-        buf.device_ptr = device_pointer_of(ptr.cast())?;
+        buf.device_ptr = raw::mem_host_get_device_pointer(ptr as u64).map_err(cuda_err("cuMemHostGetDevicePointer"))?;
         Ok(buf)
     }
 

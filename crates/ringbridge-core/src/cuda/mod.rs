@@ -1,7 +1,9 @@
-//! The only code below cudarc's safe API: owned wrappers around raw driver and NVRTC calls
-//! that cudarc's safe layer does not offer (host registration, module globals, stream memory
-//! operations, CUBIN output). Every type here releases its resource in `Drop` and records a
-//! failure there instead of panicking (cudarc's `record_err`).
+//! The only code below cudarc's safe API: owned types over cudarc's `result` layer (device,
+//! pinned and managed buffers, modules and launches) and over the few driver calls cudarc does
+//! not wrap at all, which live in [`raw`] alone (host registration, device pointers of host
+//! memory, stream queries and write-value, peer access), plus the NVRTC calls of [`nvrtc`]
+//! (CUBIN output). Every type here releases its resource in `Drop` and records a failure there
+//! instead of panicking (cudarc's `record_err`).
 //!
 //! Nothing here is called before [`driver::open`] has checked that `libcuda` can be loaded:
 //! cudarc's dynamic loading panics on a missing library, and a panic must never cross into JS.
@@ -11,6 +13,7 @@ pub mod memory;
 pub mod module;
 pub mod nvrtc;
 pub mod peer;
+pub mod raw;
 
 use cudarc::driver::DriverError;
 

@@ -4,9 +4,9 @@
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
-use cudarc::driver::{result, sys, CudaContext, CudaStream};
+use cudarc::driver::{result, sys, CudaContext, CudaStream, DriverError};
 
-use super::cuda_err;
+use super::{cuda_err, raw};
 use crate::Error;
 
 /// The kernel's entry point in `kernels/ring_kernel.cu`.
@@ -20,7 +20,15 @@ pub struct RingModule {
     ctx: Arc<CudaContext>,
     module: sys::CUmodule,
     function: sys::CUfunction,
-    grid_state: (sys::CUdeviceptr, usize),
+    grid_state: DeviceGlobal,
+}
+
+/// A module-scope `__device__` variable: where it lives and how large it is
+/// (`cuModuleGetGlobal`).
+#[derive(Clone, Copy, Debug, Default)]
+struct DeviceGlobal {
+    ptr: sys::CUdeviceptr,
+    bytes: usize,
 }
 
 // SAFETY: module and function handles are context objects usable from any thread that binds
@@ -41,13 +49,14 @@ impl RingModule {
         // SAFETY: `image` is a complete CUBIN, or PTX ending in NUL (nvrtc.rs guarantees both).
         let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
             .map_err(cuda_err("cuModuleLoadData"))?;
-        let mut this = Self { ctx: Arc::clone(ctx), module, function: std::ptr::null_mut(), grid_state: (0, 0) };
+        let mut this = Self { ctx: Arc::clone(ctx), module, function: std::ptr::null_mut(), grid_state: DeviceGlobal::default() };
         let name = CString::new(KERNEL_NAME).expect("no NUL in the name");
         // SAFETY: `module` was loaded above and lives as long as `this`.
         this.function = unsafe { result::module::get_function(this.module, name) }.map_err(cuda_err("cuModuleGetFunction"))?;
         let global = CString::new(GRID_STATE_NAME).expect("no NUL in the name");
         // SAFETY: as above.
-        this.grid_state = unsafe { result::module::get_global(this.module, global) }.map_err(cuda_err("cuModuleGetGlobal"))?;
+        let (ptr, bytes) = unsafe { result::module::get_global(this.module, global) }.map_err(cuda_err("cuModuleGetGlobal"))?;
+        this.grid_state = DeviceGlobal { ptr, bytes };
         Ok(this)
     }
 
@@ -59,7 +68,7 @@ impl RingModule {
     pub fn launch(&self, stream: &Arc<CudaStream>, cb: u64, grid: u32, block: u32) -> Result<(), Error> {
         self.ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
         // SAFETY: `grid_state` is this module's global of exactly that size.
-        unsafe { result::memset_d8_async(self.grid_state.0, 0, self.grid_state.1, stream.cu_stream()) }
+        unsafe { result::memset_d8_async(self.grid_state.ptr, 0, self.grid_state.bytes, stream.cu_stream()) }
             .map_err(cuda_err("cuMemsetD8Async"))?;
         let mut cb_arg = cb;
         let mut params = [(&mut cb_arg as *mut u64).cast::<c_void>()];
@@ -80,50 +89,8 @@ impl Drop for RingModule {
 
 /// `Ok(true)` when all work on `stream` finished, `Ok(false)` while it runs, the error of a
 /// failed kernel (a trap, an illegal address) otherwise.
-pub fn stream_done(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<bool, cudarc::driver::DriverError> {
+pub fn stream_done(ctx: &Arc<CudaContext>, stream: &Arc<CudaStream>) -> Result<bool, DriverError> {
     ctx.bind_to_thread()?;
-    // SAFETY: queries a live stream of the bound context.
-    match unsafe { sys::cuStreamQuery(stream.cu_stream()) } {
-        sys::CUresult::CUDA_SUCCESS => Ok(true),
-        sys::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
-        e => Err(cudarc::driver::DriverError(e)),
-    }
-}
-
-/// Copies `src` to device address `dst` on `stream` (asynchronous: `src` must stay untouched
-/// until the stream passes this copy).
-///
-/// # Safety
-/// `dst..dst+src.len()` is device memory of the bound context; `src` is pinned or registered
-/// and not written until the copy completes.
-pub unsafe fn copy_htod_async(stream: &CudaStream, dst: u64, src: &[u8]) -> Result<(), Error> {
-    // SAFETY: forwarded from the caller.
-    unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr().cast(), src.len(), stream.cu_stream()) }
-        .result()
-        .map_err(cuda_err("cuMemcpyHtoDAsync"))
-}
-
-/// Copies device `src` into `dst` on `stream` (asynchronous until the stream is synchronised).
-///
-/// # Safety
-/// `src..src+dst.len()` is device memory; `dst` is pinned or registered and not read until the
-/// copy completes.
-pub unsafe fn copy_dtoh_async(stream: &CudaStream, dst: &mut [u8], src: u64) -> Result<(), Error> {
-    // SAFETY: forwarded from the caller.
-    unsafe { sys::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr().cast(), src, dst.len(), stream.cu_stream()) }
-        .result()
-        .map_err(cuda_err("cuMemcpyDtoHAsync"))
-}
-
-/// Writes `value` to device word `addr` in stream order, after the copies before it: the dma
-/// bridge publishes the kernel's input tail this way (data, then index, spec §11).
-///
-/// # Safety
-/// `addr` is an 8-aligned device word of the bound context.
-pub unsafe fn write_value_u64(stream: &CudaStream, addr: u64, value: u64) -> Result<(), Error> {
-    // SAFETY: forwarded from the caller; flags 0 = CU_STREAM_WRITE_VALUE_DEFAULT (the write
-    // is ordered after prior work on the stream).
-    unsafe { sys::cuStreamWriteValue64_v2(stream.cu_stream(), addr, value, 0) }
-        .result()
-        .map_err(cuda_err("cuStreamWriteValue64"))
+    // SAFETY: the stream's context is bound above; `stream` is held, hence live.
+    unsafe { raw::stream_query(stream.cu_stream()) }
 }

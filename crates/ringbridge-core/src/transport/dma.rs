@@ -20,7 +20,6 @@ use cudarc::driver::{CudaContext, CudaStream};
 use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
 use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
-use crate::cuda::module::{copy_dtoh_async, copy_htod_async, write_value_u64};
 use crate::cuda::cuda_err;
 use crate::protocol::{offsets, LINE_BYTES};
 use crate::sync::{AtomicU64, Ordering};
@@ -96,15 +95,16 @@ impl BridgeCopies for DmaLink {
         // the host does not rewrite them until the kernel releases them, after this copy has
         // landed. The device range lies in the input part of `device`.
         let src = unsafe { std::slice::from_raw_parts(region.bytes_ptr(l.input_offset + off, len), len) };
-        // SAFETY: see above.
-        unsafe { copy_htod_async(&self.in_stream, self.device.ptr() + off as u64, src) }
+        // SAFETY: see above; the context is bound (`Link::pump`'s contract) and `in_stream` is of it.
+        unsafe { self.device.copy_from_host_async(&self.in_stream, off, src) }
     }
 
     fn publish_in(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
         let l = region.layout();
-        let tail_word = self.device.ptr() + (l.input.bytes() + l.output.bytes()) as u64;
-        // SAFETY: an 8-aligned word inside `device`; stream order puts it after the copies in.
-        unsafe { write_value_u64(&self.in_stream, tail_word, tail) }
+        let tail_word = l.input.bytes() + l.output.bytes();
+        // SAFETY: an 8-aligned word inside `device` (the line after both rings); stream order
+        // puts it after the copies in. The context is bound (`Link::pump`'s contract).
+        unsafe { self.device.write_u64_async(&self.in_stream, tail_word, tail) }
     }
 
     fn kernel_output_tail(&self, _region: &Region) -> u64 {
@@ -119,8 +119,8 @@ impl BridgeCopies for DmaLink {
         // registered, and not read until finish_out synchronises the stream.
         let dst = unsafe { std::slice::from_raw_parts_mut(region.bytes_ptr(l.output_offset + off, len), len) };
         // SAFETY: the device range lies in the output part of `device` and holds frames the
-        // kernel published.
-        unsafe { copy_dtoh_async(&self.out_stream, dst, self.device.ptr() + (l.input.bytes() + off) as u64) }
+        // kernel published; the context is bound (`Link::pump`'s contract).
+        unsafe { self.device.copy_to_host_async(&self.out_stream, l.input.bytes() + off, dst) }
     }
 
     fn finish_out(&mut self) -> Result<(), Error> {

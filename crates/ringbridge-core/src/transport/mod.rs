@@ -33,7 +33,8 @@ pub trait Link: Send {
     fn kernel_cb(&self) -> u64;
     /// One bridge step: copy newly published input frames to the kernel and newly published
     /// replies back, publishing each side's index after its data. Returns whether anything
-    /// moved. Called from the kernel's service thread only.
+    /// moved. Called from the kernel's service thread only (or, once it has stopped, by the
+    /// thread joining the kernel), with the link's CUDA context bound to the calling thread.
     ///
     /// # Errors
     /// A failed copy ([`Error::Cuda`]).
