@@ -9,7 +9,8 @@ import { Worker } from 'node:worker_threads'
 
 import { describeSchema, type Schema } from './codec'
 import { RingbridgeTypeError, describe } from './errors'
-import { PROTOCOL, type ControlBlockView } from './ring'
+import { KERNEL_ERROR, STATE, TERMINATE } from './protocol'
+import type { ControlBlockView } from './ring'
 import type { RingShape, WorkerKernelData } from './worker-kernel'
 
 /**
@@ -89,7 +90,6 @@ export class WorkerRunner {
       input: describeSchema(input),
       output: describeSchema(output),
       handler: source,
-      constants: { terminateDrain: PROTOCOL.terminateDrain, terminateAbandon: PROTOCOL.terminateAbandon, flagError: PROTOCOL.flagError },
     }
     this.#worker = new Worker(join(__dirname, 'worker-kernel.js'), { workerData: data })
     this.#worker.on('message', (m: unknown) => {
@@ -99,9 +99,9 @@ export class WorkerRunner {
     // A worker that died or exited without TERMINATED writes nothing more: take over its
     // status words (spec §12), so every waiter sees the fault instead of hanging.
     const takeOver = (why: string) => {
-      if (this.#cb.load32('state') === 3) return
-      if (this.#cb.load32('error_code') === 0) this.#cb.store32('error_code', 5)
-      this.#cb.store32('state', 3)
+      if (this.#cb.load32('state') === STATE.terminated) return
+      if (this.#cb.load32('error_code') === KERNEL_ERROR.none) this.#cb.store32('error_code', KERNEL_ERROR.handlerFault)
+      this.#cb.store32('state', STATE.terminated)
       this.#lastFault ??= why
       onBell()
     }
@@ -131,10 +131,10 @@ export class WorkerRunner {
   join(): void {
     if (this.#joined) return
     this.#joined = true
-    if (this.#cb.load32('terminate') === 0) this.#cb.store32('terminate', PROTOCOL.terminateAbandon)
+    if (this.#cb.load32('terminate') === TERMINATE.none) this.#cb.store32('terminate', TERMINATE.abandon)
     const tick = new Int32Array(new SharedArrayBuffer(4))
     const deadline = Date.now() + JOIN_LIMIT_MS
-    while (this.#cb.load32('state') !== 3 && Date.now() < deadline) {
+    while (this.#cb.load32('state') !== STATE.terminated && Date.now() < deadline) {
       this.wake()
       Atomics.wait(tick, 0, 0, 1)
     }

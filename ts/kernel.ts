@@ -14,10 +14,33 @@ import type { Runtime } from './runtime'
 import { Fifo, MessageQueue, queueOptions, type QueueOptions } from './queue'
 import { cudaHeader } from './cuda'
 import { LatencyHistogram, type LatencyPercentiles } from './histogram'
-import { isSkipFrame, producerHandle, sharedInputStats, type ProducerHandle, type SharedInputStats } from './producer'
+import { producerHandle, sharedInputStats, type ProducerHandle, type SharedInputStats } from './producer'
 import { MessageChannel } from 'node:worker_threads'
 import { WorkerRunner, type JsHandler } from './handler'
-import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, type FrameRef } from './ring'
+import { ControlBlockView, InputRing, OutputRing, type FrameRef } from './ring'
+import {
+  ERROR_NAMES,
+  FLAG,
+  FRAME_HEADER_BYTES,
+  MAGIC,
+  MAX_CAPACITY,
+  MAX_REPLIES,
+  MAX_SLOT_SIZE,
+  MIN_SLOT_SIZE,
+  MULTI_HEADER_BYTES,
+  REGION_PAGE,
+  STATE,
+  STATE_NAMES,
+  TERMINATE,
+  TRANSPORT_NAMES,
+  VERSION,
+  WAIT,
+  isSkipFrame,
+  multiFrameBytes,
+  quotedList,
+  readErrorRecord,
+  readMultiHeader,
+} from './protocol'
 
 /**
  * Life-cycle state of a kernel, as its control block reports it.
@@ -27,7 +50,8 @@ import { ControlBlockView, FRAME_HEADER_BYTES, InputRing, OutputRing, PROTOCOL, 
  * ```
  */
 export type KernelState = 'launching' | 'running' | 'paused' | 'terminated'
-const STATES: readonly KernelState[] = ['launching', 'running', 'paused', 'terminated']
+/** Each state's name, by its `state` word (from protocol.rs; `__test__/protocol.spec.ts` checks the union against it). */
+const STATES = STATE_NAMES as readonly KernelState[]
 
 /**
  * Names of the kernel-level error codes of the spec (§12), by code.
@@ -36,7 +60,7 @@ const STATES: readonly KernelState[] = ['launching', 'running', 'paused', 'termi
  * KERNEL_ERROR_NAMES[5] // 'handler-fault'
  * ```
  */
-export const KERNEL_ERROR_NAMES: readonly string[] = ['none', 'bad-frame', 'bad-payload', 'spin-timeout', 'reply-too-large', 'handler-fault', 'skipped']
+export const KERNEL_ERROR_NAMES: readonly string[] = ERROR_NAMES
 
 /**
  * How to stop a kernel.
@@ -114,6 +138,7 @@ export interface LaunchOptions<TIn, TOut> {
    * `auto` (default: the first that works here, in that order; the reason is in
    * {@link RingKernel.transportReason}). The cpu backend takes `auto` only.
    */
+  // The union restates native's transport names; __test__/protocol.spec.ts checks it against them.
   transport?: 'auto' | 'mapped' | 'dma' | 'managed'
   /** GPU blocks of the ring kernel (default: 1 for mapped, one per SM otherwise). */
   blocks?: number
@@ -310,6 +335,9 @@ const DRAIN_BUDGET = 1024
 /** The longest timer Node keeps: a longer `setTimeout` fires after 1 ms instead (with a warning). */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
+/** Slot size for a schema of variable size (`bytes()`) when none is given. */
+const DEFAULT_VARIABLE_SLOT = 256
+
 const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(n, 1)))
 
@@ -322,7 +350,7 @@ const isPow2In = (v: unknown, min: number, max: number): v is number =>
  * native side (whose u32 fields would otherwise see 2^32 + 8 as 8).
  */
 function checkCapacity(name: string, v: unknown): void {
-  if (v !== undefined && !isPow2In(v, 1, PROTOCOL.maxCapacity)) badRange(name, `a power of two from 1 to ${PROTOCOL.maxCapacity}`, v)
+  if (v !== undefined && !isPow2In(v, 1, MAX_CAPACITY)) badRange(name, `a power of two from 1 to ${MAX_CAPACITY}`, v)
 }
 
 /** `badOption` for an integer out of its range (a RangeError; a wrong type stays a TypeError). */
@@ -333,11 +361,11 @@ function badRange(name: string, expected: string, got: unknown): never {
 
 function slotFor(schema: Schema<unknown>, given: number | undefined, name: string): number {
   if (given !== undefined) {
-    if (!isPow2In(given, PROTOCOL.minSlotSize, PROTOCOL.maxSlotSize)) badRange(name, `a power of two from ${PROTOCOL.minSlotSize} to ${PROTOCOL.maxSlotSize} bytes, header included`, given)
+    if (!isPow2In(given, MIN_SLOT_SIZE, MAX_SLOT_SIZE)) badRange(name, `a power of two from ${MIN_SLOT_SIZE} to ${MAX_SLOT_SIZE} bytes, header included`, given)
     return given
   }
-  const payload = schema.size ?? Math.min(schema.maxSize, 256 - FRAME_HEADER_BYTES)
-  return Math.max(32, nextPow2(payload + FRAME_HEADER_BYTES))
+  const payload = schema.size ?? Math.min(schema.maxSize, DEFAULT_VARIABLE_SLOT - FRAME_HEADER_BYTES)
+  return Math.max(MIN_SLOT_SIZE, nextPow2(payload + FRAME_HEADER_BYTES))
 }
 
 /**
@@ -410,10 +438,10 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
   const schemaHeader = user ? cudaHeader(options.input, options.output) : undefined
   const maxReplies = options.maxReplies
   if (maxReplies !== undefined) {
-    if (!Number.isInteger(maxReplies) || maxReplies < 1 || maxReplies > 4096) badOption('maxReplies', 'an integer from 1 to 4096', maxReplies)
+    if (!Number.isInteger(maxReplies) || maxReplies < 1 || maxReplies > MAX_REPLIES) badOption('maxReplies', `an integer from 1 to ${MAX_REPLIES}`, maxReplies)
     if (!user && !jsHandler) badOption('maxReplies', 'a user handler (source and entry): built-in handlers answer once', maxReplies)
   }
-  const multiBytes = user && maxReplies !== undefined ? 8 + maxReplies * (options.output.size ?? 0) : 0
+  const multiBytes = user && maxReplies !== undefined ? multiFrameBytes(maxReplies, options.output.size ?? 0) : 0
   const capacity = options.capacity ?? 1024
   const typeId = options.typeId ?? 1
   if (!Number.isInteger(typeId) || typeId < 0 || typeId > 0xffff) {
@@ -427,7 +455,7 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
   checkCapacity('capacity', capacity)
   checkCapacity('outputCapacity', options.outputCapacity)
   const transport = options.transport ?? 'auto'
-  if (!['auto', 'mapped', 'dma', 'managed'].includes(transport)) badOption('transport', "'auto', 'mapped', 'dma' or 'managed'", transport)
+  if (!TRANSPORT_NAMES.includes(transport)) badOption('transport', quotedList(TRANSPORT_NAMES), transport)
   for (const [name, v] of [['blocks', options.blocks], ['threads', options.threads]] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < 1 || v > 0xffffffff)) badOption(name, 'a positive integer below 2^32', v)
   }
@@ -452,7 +480,7 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
     inputCapacity: capacity,
     inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
     outputCapacity: options.outputCapacity ?? capacity,
-    outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(32, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+    outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(MIN_SLOT_SIZE, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
     maxReplies: user ? maxReplies : undefined,
   }
   let layout
@@ -659,7 +687,7 @@ export class RingKernel<TIn, TOut> {
     // In this process: a SharedArrayBuffer of whole pages plus one, as the region starts at
     // the first page boundary inside it (V8 does not page-align it) and a GPU transport
     // registers whole pages (spec §3.1). In a kernel host: shared memory the addon maps.
-    const page = PROTOCOL.regionPage
+    const page = REGION_PAGE
     const sabs = stages.map((st) => (st.isolation === 'thread' ? new SharedArrayBuffer(Math.ceil(st.layout.totalBytes / page) * page + page) : undefined))
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
@@ -686,7 +714,7 @@ export class RingKernel<TIn, TOut> {
     try {
       this.#cbs = buffers.map((buffer, i) => {
         const cb = new ControlBlockView(buffer, this.#native.stageRegionOffset(i))
-        if (cb.load32('magic') !== PROTOCOL.magic || cb.load32('version') !== PROTOCOL.version) {
+        if (cb.load32('magic') !== MAGIC || cb.load32('version') !== VERSION) {
           throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'the control block does not carry the expected magic and version')
         }
         // The shapes the native side wrote (L1) are the ones JS lays its views out with: a
@@ -780,7 +808,7 @@ export class RingKernel<TIn, TOut> {
   get state(): KernelState {
     // A route is terminated once any stage is (a faulted stage ends the route), else it is in
     // its first stage's state.
-    for (const cb of this.#cbs) if (cb.load32('state') === 3) return 'terminated'
+    for (const cb of this.#cbs) if (cb.load32('state') === STATE.terminated) return 'terminated'
     return STATES[this.#cb.load32('state')] ?? 'launching'
   }
 
@@ -1188,7 +1216,7 @@ export class RingKernel<TIn, TOut> {
   dispose(): void {
     if (this.#closed) return
     this.#terminating = true
-    for (const cb of this.#cbs) cb.store32('terminate', PROTOCOL.terminateAbandon)
+    for (const cb of this.#cbs) cb.store32('terminate', TERMINATE.abandon)
     this.#finish()
   }
 
@@ -1410,11 +1438,10 @@ export class RingKernel<TIn, TOut> {
         continue
       }
       if (!this.#pending.has(f.correlationId) && !this.#canDrain()) break
-      if (!f.corrupt && f.flags & PROTOCOL.flagMulti) {
+      if (!f.corrupt && f.flags & FLAG.multi) {
         // Several replies (or none) to one message in one frame: count, 4 reserved bytes, records.
         const size = this.#output.size ?? 0
-        const count = f.length >= 8 ? this.#out.view.getUint32(f.offset, true) : 0
-        const fits = size > 0 && f.length === 8 + count * size
+        const { count, fits } = readMultiHeader(this.#out.view, f.offset, f.length, size)
         out.advance()
         n++
         this.#budget--
@@ -1426,7 +1453,7 @@ export class RingKernel<TIn, TOut> {
           this.#replied++
           let entry: Entry<TOut>
           try {
-            entry = { ok: true, value: this.#output.decode(this.#out.view, f.offset + 8 + i * size, size) }
+            entry = { ok: true, value: this.#output.decode(this.#out.view, f.offset + MULTI_HEADER_BYTES + i * size, size) }
           } catch (e) {
             entry = { ok: false, error: e as Error }
           }
@@ -1457,10 +1484,9 @@ export class RingKernel<TIn, TOut> {
         }),
       }
     }
-    if (f.flags & PROTOCOL.flagError) {
+    if (f.flags & FLAG.error) {
       this.#errorReplies++
-      const code = f.length >= 8 ? this.#out.view.getUint32(f.offset, true) : 0
-      const detail = f.length >= 8 ? this.#out.view.getUint32(f.offset + 4, true) : 0
+      const { code, detail } = readErrorRecord(this.#out.view, f.offset, f.length)
       const name = KERNEL_ERROR_NAMES[code] ?? `handler-${code}`
       return {
         ok: false,
@@ -1573,7 +1599,7 @@ export class RingKernel<TIn, TOut> {
         if (progress > 0) continue
         const wantOutput = (this.#receivers.length > 0 || this.#pending.size > 0 || this.#stateWaiters.length > 0) && this.#canDrain()
         const wantInput = this.#sendQueue.length > 0
-        this.#announce((wantOutput ? PROTOCOL.waitOutput : 0) | (wantInput ? PROTOCOL.waitInput : 0) | (this.#stateWaiters.length > 0 ? PROTOCOL.waitOutput : 0))
+        this.#announce((wantOutput ? WAIT.output : 0) | (wantInput ? WAIT.input : 0) | (this.#stateWaiters.length > 0 ? WAIT.output : 0))
         // A spent budget has a setImmediate coming that pumps again: replies wait for it.
         const drainable = wantOutput && this.#out.available(1) > 0 && (this.#terminating || this.#budget > 0)
         if (drainable || (wantInput && this.#in.free(1) > 0)) continue
@@ -1590,8 +1616,8 @@ export class RingKernel<TIn, TOut> {
       if (this.#outCb === this.#cb) Atomics.store(this.#cb.u32, this.#waitingIdx, bits)
       else {
         // A route: input room is the first stage's news, replies the last stage's.
-        Atomics.store(this.#cb.u32, this.#waitingIdx, bits & PROTOCOL.waitInput)
-        Atomics.store(this.#outCb.u32, this.#waitingIdx, bits & PROTOCOL.waitOutput)
+        Atomics.store(this.#cb.u32, this.#waitingIdx, bits & WAIT.input)
+        Atomics.store(this.#outCb.u32, this.#waitingIdx, bits & WAIT.output)
       }
       this.#waiting = bits
     }
@@ -1646,13 +1672,13 @@ export class RingKernel<TIn, TOut> {
       // drains into the next; `abandon` abandons the first stage only, so every message the
       // route took comes out of its last stage.
       for (const [i, cb] of this.#cbs.entries()) {
-        cb.store32('terminate', mode === 'drain' || i > 0 ? PROTOCOL.terminateDrain : PROTOCOL.terminateAbandon)
+        cb.store32('terminate', mode === 'drain' || i > 0 ? TERMINATE.drain : TERMINATE.abandon)
         this.#runner.wake()
-        await this.#until(() => cb.load32('state') === 3 || this.#hostStuck(), 'terminate')
+        await this.#until(() => cb.load32('state') === STATE.terminated || this.#hostStuck(), 'terminate')
       }
     } catch (e) {
       // The kernel did not stop in time: abandon it (join stops it for certain) and report.
-      for (const cb of this.#cbs) cb.store32('terminate', PROTOCOL.terminateAbandon)
+      for (const cb of this.#cbs) cb.store32('terminate', TERMINATE.abandon)
       if ((e as RingbridgeError).code !== 'ERR_RINGBRIDGE_TIMEOUT') throw e
     }
     let joinError: unknown

@@ -28,7 +28,8 @@ import type { MessagePort } from 'node:worker_threads'
 
 import { describeSchema, schemaFrom, type Schema, type SchemaDescriptor } from './codec'
 import { RingbridgeError, badOption } from './errors'
-import { ControlBlockView, FRAME_HEADER_BYTES, PROTOCOL, writeFrameHeader } from './ring'
+import { FLAG, FRAME_HEADER_BYTES, KERNEL_ERROR, STATE, TERMINATE, writeErrorRecord, writeFrameHeader } from './protocol'
+import { ControlBlockView } from './ring'
 
 /**
  * What a producer needs to attach: plain data plus SharedArrayBuffers and a port, so it can be posted to a worker.
@@ -84,7 +85,7 @@ const POLL_ROOM_MS = 0.25
  * Kernel error code of a skip frame (spec §16, §12): the error record of a frame that stands
  * in for a position a producer claimed and never wrote. Kernels forward it unchanged (§3.4).
  */
-export const SKIPPED = 6
+export const SKIPPED = KERNEL_ERROR.skipped
 
 // ---- shared state: layout ------------------------------------------------------------------
 // Int32 words of the header (byte offset = 4 × index), the busy ones on lines of their own.
@@ -163,15 +164,6 @@ export function sharedInputStats(claim: SharedArrayBuffer, inputTail: number): S
     skipped: count(SKIPPED_POSITIONS),
     rescuedFrames: count(RESCUED_FRAMES),
   }
-}
-
-/**
- * @internal Whether a frame (its payload at `payloadOffset` of `view`, `length` bytes, its
- * header's `flags`) is a skip frame (§16): the kernel's owner drops these replies, and a
- * terminate report does not list them as undelivered messages.
- */
-export function isSkipFrame(view: DataView, payloadOffset: number, length: number, flags: number): boolean {
-  return (flags & PROTOCOL.flagError) !== 0 && length === 8 && view.getUint32(payloadOffset, true) === SKIPPED
 }
 
 /** Options of a {@link RingProducer}. */
@@ -308,7 +300,7 @@ export class RingProducer<TIn = unknown> {
 
   /** `keep`: keep the step's encoding for the next call (sendBatch), else encode only what fits now. */
   #trySend(messages: readonly TIn[], from: number, keep: boolean): number {
-    if (this.#cb.terminateCommand() !== PROTOCOL.terminateNone || this.#cb.load32('state') === 3) {
+    if (this.#cb.terminateCommand() !== TERMINATE.none || this.#cb.load32('state') === STATE.terminated) {
       throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'RingProducer: the kernel is terminated or terminating')
     }
     let chunk = Math.min(messages.length - from, STAGE_MESSAGES)
@@ -631,9 +623,9 @@ export class RingProducer<TIn = unknown> {
       for (let p = tail; p < end; p++) {
         if (Atomics.load(i32, LOCK) !== this.#token) return // our lock was taken: we stalled
         const slot = this.#slots + (p % this.#capacity) * this.#slotSize
-        v.setUint32(slot + FRAME_HEADER_BYTES, SKIPPED, true)
-        v.setUint32(slot + FRAME_HEADER_BYTES + 4, count, true)
-        writeFrameHeader(v, slot, 8, this.#typeId, PROTOCOL.flagError, p)
+        // A skip frame (§16): an error frame whose record is SKIPPED, the claim's size as detail.
+        const length = writeErrorRecord(v, slot + FRAME_HEADER_BYTES, KERNEL_ERROR.skipped, count)
+        writeFrameHeader(v, slot, length, this.#typeId, FLAG.error, p)
       }
       if (Atomics.compareExchange(u64, this.#tail, BigInt(tail), BigInt(end)) === BigInt(tail)) {
         Atomics.add(this.#counters!, RESCUES, 1n)

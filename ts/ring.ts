@@ -10,41 +10,11 @@
  * @internal
  * @module
  */
-import native from './binding'
 import { RingbridgeError } from './errors'
+import { CONTROL_BLOCK_BYTES, FLAG, FRAME_HEADER_BYTES, TERMINATE, FRAME_WORD, fieldOffset, frameFlagsOfWords, readFrameHeader, writeFrameHeader, writeFrameHeaderWords, type FrameHeader } from './protocol'
 
-const C = native.protocolConstants()
-const FIELD = new Map(C.fields)
-
-function field(name: string): number {
-  const o = FIELD.get(name)
-  if (o === undefined) throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', `native protocol lacks field '${name}'`)
-  return o
-}
-
-/** Protocol constants from the native module (one source of truth: protocol.rs). */
-export const PROTOCOL = C
-/** Bytes of a frame header. */
-export const FRAME_HEADER_BYTES = C.frameHeaderBytes
 /** Positions stay exact as JS numbers up to 2^53. */
 const POSITION_LIMIT = Number.MAX_SAFE_INTEGER
-
-/**
- * Writes a frame header (spec §3.3) at byte `at`: the one place the JavaScript sides (the host's
- * input ring, shared producers, the worker kernel) lay a header out. A number id is written as
- * two 32-bit halves (a BigInt per message costs more than the rest of the frame).
- */
-export function writeFrameHeader(view: DataView, at: number, length: number, typeId: number, flags: number, id: number | bigint): void {
-  view.setUint32(at, length, true)
-  view.setUint16(at + 4, typeId, true)
-  view.setUint16(at + 6, flags, true)
-  if (typeof id === 'bigint') {
-    view.setBigUint64(at + 8, id, true)
-  } else {
-    view.setUint32(at + 8, id >>> 0, true)
-    view.setUint32(at + 12, Math.floor(id / 0x100000000), true)
-  }
-}
 
 /** 32-bit and 64-bit atomic views of one control block. */
 export class ControlBlockView {
@@ -52,42 +22,42 @@ export class ControlBlockView {
   readonly #u64: BigUint64Array
 
   constructor(buffer: ArrayBufferLike, regionOffset: number) {
-    this.#u32 = new Int32Array(buffer, regionOffset, 1024 / 4)
-    this.#u64 = new BigUint64Array(buffer, regionOffset, 1024 / 8)
+    this.#u32 = new Int32Array(buffer, regionOffset, CONTROL_BLOCK_BYTES / 4)
+    this.#u64 = new BigUint64Array(buffer, regionOffset, CONTROL_BLOCK_BYTES / 8)
   }
 
   /** Atomically reads a 32-bit word. */
   load32(name: string): number {
-    return Atomics.load(this.#u32, field(name) >> 2) >>> 0
+    return Atomics.load(this.#u32, fieldOffset(name) >> 2) >>> 0
   }
 
   /**
-   * The command the `terminate` word holds (spec §9): DRAIN or ABANDON, else NONE (0) — a value
+   * The command the `terminate` word holds (spec §9): DRAIN or ABANDON, else NONE — a value
    * that is no command (a buggy peer's store) stops nothing, as every kernel reads it.
    */
   terminateCommand(): number {
     const t = this.load32('terminate')
-    return t === C.terminateDrain || t === C.terminateAbandon ? t : C.terminateNone
+    return t === TERMINATE.drain || t === TERMINATE.abandon ? t : TERMINATE.none
   }
 
   /** Atomically writes a 32-bit word (seq_cst). */
   store32(name: string, value: number): void {
-    Atomics.store(this.#u32, field(name) >> 2, value | 0)
+    Atomics.store(this.#u32, fieldOffset(name) >> 2, value | 0)
   }
 
   /** Atomically reads a 64-bit word as a number (exact below 2^53). */
   load64(name: string): number {
-    return Number(Atomics.load(this.#u64, field(name) >> 3))
+    return Number(Atomics.load(this.#u64, fieldOffset(name) >> 3))
   }
 
   /** Index of a 32-bit word, for hot loops. */
   index32(name: string): number {
-    return field(name) >> 2
+    return fieldOffset(name) >> 2
   }
 
   /** Index of a 64-bit word, for hot loops. */
   index64(name: string): number {
-    return field(name) >> 3
+    return fieldOffset(name) >> 3
   }
 
   /** The raw 32-bit view. */
@@ -196,11 +166,7 @@ export class InputRing extends RingEnd {
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)
       const w = at / 4 // slots are 16-aligned in a page-aligned region: exact (and past 2^31, unlike `>> 2`)
-      const id = firstId + i
-      u32[w] = size
-      u32[w + 1] = typeId // flags 0 in the high half (little-endian)
-      u32[w + 2] = id >>> 0
-      u32[w + 3] = Math.floor(id / 0x100000000)
+      writeFrameHeaderWords(u32, w, size, typeId, firstId + i)
       bytes.set(packed.subarray(i * size, i * size + size), at + FRAME_HEADER_BYTES)
       this.next++
     }
@@ -220,15 +186,9 @@ export class InputRing extends RingEnd {
   }
 
   /** Reads frame `position` back (for reporting undelivered messages after the kernel ended). */
-  frameAt(position: number): { typeId: number; flags: number; correlationId: number; offset: number; length: number } {
+  frameAt(position: number): FrameHeader & { offset: number } {
     const at = this.slotAt(position)
-    return {
-      length: this.view.getUint32(at, true),
-      typeId: this.view.getUint16(at + 4, true),
-      flags: this.view.getUint16(at + 6, true),
-      correlationId: this.view.getUint32(at + 8, true) + this.view.getUint32(at + 12, true) * 0x100000000,
-      offset: at + FRAME_HEADER_BYTES,
-    }
+    return { ...readFrameHeader(this.view, at), offset: at + FRAME_HEADER_BYTES }
   }
 }
 
@@ -281,16 +241,15 @@ export class OutputRing extends RingEnd {
    */
   peek(): FrameRef {
     const at = this.slotAt(this.next)
-    const v = this.view
-    const length = v.getUint32(at, true)
-    const corrupt = length > this.maxPayload
+    const h = readFrameHeader(this.view, at)
+    const corrupt = h.length > this.maxPayload
     return {
-      length: corrupt ? 0 : length,
-      typeId: v.getUint16(at + 4, true),
-      flags: v.getUint16(at + 6, true),
-      correlationId: v.getUint32(at + 8, true) + v.getUint32(at + 12, true) * 0x100000000,
+      length: corrupt ? 0 : h.length,
+      typeId: h.typeId,
+      flags: h.flags,
+      correlationId: h.correlationId,
       offset: at + FRAME_HEADER_BYTES,
-      corrupt: corrupt ? length : 0,
+      corrupt: corrupt ? h.length : 0,
     }
   }
 
@@ -302,12 +261,12 @@ export class OutputRing extends RingEnd {
   copyPayloads(into: Uint8Array, size: number, count: number): number {
     const u32 = this.u32
     const bytes = this.bytes
-    const flagError = PROTOCOL.flagError
+    const flagError = FLAG.error
     for (let i = 0; i < count; i++) {
       const at = this.slotAt(this.next)
       const w = at / 4
-      const length = u32[w]!
-      if (length > size || length > this.maxPayload || (u32[w + 1]! >>> 16) & flagError) return i
+      const length = u32[w + FRAME_WORD.length]!
+      if (length > size || length > this.maxPayload || frameFlagsOfWords(u32, w) & flagError) return i
       into.set(bytes.subarray(at + FRAME_HEADER_BYTES, at + FRAME_HEADER_BYTES + length), i * size)
       this.next++
     }

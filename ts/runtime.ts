@@ -5,6 +5,7 @@
 import native from './binding'
 import { RingKernel, type LaunchOptions } from './kernel'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
+import { BACKEND_NAMES, quotedList } from './protocol'
 
 /**
  * Backend names: `auto` picks CUDA when it works here and the CPU backend otherwise.
@@ -13,6 +14,7 @@ import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './
  * const rt = await Runtime.open({ backend: 'auto' satisfies BackendName })
  * ```
  */
+// Restates native's backend names; __test__/protocol.spec.ts checks the union against them.
 export type BackendName = 'auto' | 'cpu' | 'cuda'
 
 /**
@@ -68,7 +70,7 @@ export class Runtime {
   static async open(options?: RuntimeOptions): Promise<Runtime> {
     if (options !== undefined && (options === null || typeof options !== 'object')) badOption('Runtime.open options', 'an object { backend?, devices? }', options)
     const name = options?.backend ?? 'auto'
-    if (!['auto', 'cpu', 'cuda'].includes(name as string)) badOption('backend', "'auto', 'cpu' or 'cuda'", name)
+    if (!BACKEND_NAMES.includes(name as string)) badOption('backend', quotedList(BACKEND_NAMES), name)
     let choice: string[]
     try {
       choice = native.chooseBackend(name)

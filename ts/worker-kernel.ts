@@ -11,7 +11,8 @@
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { schemaFrom, type SchemaDescriptor } from './codec'
-import { ControlBlockView, writeFrameHeader } from './ring'
+import { FIRST_HANDLER_CODE, FLAG, FRAME, FRAME_HEADER_BYTES, KERNEL_ERROR, STATE, TERMINATE, readCorrelationId, writeErrorRecord, writeFrameHeader } from './protocol'
+import { ControlBlockView } from './ring'
 
 /** Where the kernel's rings lie in its buffer. */
 export interface RingShape {
@@ -30,16 +31,8 @@ export interface WorkerKernelData extends RingShape {
   input: SchemaDescriptor
   output: SchemaDescriptor
   handler: string
-  constants: { terminateDrain: number; terminateAbandon: number; flagError: number }
 }
 
-const STATE_RUNNING = 1
-const STATE_PAUSED = 2
-const STATE_TERMINATED = 3
-const BAD_FRAME = 1
-const BAD_PAYLOAD = 2
-const REPLY_TOO_LARGE = 4
-const HANDLER_FAULT = 5
 const MAX_BATCH = 1024
 const SLEEP_MS = 50
 
@@ -68,7 +61,7 @@ function run(d: WorkerKernelData): void {
   const handler = new Function(`return (${d.handler})`)() as (msg: unknown, ctx: object) => unknown
   const state: Record<string, unknown> = {}
   const fail = (code: number, detail = 0): never => {
-    if (!Number.isInteger(code) || code < 256 || code > 0xffffffff) throw new RangeError(`ctx.fail: code ${code} is not an integer from 256 to 4294967295`)
+    if (!Number.isInteger(code) || code < FIRST_HANDLER_CODE || code > 0xffffffff) throw new RangeError(`ctx.fail: code ${code} is not an integer from ${FIRST_HANDLER_CODE} to 4294967295`)
     throw Object.assign(new Error(`handler error ${code}`), { kernelCode: code, detail })
   }
   let reportedFault = false
@@ -80,7 +73,7 @@ function run(d: WorkerKernelData): void {
     }
   }
   const recordError = (code: number) => {
-    if (Atomics.load(u32, ix.errorCode) === 0) Atomics.store(u32, ix.errorCode, code)
+    if (Atomics.load(u32, ix.errorCode) === KERNEL_ERROR.none) Atomics.store(u32, ix.errorCode, code)
     Atomics.add(u32, ix.errorCount, 1)
   }
   /** D1: announce sleep, re-check, wait for the host's notify (bounded). */
@@ -93,9 +86,9 @@ function run(d: WorkerKernelData): void {
   let outTail = Number(Atomics.load(u64, ix.outTail))
   let processed = Number(Atomics.load(u64, ix.processed))
   let published = outTail
-  /** The command the `terminate` word holds (§9): a value that is neither DRAIN nor ABANDON is NONE (0). */
+  /** The command the `terminate` word holds (§9): a value that is neither DRAIN nor ABANDON is NONE. */
   const command = (): number => cb.terminateCommand()
-  const abandoned = () => command() === d.constants.terminateAbandon
+  const abandoned = () => command() === TERMINATE.abandon
 
   /** P4 on the output ring, then K7: ring the host if it waits (seq_cst store, then load). */
   const publishOutput = () => {
@@ -144,20 +137,19 @@ function run(d: WorkerKernelData): void {
     emit((out) => {
       let written: number
       try {
-        written = output.encode(dv, out + 16, value, d.outSlot - 16, 'reply')
+        written = output.encode(dv, out + FRAME_HEADER_BYTES, value, d.outSlot - FRAME_HEADER_BYTES, 'reply')
       } catch (e) {
         // A reply that does not fit its schema is the handler's fault, answered as such.
         reportFault(e)
-        writeError(out, HANDLER_FAULT, 0, typeId, correlation)
+        writeError(out, KERNEL_ERROR.handlerFault, 0, typeId, correlation)
         return
       }
       writeFrameHeader(dv, out, written, typeId, 0, correlation)
     })
 
   const writeError = (out: number, code: number, detail: number, typeId: number, correlation: bigint) => {
-    dv.setUint32(out + 16, code, true)
-    dv.setUint32(out + 20, detail, true)
-    writeFrameHeader(dv, out, 8, typeId, d.constants.flagError, correlation)
+    const length = writeErrorRecord(dv, out + FRAME_HEADER_BYTES, code, detail)
+    writeFrameHeader(dv, out, length, typeId, FLAG.error, correlation)
     recordError(code)
   }
 
@@ -175,23 +167,24 @@ function run(d: WorkerKernelData): void {
    */
   const serve = (position: number): boolean => {
     const slot = d.base + d.inputOffset + (position % d.inCapacity) * d.inSlot
-    const length = dv.getUint32(slot, true)
-    const typeId = dv.getUint16(slot + 4, true)
-    const correlation = dv.getBigUint64(slot + 8, true)
+    const length = dv.getUint32(slot + FRAME.length, true)
+    const typeId = dv.getUint16(slot + FRAME.typeId, true)
+    const correlation = readCorrelationId(dv, slot)
     const error = (code: number, detail: number) => emit((out) => writeError(out, code, detail, typeId, correlation))
-    if (length > d.inSlot - 16) return error(BAD_FRAME, length)
-    if (dv.getUint16(slot + 6, true) & d.constants.flagError) {
+    if (length > d.inSlot - FRAME_HEADER_BYTES) return error(KERNEL_ERROR.badFrame, length)
+    if (dv.getUint16(slot + FRAME.flags, true) & FLAG.error) {
       // §3.4: an error frame is not a message for the handler (a shared producer's skip frame,
       // §16, or an earlier stage's error): copied to the output unchanged, no error counted,
       // as the native dispatch and the CUDA kernel do.
-      if (length > d.outSlot - 16) return error(REPLY_TOO_LARGE, length)
-      return emit((out) => new Uint8Array(d.buffer, out, 16 + length).set(new Uint8Array(d.buffer, slot, 16 + length)))
+      if (length > d.outSlot - FRAME_HEADER_BYTES) return error(KERNEL_ERROR.replyTooLarge, length)
+      const frame = FRAME_HEADER_BYTES + length
+      return emit((out) => new Uint8Array(d.buffer, out, frame).set(new Uint8Array(d.buffer, slot, frame)))
     }
     let msg: unknown
     try {
-      msg = input.decode(dv, slot + 16, length)
+      msg = input.decode(dv, slot + FRAME_HEADER_BYTES, length)
     } catch {
-      return error(BAD_PAYLOAD, length)
+      return error(KERNEL_ERROR.badPayload, length)
     }
     let ok = true
     const ctx = {
@@ -216,28 +209,28 @@ function run(d: WorkerKernelData): void {
       if (reply !== undefined) ok = emitReply(reply, typeId, correlation) && ok
     } catch (e) {
       const err = e as { kernelCode?: unknown; detail?: unknown }
-      if (typeof err?.kernelCode === 'number' && err.kernelCode >= 256) {
+      if (typeof err?.kernelCode === 'number' && err.kernelCode >= FIRST_HANDLER_CODE) {
         return error(err.kernelCode, typeof err.detail === 'number' ? err.detail >>> 0 : 0) && ok
       }
       reportFault(e)
-      return error(HANDLER_FAULT, 0) && ok
+      return error(KERNEL_ERROR.handlerFault, 0) && ok
     }
     return ok
   }
-  setState(STATE_RUNNING)
+  setState(STATE.running)
   for (;;) {
     const terminate = command()
-    if (terminate === d.constants.terminateAbandon) break
-    if (Atomics.load(u32, ix.active) === 0 && terminate === 0) {
-      setState(STATE_PAUSED)
-      sleep(() => Atomics.load(u32, ix.active) !== 0 || command() !== 0, SLEEP_MS)
+    if (terminate === TERMINATE.abandon) break
+    if (Atomics.load(u32, ix.active) === 0 && terminate === TERMINATE.none) {
+      setState(STATE.paused)
+      sleep(() => Atomics.load(u32, ix.active) !== 0 || command() !== TERMINATE.none, SLEEP_MS)
       continue
     }
-    setState(STATE_RUNNING)
+    setState(STATE.running)
     const tail = Number(Atomics.load(u64, ix.inTail))
     if (tail === head) {
-      if (terminate === d.constants.terminateDrain) break
-      sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || command() !== 0 || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
+      if (terminate === TERMINATE.drain) break
+      sleep(() => Number(Atomics.load(u64, ix.inTail)) !== head || command() !== TERMINATE.none || Atomics.load(u32, ix.active) === 0, SLEEP_MS)
       continue
     }
     const batch = Math.min(tail - head, MAX_BATCH)
@@ -253,7 +246,7 @@ function run(d: WorkerKernelData): void {
     finishBatch()
   }
   publishOutput()
-  Atomics.store(u32, ix.state, STATE_TERMINATED)
+  Atomics.store(u32, ix.state, STATE.terminated)
   bell()
 }
 

@@ -42,6 +42,43 @@ pub struct ProtocolConstants {
     pub max_slot_size: u32,
     /// `[name, byte offset]` of every control-block field, in spec order.
     pub fields: Vec<(String, u32)>,
+    /// `[name, byte offset]` of the frame header's fields, relative to the slot (spec §3.3).
+    pub frame_fields: Vec<(String, u32)>,
+    /// `[NAME, value]` of every number in `protocol::CONSTANTS`, with the spec's SCREAMING name
+    /// (`STATE_*`, `KERNEL_ERROR_*`, `TERMINATE_*`, `WAIT_*`, `FLAG_*`, …): the one table.
+    pub table: Vec<(String, f64)>,
+    /// The name of each kernel error code, indexed by the code (`kernel_error::NAMES`).
+    pub kernel_error_names: Vec<String>,
+    /// The `transport` values a launch accepts (`auto` first), as the cuda backend names them.
+    pub transport_names: Vec<String>,
+    /// The backend names `Runtime.open` accepts (`auto` first).
+    pub backend_names: Vec<String>,
+    /// Most replies one message may have (`maxReplies`), as `UserKernel::validate` allows.
+    pub max_replies: u32,
+}
+
+/// The largest `max_replies` that [`UserKernel::validate`](ringbridge_core::backend::user::UserKernel::validate)
+/// accepts, found by asking it (a bisection over `u32`): the limit lives in that check alone, so
+/// the number reaches JavaScript without a second copy of it here.
+fn max_replies() -> u32 {
+    use ringbridge_core::backend::user::UserKernel;
+    let accepts = |max_replies: u32| {
+        let probe = UserKernel { source: String::new(), entry: "f".into(), schema_header: "rb_input rb_output".into(), max_replies };
+        probe.validate().is_ok()
+    };
+    let (mut ok, mut bad) = (0u32, u32::MAX);
+    if accepts(bad) {
+        return bad;
+    }
+    while bad - ok > 1 {
+        let mid = ok + (bad - ok) / 2;
+        if accepts(mid) {
+            ok = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    ok
 }
 
 /// The protocol constants, from the Rust definitions (one source of truth).
@@ -63,6 +100,21 @@ pub fn protocol_constants() -> ProtocolConstants {
         min_slot_size: protocol::MIN_SLOT_SIZE,
         max_slot_size: protocol::MAX_SLOT_SIZE,
         fields: FIELD_OFFSETS.iter().map(|(n, o)| ((*n).to_owned(), *o as u32)).collect(),
+        frame_fields: [
+            ("length", protocol::offsets::FRAME_LENGTH),
+            ("type_id", protocol::offsets::FRAME_TYPE_ID),
+            ("flags", protocol::offsets::FRAME_FLAGS),
+            ("correlation_id", protocol::offsets::FRAME_CORRELATION_ID),
+        ]
+        .iter()
+        .map(|(n, o)| ((*n).to_owned(), *o as u32))
+        .collect(),
+        // Every value is below 2^53 (the largest is MAGIC, a u32): exact as a JS number.
+        table: protocol::CONSTANTS.iter().map(|(n, v)| ((*n).to_owned(), *v as f64)).collect(),
+        kernel_error_names: protocol::kernel_error::NAMES.iter().map(|s| (*s).to_owned()).collect(),
+        transport_names: ringbridge_core::backend::cuda::TRANSPORT_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+        backend_names: ringbridge_core::backend::BACKEND_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+        max_replies: max_replies(),
     }
 }
 
