@@ -30,6 +30,9 @@
 // the header before loading the payload, a second PCIe round trip on `mapped`. Slots of 512
 // bytes and more take a warp per message; from 1 KiB the warp loops over the slot.
 //
+// Every ordered access, to the control block or to rb_grid, goes through the atomics family of
+// ringbridge.cuh, named by order and scope; slot accesses are weak and ordered by those.
+//
 // The host zeroes rb_grid before every launch (cuModuleGetGlobal("rb_grid") + cuMemsetD8) and
 // loads a module instance per launched kernel. It needs no include path: NVRTC gets
 // ringbridge.cuh through nvrtcCreateProgram's headers; nvcc finds it beside this file.
@@ -76,15 +79,30 @@
 #define RB_BACKOFF_MAX_NS 1024u
 #endif  // RB_BACKOFF_MAX_NS
 
-/// The command line's first two words, `active` and `terminate`, as one 64-bit little-endian
-/// load: `active == 1 && terminate == NONE`, the state in which an idle poller has nothing to do.
-#define RB_CMD_RUN 1ull
-
 /// The command a `terminate` word holds (§9): DRAIN and ABANDON are commands; any other value
 /// (a buggy host's store) is NONE, as the cpu kernel reads it (`backend::terminate_command`), so
 /// it neither stops the kernel nor lifts a pause.
-__device__ __forceinline__ uint32_t rb_terminate_command(uint32_t word) {
+/// @param word the `terminate` word as loaded
+/// @return RB_TERMINATE_DRAIN, RB_TERMINATE_ABANDON or RB_TERMINATE_NONE
+RB_DEVICE uint32_t rb_terminate_command(uint32_t word) {
   return (word == RB_TERMINATE_DRAIN || word == RB_TERMINATE_ABANDON) ? word : RB_TERMINATE_NONE;
+}
+
+/// K1's command words.
+struct rb_commands {
+  uint32_t active;     ///< the `active` word
+  uint32_t terminate;  ///< the command the `terminate` word holds (rb_terminate_command)
+};
+
+/// K1 (poll): `active` and `terminate` in one relaxed 64-bit little-endian load of the command
+/// line's first two words (offsets 128 and 132), one round trip across PCIe. The caller makes
+/// it an acquire with rb_fence_acq_rel_sys before acting on a command.
+/// @param cb the control block
+/// @return the commands
+RB_DEVICE rb_commands rb_poll_commands(const rb_control_block* cb) {
+  const uint64_t w = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
+  const rb_commands c = {static_cast<uint32_t>(w), rb_terminate_command(static_cast<uint32_t>(w >> 32))};
+  return c;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,66 +151,6 @@ struct rb_block_op {
 #define RB_OP_ROUND 1u
 /// rb_block_op kind: a claimed chunk of a grid round, reported to rb_grid.done.
 #define RB_OP_CHUNK 2u
-
-// ---------------------------------------------------------------------------------------------
-// Device-scope accesses to rb_grid. The peers are other blocks of this kernel, so .gpu scope
-// suffices (the host never reads rb_grid).
-// ---------------------------------------------------------------------------------------------
-
-/// Relaxed device-scope load.
-/// @param p an rb_grid word
-/// @return the value
-RB_DEVICE unsigned long long rb_ld_relaxed_gpu(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/// Relaxed device-scope load of a 32-bit word.
-/// @param p an rb_grid word
-/// @return the value
-RB_DEVICE unsigned int rb_ld_relaxed_gpu_u32(const unsigned int* p) {
-  unsigned int v;
-  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/// Acquire device-scope load.
-/// @param p an rb_grid word
-/// @return the value
-RB_DEVICE unsigned long long rb_ld_acquire_gpu(const unsigned long long* p) {
-  unsigned long long v;
-  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/// Relaxed device-scope store.
-/// @param p an rb_grid word
-/// @param v the value
-RB_DEVICE void rb_st_relaxed_gpu(unsigned long long* p, unsigned long long v) {
-  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-
-/// Relaxed device-scope store of a 32-bit word.
-/// @param p an rb_grid word
-/// @param v the value
-RB_DEVICE void rb_st_relaxed_gpu_u32(unsigned int* p, unsigned int v) {
-  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-/// Release device-scope store.
-/// @param p an rb_grid word
-/// @param v the value
-RB_DEVICE void rb_st_release_gpu(unsigned long long* p, unsigned long long v) {
-  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-
-/// Release device-scope store of a 32-bit word.
-/// @param p an rb_grid word
-/// @param v the value
-RB_DEVICE void rb_st_release_gpu_u32(unsigned int* p, unsigned int v) {
-  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
 
 /// Back-off for idle poll number `spin`: RB_BACKOFF_SPINS bare polls, then sleeps doubling from
 /// 32 ns up to RB_BACKOFF_MAX_NS.
@@ -283,8 +241,8 @@ RB_DEVICE uint32_t rb_stage_error(const rb_ring_setup& s, uint4 v, uint8_t* out,
   return code;
 }
 
-/// Echo (group form of rb_handle_echo): the reply is the request's payload and type_id, flags 0;
-/// with `keep_flags` the frame is forwarded as it is (an earlier stage's error frame, §3.4).
+/// Echo: the reply is the request's payload and type_id, flags 0; with `keep_flags` the frame
+/// is forwarded as it is (an earlier stage's error frame, §3.4).
 /// Copies whole 16-byte chunks: the bytes past `length` in the last chunk lie inside both slots
 /// (slot sizes are powers of two >= 32, so payload areas are multiples of 16) and are not part
 /// of the frame.
@@ -296,7 +254,7 @@ RB_DEVICE uint32_t rb_stage_error(const rb_ring_setup& s, uint4 v, uint8_t* out,
 /// @return 0, or the code of the error frame staged instead
 RB_DEVICE uint32_t rb_group_echo(const rb_ring_setup& s, uint4 v, uint32_t len, const uint8_t* in,
                                  uint8_t* out, bool keep_flags = false) {
-  if (len > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+  if (len > rb_max_payload(s.out_slot_size)) {
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, len);
   }
   const uint32_t chunks = 1u + (len + 15u) / 16u;  // header + payload
@@ -322,9 +280,9 @@ RB_DEVICE uint32_t rb_group_echo(const rb_ring_setup& s, uint4 v, uint32_t len, 
   return 0;
 }
 
-/// Saxpy (group form of rb_handle_saxpy): payload `a, x[n], y[n]` (f32), reply `fmaf(a, x[i],
-/// y[i])`, one rounding per element (the bits of Rust's f32::mul_add; NVRTC and nvcc keep
-/// denormals unless built with -ftz=true or --use_fast_math, which the host must not pass).
+/// Saxpy: payload `a, x[n], y[n]` (f32), reply `fmaf(a, x[i], y[i])`, one rounding per element
+/// (the bits of Rust's f32::mul_add; NVRTC and nvcc keep denormals unless built with -ftz=true
+/// or --use_fast_math, which the host must not pass).
 /// @param s the setup
 /// @param v this lane's chunk (the leader's holds the header)
 /// @param len the request's payload length (valid)
@@ -337,7 +295,7 @@ RB_DEVICE uint32_t rb_group_saxpy(const rb_ring_setup& s, uint4 v, uint32_t len,
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_PAYLOAD, len);
   }
   const uint32_t n = (len - 4u) / 8u;
-  if (n * 4u > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+  if (n * 4u > rb_max_payload(s.out_slot_size)) {
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, n * 4u);
   }
   const uint8_t* payload = in + RB_FRAME_HEADER_BYTES;
@@ -397,7 +355,7 @@ RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, 
 #else
   const uint32_t reply_bytes = sizeof(rb_output);
 #endif
-  if (reply_bytes > s.out_slot_size - RB_FRAME_HEADER_BYTES) {
+  if (reply_bytes > rb_max_payload(s.out_slot_size)) {
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_REPLY_TOO_LARGE, reply_bytes);
   }
   uint32_t code = 0;
@@ -405,13 +363,10 @@ RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, 
     const rb_frame_header h = rb_header_of(v);
     rb_input msg;
     rb_load_payload(reinterpret_cast<uint8_t*>(&msg), in + RB_FRAME_HEADER_BYTES, sizeof(rb_input));
-    // Zeroed, so padding bytes reach the host as zeros, never as stale stack.
-    rb_output reply;
-    for (uint32_t i = 0; i < sizeof(rb_output); ++i) reinterpret_cast<uint8_t*>(&reply)[i] = 0;
     rb_context ctx = {h.correlation_id, h.type_id, 0u};
+    // The reply buffer is zeroed, so padding bytes reach the host as zeros, never as stale stack.
 #ifdef RB_USER_MAX_REPLIES
     // Several replies (or none) in one RB_FLAG_MULTI frame: count, 4 reserved bytes, records.
-    (void)reply;
     rb_replies replies;
     for (uint32_t i = 0; i < sizeof(rb_replies); ++i) reinterpret_cast<uint8_t*>(&replies)[i] = 0;
     code = RB_USER_HANDLER(msg, replies, ctx);
@@ -427,6 +382,8 @@ RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, 
       reinterpret_cast<rb_frame_header*>(out)->flags = RB_FLAG_MULTI;
     } else {
 #else
+    rb_output reply;
+    for (uint32_t i = 0; i < sizeof(rb_output); ++i) reinterpret_cast<uint8_t*>(&reply)[i] = 0;
     code = RB_USER_HANDLER(msg, reply, ctx);
     if (code == 0) {
       const uint8_t* r = reinterpret_cast<const uint8_t*>(&reply);
@@ -452,7 +409,7 @@ template <uint32_t H>
 RB_DEVICE uint32_t rb_group_message(const rb_ring_setup& s, uint4 v, const uint8_t* in,
                                     uint8_t* out) {
   const uint32_t len = __shfl_sync(s.group_mask, v.x, 0, s.group_size);
-  if (len > s.in_slot_size - RB_FRAME_HEADER_BYTES) {
+  if (len > rb_max_payload(s.in_slot_size)) {
     // C3 BAD_FRAME: consumed and, since v2, answered with an error frame carrying the header's
     // type_id and correlation_id (detail: the bad length), so every input frame has one output.
     return rb_stage_error(s, v, out, RB_KERNEL_ERROR_BAD_FRAME, len);
@@ -515,8 +472,8 @@ RB_DEVICE void rb_block_messages(const rb_ring_setup& s, uint64_t start, uint32_
         if (code != 0 && s.lane == 0) {
           const unsigned long long key =
               ~((static_cast<unsigned long long>(pos - round_start) << 32) | code);
-          atomicAdd(&op->err_count, 1u);
-          atomicMax(&op->err_key, key);
+          rb_add_relaxed_gpu_u32(&op->err_count, 1u);
+          rb_max_relaxed_gpu_u64(&op->err_key, key);
         }
       }
     }
@@ -566,17 +523,17 @@ RB_DEVICE bool rb_claim_chunk(rb_block_op* op) {
     // ORDERING: acquire pairs with the poller's release of avail_end: the round's fields and,
     // through the poller's C2 acquire before it, the host's (or copy engine's) input slots are
     // visible to this block after its bar.sync.
-    const unsigned long long end = rb_ld_acquire_gpu(&rb_grid.avail_end);
-    const unsigned long long c = rb_ld_relaxed_gpu(&rb_grid.claim_pos);
+    const unsigned long long end = rb_ld_acquire_gpu_u64(&rb_grid.avail_end);
+    const unsigned long long c = rb_ld_relaxed_gpu_u64(&rb_grid.claim_pos);
     if (static_cast<long long>(end - c) <= 0) return false;
     const unsigned long long chunk = rb_ld_relaxed_gpu_u32(&rb_grid.chunk);
     const unsigned long long want = end - c < chunk ? end : c + chunk;
-    if (atomicCAS(&rb_grid.claim_pos, c, want) == c) {
+    if (rb_cas_relaxed_gpu_u64(&rb_grid.claim_pos, c, want) == c) {
       op->kind = RB_OP_CHUNK;
       op->start = c;
       op->n = static_cast<unsigned int>(want - c);
-      op->round_start = rb_ld_relaxed_gpu(&rb_grid.round_start);
-      op->delta = rb_ld_relaxed_gpu(&rb_grid.out_delta);
+      op->round_start = rb_ld_relaxed_gpu_u64(&rb_grid.round_start);
+      op->delta = rb_ld_relaxed_gpu_u64(&rb_grid.out_delta);
       return true;
     }
   }
@@ -586,14 +543,14 @@ RB_DEVICE bool rb_claim_chunk(rb_block_op* op) {
 /// @param op the finished op (after the block's bar.sync)
 RB_DEVICE void rb_chunk_done(const rb_block_op* op) {
   if (op->err_count != 0) {
-    atomicAdd(&rb_grid.err_count, op->err_count);
-    atomicMax(&rb_grid.err_key, op->err_key);
+    rb_add_relaxed_gpu_u32(&rb_grid.err_count, op->err_count);
+    rb_max_relaxed_gpu_u64(&rb_grid.err_key, op->err_key);
   }
   // ORDERING: (P3 before P4) the block's output slot writes, ordered before this thread by the
   // bar.sync, and the error atomics above are performed system-wide before `done` counts them;
   // the poller acquires `done` before its release of the output tail.
   rb_fence_acq_rel_sys();
-  atomicAdd(&rb_grid.done, static_cast<unsigned long long>(op->n));
+  rb_add_relaxed_gpu_u64(&rb_grid.done, static_cast<unsigned long long>(op->n));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,9 +574,8 @@ struct rb_poller {
   uint32_t round_cap;         ///< most messages per round
   uint32_t local_max;         ///< rounds up to this size skip the grid
   uint32_t pass;              ///< messages one pass of a block handles (groups * UNROLL)
-  uint32_t error_count;       ///< error_count
+  rb_errors errors;           ///< error_count, and whether error_code is set
   uint32_t state;             ///< state
-  bool error_code_set;        ///< error_code != 0
   bool grid_round;            ///< a grid round is in hand
 };
 
@@ -636,21 +592,13 @@ RB_DEVICE void rb_publish_round(rb_control_block* cb, rb_poller& p, uint32_t err
   // Relaxed: statistics; the single writer is this thread (K5).
   rb_st_relaxed_sys_u64(&cb->messages_processed, p.processed);
   rb_st_relaxed_sys_u64(&cb->last_activity, rb_now_ns());
-  if (err_count != 0) {
-    // record_error (§12) for the round at once: the earliest error's code if none was recorded
-    // before, every error counted.
-    if (!p.error_code_set) {
-      rb_st_relaxed_sys_u32(&cb->error_code, static_cast<uint32_t>(~err_key & 0xffffffffull));
-      p.error_code_set = true;
-    }
-    p.error_count += err_count;
-    // ORDERING: release, as record_error: a host that acquires the count sees the code.
-    rb_st_release_sys_u32(&cb->error_count, p.error_count);
-  }
+  // The round's errors at once: its earliest error's code (if none was recorded before), every
+  // error counted.
+  if (err_count != 0) rb_record_error(cb, &p.errors, static_cast<uint32_t>(~err_key & 0xffffffffull), err_count);
   // ORDERING: (P4) the round's slot writes (this block's through bar.sync, other blocks'
   // through their fence and rb_grid.done, acquired) are performed system-wide before the
   // release of the output tail; a host (or the dma bridge) that acquires the tail sees them.
-  __threadfence_system();
+  rb_fence_sc_sys();
   rb_st_release_sys_u64(p.out_tail_addr, p.next + p.delta);
   // ORDERING: (C4, K6 after K5) release after the replies are published: the host reuses these
   // input slots only after their replies are visible.
@@ -685,15 +633,15 @@ RB_DEVICE void rb_start_grid_round(rb_poller& p) {
   const uint32_t pass = p.pass;
   const uint32_t per_block = (n + 2u * gridDim.x - 1u) / (2u * gridDim.x);
   const uint32_t chunk = (per_block + pass - 1u) / pass * pass;
-  rb_st_relaxed_gpu(&rb_grid.round_start, p.round_start);
-  rb_st_relaxed_gpu(&rb_grid.out_delta, p.delta);
+  rb_st_relaxed_gpu_u64(&rb_grid.round_start, p.round_start);
+  rb_st_relaxed_gpu_u64(&rb_grid.out_delta, p.delta);
   rb_st_relaxed_gpu_u32(&rb_grid.chunk, chunk);
   // Every earlier grid position is claimed and done (claim_pos == previous avail_end <=
   // round_start), so no CAS can succeed on the old value: a plain store is safe.
-  rb_st_relaxed_gpu(&rb_grid.claim_pos, p.round_start);
+  rb_st_relaxed_gpu_u64(&rb_grid.claim_pos, p.round_start);
   // ORDERING: release pairs with the blocks' acquire in rb_claim_chunk; it follows this
   // thread's C2 acquire of the input tail, so the input slots reach them too.
-  rb_st_release_gpu(&rb_grid.avail_end, p.round_start + n);
+  rb_st_release_gpu_u64(&rb_grid.avail_end, p.round_start + n);
   p.done_target += n;
   p.grid_round = true;
 }
@@ -702,8 +650,8 @@ RB_DEVICE void rb_start_grid_round(rb_poller& p) {
 /// @return false on RB_SPIN_LIMIT (SPIN_TIMEOUT): a block stopped making progress
 RB_DEVICE bool rb_wait_grid_round(const rb_poller& p) {
   for (uint32_t spin = 0; spin < RB_SPIN_LIMIT; ++spin) {
-    // ORDERING: acquire pairs with the blocks' fence before their atomicAdd of `done`.
-    if (rb_ld_acquire_gpu(&rb_grid.done) == p.done_target) return true;
+    // ORDERING: acquire pairs with the blocks' fence before their relaxed add to `done`.
+    if (rb_ld_acquire_gpu_u64(&rb_grid.done) == p.done_target) return true;
     if (spin >= 64) __nanosleep(spin < 1024 ? 64u : 256u);
   }
   return false;
@@ -721,26 +669,22 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     if (!rb_wait_grid_round(p)) {
       // A wait that only another block can end ran out: report, stop, never hang the GPU.
       // The round stays unpublished (its input is undelivered).
-      if (!p.error_code_set) rb_st_relaxed_sys_u32(&cb->error_code, RB_KERNEL_ERROR_SPIN_TIMEOUT);
-      p.error_code_set = true;
-      p.error_count += 1;
-      // ORDERING: release, as record_error.
-      rb_st_release_sys_u32(&cb->error_count, p.error_count);
+      rb_record_error(cb, &p.errors, RB_KERNEL_ERROR_SPIN_TIMEOUT, 1u);
       rb_poller_exit(cb, p, op);
       return;
     }
-    const unsigned long long key = atomicExch(&rb_grid.err_key, 0ull);
-    const unsigned int errors = atomicExch(&rb_grid.err_count, 0u);
+    const unsigned long long key = rb_exch_relaxed_gpu_u64(&rb_grid.err_key, 0ull);
+    const unsigned int errors = rb_exch_relaxed_gpu_u32(&rb_grid.err_count, 0u);
     rb_publish_round(cb, p, errors, key);
   }
   for (uint32_t spin = 0;; ++spin) {
     // K1/K2 and C1–C2 in one step: the command pair (active, terminate) and, when the cached
     // tail shows nothing, the input tail, both relaxed, issued together (one round trip).
     const bool poll_tail = p.cached_tail == p.next;
-    const uint64_t cmd = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
+    const rb_commands cmd = rb_poll_commands(cb);
     const uint64_t tail = poll_tail ? rb_ld_relaxed_sys_u64(p.tail_addr) : p.cached_tail;
-    const uint32_t active = static_cast<uint32_t>(cmd);
-    const uint32_t terminate = rb_terminate_command(static_cast<uint32_t>(cmd >> 32));
+    const uint32_t active = cmd.active;
+    const uint32_t terminate = cmd.terminate;
     const bool quiet = terminate == RB_TERMINATE_NONE &&
                        ((active != 0 && p.state == RB_STATE_RUNNING && tail == p.next) ||
                         (active == 0 && p.state == RB_STATE_PAUSED));
@@ -795,28 +739,24 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     if (avail > s.in_capacity) avail = s.in_capacity;
     const uint32_t wanted = avail < p.round_cap ? static_cast<uint32_t>(avail) : p.round_cap;
     const uint64_t out_next = p.next + p.delta;
-    uint64_t used = rb_occupied(p.cached_out_head, out_next);
-    uint64_t free = used >= s.out_capacity ? 0 : s.out_capacity - used;
+    uint64_t free = rb_free(p.cached_out_head, out_next, s.out_capacity);
     if (free < wanted) {
       // P2: reload the output head only when the cached copy shows too little room.
       // ORDERING: (P2) acquire pairs with the consumer's release of output_head (C4: the host's,
       // or in a route the next stage's release of its input_head): its reads of
       // the slots we are about to overwrite happened before.
       p.cached_out_head = rb_ld_acquire_sys_u64(p.out_head_addr);
-      used = rb_occupied(p.cached_out_head, out_next);
-      free = used >= s.out_capacity ? 0 : s.out_capacity - used;
+      free = rb_free(p.cached_out_head, out_next, s.out_capacity);
     }
     if (free == 0) {
       // K4: the output ring is full and every earlier round is published. Wait until the host
       // frees a slot, ABANDONs or pauses; then K1 again (ABANDON exits, a pause parks at K2).
       for (uint32_t k4 = 0;; ++k4) {
         const uint64_t head = rb_ld_relaxed_sys_u64(p.out_head_addr);
-        const uint64_t c = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
+        const rb_commands c = rb_poll_commands(cb);
         if (head != p.cached_out_head) break;
-        if (static_cast<uint32_t>(c >> 32) == RB_TERMINATE_ABANDON) break;
-        if (static_cast<uint32_t>(c) == 0 && rb_terminate_command(static_cast<uint32_t>(c >> 32)) == RB_TERMINATE_NONE) {
-          break;
-        }
+        if (c.terminate == RB_TERMINATE_ABANDON) break;
+        if (c.active == 0 && c.terminate == RB_TERMINATE_NONE) break;
         rb_backoff(k4);
       }
       // ORDERING: (P2) acquire pairs with the consumer's release of the head (C4).
@@ -895,13 +835,9 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
 #endif
   if (h != RB_HANDLER_ECHO && h != RB_HANDLER_SAXPY && h != RB_HANDLER_TRAP && !user) {
     if (is_poller) {
-      // record_error (§12): HANDLER_FAULT, then TERMINATED.
-      if (rb_ld_relaxed_sys_u32(&cb->error_code) == RB_KERNEL_ERROR_NONE) {
-        rb_st_relaxed_sys_u32(&cb->error_code, RB_KERNEL_ERROR_HANDLER_FAULT);
-      }
-      const uint32_t count = rb_ld_relaxed_sys_u32(&cb->error_count);
-      // ORDERING: release, as record_error.
-      rb_st_release_sys_u32(&cb->error_count, count + 1u);
+      // HANDLER_FAULT, then TERMINATED.
+      rb_errors errors = rb_load_errors(cb);
+      rb_record_error(cb, &errors, RB_KERNEL_ERROR_HANDLER_FAULT, 1u);
       rb_st_release_gpu_u32(&rb_grid.exit, 1u);
       rb_set_state(cb, RB_STATE_TERMINATED);
     }
@@ -919,8 +855,7 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
     // ORDERING: (P2) acquire pairs with the consumer's release of the head (C4).
     p.cached_out_head = rb_ld_acquire_sys_u64(p.out_head_addr);
     p.processed = rb_ld_relaxed_sys_u64(&cb->messages_processed);
-    p.error_count = rb_ld_relaxed_sys_u32(&cb->error_count);
-    p.error_code_set = rb_ld_relaxed_sys_u32(&cb->error_code) != RB_KERNEL_ERROR_NONE;
+    p.errors = rb_load_errors(cb);
     p.done_target = 0;
     p.round_start = p.next;
     p.round_n = 0;

@@ -1,19 +1,21 @@
 // SPDX-License-Identifier: MIT
 //
-// ringbridge.cuh: the device side of the ringbridge ring protocol, version 2 (docs/PROTOCOL.md).
+// ringbridge.cuh: the device side of the ringbridge ring protocol, version 3 (docs/PROTOCOL.md).
 //
-// It mirrors crates/ringbridge-core/src/protocol.rs field for field: the control block, the frame
-// header, the constants, and the producer/consumer steps (P1–P4, C1–C4) and kernel steps (K1–K8)
-// with the system-scope orderings the spec names at each step. Acquire and release are inline PTX
-// (sm_70 or newer) rather than libcu++, so NVRTC compiles this file with no include path at all.
-// The layout part (structs, constants, static_asserts) and the handler bodies also compile as
-// host C++17; tests/protocol.rs builds them with the system C++ compiler and compares every
-// offset and constant with the Rust definitions.
+// It mirrors crates/ringbridge-core/src/protocol.rs: the control block, the frame header and the
+// constants (each `RB_<NAME>` equals the entry `<NAME>` of `protocol::CONSTANTS`), the index
+// arithmetic of §7, the frame a handler's outcome becomes (K3), the status words of §12, and
+// the one family of atomics and fences every protocol access of the kernels goes through. Each
+// of those helpers is named by operation, order and scope (`rb_ld_acquire_sys_u64`,
+// `rb_st_release_gpu_u32`, `rb_fence_acq_rel_sys`, …) and is one inline PTX instruction or one
+// CUDA atomic, in the manner of liburing's barrier.h and mscclpp's atomic_device.hpp: reading a
+// call site tells its ordering without opening the helper. Inline PTX (sm_70 or newer) rather
+// than libcu++'s cuda::atomic_ref, so NVRTC compiles this file with no include path at all.
 //
-// Granularity: the ring ends (rb_consumer, rb_producer) are plain structs. A `thread` function
-// assumes one thread owns the struct. A `_warp` function assumes all 32 lanes of a converged warp
-// call it with identical copies of the struct; lane 0 touches the shared indices and broadcasts,
-// so the copies stay identical.
+// Everything outside the device-only part (constants, structs, static_asserts, index and frame
+// functions) also compiles as host C++17 (RB_HOST_DEVICE is then `inline`): tests/protocol.rs
+// builds it with the system C++ compiler and compares every offset and constant with Rust.
+// User handlers (spec §13.1) are compiled after this file and use rb_context and rb_replies_of.
 
 #pragma once
 
@@ -41,7 +43,8 @@ typedef unsigned long long uint64_t;
 #endif  // __CUDACC__ || __CUDACC_RTC__
 
 // ---------------------------------------------------------------------------------------------
-// Constants (spec §3, §9, §12). Each equals the Rust constant of the same name without `RB_`.
+// Constants (spec §3, §9, §12, §13). Each equals the entry of protocol::CONSTANTS whose name is
+// this one without `RB_`; tests/protocol.rs fails on a value that differs or a name missing here.
 // ---------------------------------------------------------------------------------------------
 
 /// `"RBG1"` little-endian: the first word of every control block.
@@ -65,45 +68,26 @@ typedef unsigned long long uint64_t;
 /// Size of an error frame's payload (rb_error_record).
 #define RB_ERROR_RECORD_BYTES 8u
 
-/// Frame flag: the payload is an rb_error_record, not a reply.
-/// `input_producer`: the host produces the input ring (through the bridge on dma and managed).
-#define RB_PRODUCER_HOST 0u
-/// `input_producer`: a route's previous stage produces it; the host's input_tail is unused.
-#define RB_PRODUCER_KERNEL 1u
-#define RB_FLAG_ERROR 1u
-/// Frame flag: several replies to one message in one frame (u32 count, 4 reserved bytes, then
-/// `count` records of the output type); a user handler launched with max_replies writes it.
-#define RB_FLAG_MULTI 2u
 /// `handler_id` of the built-in echo handler.
 #define RB_HANDLER_ECHO 0u
 /// `handler_id` of the built-in saxpy handler.
 #define RB_HANDLER_SAXPY 1u
 /// `handler_id` of the test-only handler that executes `__trap()` on its first message, so a
-/// host can check that a faulting kernel becomes a clear error.
+/// host can check that a faulting kernel becomes a clear error (Rust: backend::cuda::HANDLER_TRAP).
 #define RB_HANDLER_TRAP 255u
 /// `handler_id` of a user handler compiled into the ring kernel (`RB_USER_HANDLER`, spec §13.1).
 #define RB_HANDLER_USER 1024u
 
-/// Up to N replies to one message, for user handlers launched with max_replies (spec §13.1):
-/// the handler pushes 0..N of them; the kernel sends them in one RB_FLAG_MULTI frame.
-template <typename T, uint32_t N>
-struct rb_replies_of {
-  uint32_t count;  ///< replies pushed so far
-  T items[N];      ///< the replies, in push order
-  /// Appends a reply. @return false (and nothing appended) when N are already there
-  RB_HOST_DEVICE bool push(const T& reply) {
-    if (count >= N) return false;
-    items[count++] = reply;
-    return true;
-  }
-};
+/// Frame flag: the payload is an rb_error_record, not a reply.
+#define RB_FLAG_ERROR 1u
+/// Frame flag: several replies to one message in one frame (u32 count, 4 reserved bytes, then
+/// `count` records of the output type); a user handler launched with max_replies writes it.
+#define RB_FLAG_MULTI 2u
 
-/// What a user handler knows of its message besides the payload (spec §13.1).
-struct rb_context {
-  uint64_t correlation_id;  ///< the request's correlation id
-  uint32_t type_id;         ///< the request's type id
-  uint32_t detail;          ///< with an error return: the error record's detail
-};
+/// `input_producer`: the host produces the input ring (through the bridge on dma and managed).
+#define RB_PRODUCER_HOST 0u
+/// `input_producer`: a route's previous stage produces it; the host's input_tail is unused.
+#define RB_PRODUCER_KERNEL 1u
 
 /// `terminate` word: keep running.
 #define RB_TERMINATE_NONE 0u
@@ -142,8 +126,9 @@ struct rb_context {
 #define RB_KERNEL_ERROR_SKIPPED 6u
 
 #ifndef RB_SPIN_LIMIT
-/// Most polls of a peer index in one bounded wait (spec §12, SPIN_TIMEOUT). With the back-off of
-/// rb_pause this is about 16 s; define it before including this file to change it.
+/// Most polls in one bounded wait of the kernel (spec §12, SPIN_TIMEOUT): the poller's wait for
+/// the blocks of a grid round, which sleeps about 256 ns per poll after its first thousand, so
+/// this is several seconds. Define it before including this file to change it.
 #define RB_SPIN_LIMIT (1u << 24)
 #endif  // RB_SPIN_LIMIT
 
@@ -254,6 +239,31 @@ static_assert(RB_OFFSETOF(rb_error_record, detail) == 4, "error record detail");
 #endif  // !__CUDACC_RTC__
 
 // ---------------------------------------------------------------------------------------------
+// User handler types (spec §13.1): what a handler compiled into the ring kernel receives.
+// ---------------------------------------------------------------------------------------------
+
+/// What a user handler knows of its message besides the payload (spec §13.1).
+struct rb_context {
+  uint64_t correlation_id;  ///< the request's correlation id
+  uint32_t type_id;         ///< the request's type id
+  uint32_t detail;          ///< with an error return: the error record's detail
+};
+
+/// Up to N replies to one message, for user handlers launched with max_replies (spec §13.1):
+/// the handler pushes 0..N of them; the kernel sends them in one RB_FLAG_MULTI frame.
+template <typename T, uint32_t N>
+struct rb_replies_of {
+  uint32_t count;  ///< replies pushed so far
+  T items[N];      ///< the replies, in push order
+  /// Appends a reply. @return false (and nothing appended) when N are already there
+  RB_HOST_DEVICE bool push(const T& reply) {
+    if (count >= N) return false;
+    items[count++] = reply;
+    return true;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Index arithmetic (spec §7): positions are free-running u64; all differences wrap mod 2^64.
 // ---------------------------------------------------------------------------------------------
 
@@ -265,13 +275,13 @@ RB_HOST_DEVICE uint32_t rb_slot_of(uint64_t position, uint32_t capacity) {
   return static_cast<uint32_t>(position & (static_cast<uint64_t>(capacity) - 1));
 }
 
-/// Occupied slots between two positions.
+/// Occupied slots between two positions (C1).
 /// @param head the consumer's position
 /// @param tail the producer's position
 /// @return `tail - head` mod 2^64 (at most the capacity while I4 holds)
 RB_HOST_DEVICE uint64_t rb_occupied(uint64_t head, uint64_t tail) { return tail - head; }
 
-/// Free slots between two positions.
+/// Free slots between two positions (P1).
 /// @param head the consumer's position
 /// @param tail the producer's position
 /// @param capacity ring capacity
@@ -293,25 +303,21 @@ RB_HOST_DEVICE uint8_t* rb_slot_ptr(uint8_t* slots, uint32_t slot_size, uint32_t
   return slots + static_cast<uint64_t>(rb_slot_of(position, capacity)) * slot_size;
 }
 
-/// Whether a frame's length fits its slot (C3; otherwise the frame is BAD_FRAME).
-/// @param header the frame header read from the slot
-/// @param slot_size bytes per slot of that ring
-/// @return `header->length <= slot_size - RB_FRAME_HEADER_BYTES`
-RB_HOST_DEVICE bool rb_frame_valid(const rb_frame_header* header, uint32_t slot_size) {
-  return header->length <= slot_size - RB_FRAME_HEADER_BYTES;
-}
+/// Payload bytes a slot holds (Rust: `RingConfig::max_payload`). A frame longer than this is
+/// BAD_FRAME in an input slot (C3) and REPLY_TOO_LARGE for an output slot (K3).
+/// @param slot_size bytes per slot, header included (>= RB_MIN_SLOT_SIZE)
+/// @return `slot_size - RB_FRAME_HEADER_BYTES`
+RB_HOST_DEVICE uint32_t rb_max_payload(uint32_t slot_size) { return slot_size - RB_FRAME_HEADER_BYTES; }
 
 // ---------------------------------------------------------------------------------------------
-// Built-in handlers (spec §13): bit-for-bit the same as crates/ringbridge-core/src/backend/
-// handlers.rs. One thread per message; they also compile as host C++ for cross-checks.
+// Output frames (K3, spec §3.3): what a handler's outcome becomes in its output slot, the same
+// bytes as crates/ringbridge-core/src/backend/handlers.rs writes.
 // ---------------------------------------------------------------------------------------------
 
 /// rb_outcome kind: a reply of `length` bytes was written to the reply area.
 #define RB_OUTCOME_REPLY 0u
 /// rb_outcome kind: the message is rejected; the host gets an error frame.
 #define RB_OUTCOME_ERROR 1u
-/// rb_outcome kind: no frame for this message (thread granularity only; see rb_ring_reserve_warp).
-#define RB_OUTCOME_NO_REPLY 2u
 
 /// What a handler did with one message (Rust: `handlers::Outcome`).
 struct rb_outcome {
@@ -340,17 +346,35 @@ RB_HOST_DEVICE rb_outcome rb_error(uint32_t code, uint32_t detail) {
   return o;
 }
 
-/// Loads a little-endian f32 from a payload.
-/// @param p 4-aligned on the device (slot start is 32-aligned, payload at +16)
-/// @return the value
-RB_HOST_DEVICE float rb_load_f32(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const float*>(p);
-#else
-  float v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-#endif  // __CUDA_ARCH__
+/// K3: writes the header (and for an error, the rb_error_record) of the frame an outcome
+/// becomes. A reply keeps the request's correlation id; an error frame also keeps its type_id.
+/// A reply longer than the slot's payload area becomes ERROR REPLY_TOO_LARGE (detail: length).
+/// @param request the request's header
+/// @param outcome what the handler returned (its reply, if any, is already in the payload area)
+/// @param out_slot the reserved output slot (header at 0, payload at 16)
+/// @param out_slot_size bytes per output slot
+/// @return the error code of the frame written (0 for a reply)
+RB_HOST_DEVICE uint32_t rb_complete_frame(const rb_frame_header* request, rb_outcome outcome,
+                                          uint8_t* out_slot, uint32_t out_slot_size) {
+  if (outcome.kind == RB_OUTCOME_REPLY && outcome.length > rb_max_payload(out_slot_size)) {
+    outcome = rb_error(RB_KERNEL_ERROR_REPLY_TOO_LARGE, outcome.length);
+  }
+  rb_frame_header* h = reinterpret_cast<rb_frame_header*>(out_slot);
+  if (outcome.kind == RB_OUTCOME_REPLY) {
+    h->length = outcome.length;
+    h->type_id = static_cast<uint16_t>(outcome.type_id);
+    h->flags = 0;
+    h->correlation_id = request->correlation_id;
+    return RB_KERNEL_ERROR_NONE;
+  }
+  rb_error_record* r = reinterpret_cast<rb_error_record*>(out_slot + RB_FRAME_HEADER_BYTES);
+  r->code = outcome.code;
+  r->detail = outcome.detail;
+  h->length = RB_ERROR_RECORD_BYTES;
+  h->type_id = request->type_id;
+  h->flags = RB_FLAG_ERROR;
+  h->correlation_id = request->correlation_id;
+  return outcome.code;
 }
 
 /// Stores a little-endian f32 into a reply.
@@ -364,46 +388,9 @@ RB_HOST_DEVICE void rb_store_f32(uint8_t* p, float v) {
 #endif  // __CUDA_ARCH__
 }
 
-/// Copies payload bytes, 16 at a time where both sides allow it.
-/// @param dst destination (a payload area: 16-aligned on the device)
-/// @param src source (a payload area: 16-aligned on the device)
-/// @param n bytes
-RB_HOST_DEVICE void rb_copy_bytes(uint8_t* dst, const uint8_t* src, uint32_t n) {
-#if defined(__CUDA_ARCH__)
-  uint32_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    *reinterpret_cast<uint4*>(dst + i) = *reinterpret_cast<const uint4*>(src + i);
-  }
-  for (; i < n; ++i) dst[i] = src[i];
-#else
-  if (n != 0) std::memcpy(dst, src, n);
-#endif  // __CUDA_ARCH__
-}
-
-/// Echo: replies with the request's payload and type.
-/// @param request the request's header
-/// @param payload the request's payload (`request->length` bytes)
-/// @param reply the output slot's payload area
-/// @param reply_capacity bytes of `reply` (output slot size - 16)
-/// @return REPLY, or ERROR REPLY_TOO_LARGE with the payload length as detail
-RB_HOST_DEVICE rb_outcome rb_handle_echo(const rb_frame_header* request, const uint8_t* payload,
-                                         uint8_t* reply, uint32_t reply_capacity) {
-  const uint32_t n = request->length;
-  if (n > reply_capacity) return rb_error(RB_KERNEL_ERROR_REPLY_TOO_LARGE, n);
-  rb_copy_bytes(reply, payload, n);
-  return rb_reply(request->type_id, n);
-}
-
-/// Saxpy: payload `a: f32, x: [f32; n], y: [f32; n]`; reply `r[i] = fmaf(a, x[i], y[i])`.
-/// One rounding per element, so the bits equal Rust's `f32::mul_add`.
-/// @param request the request's header
-/// @param payload the request's payload (`request->length` bytes)
-/// @param reply the output slot's payload area
-/// @param reply_capacity bytes of `reply`
-/// @return REPLY of 4n bytes; ERROR BAD_PAYLOAD (detail: length) unless length = 4 + 8n;
-///         ERROR REPLY_TOO_LARGE (detail: 4n) if the reply does not fit
-/// One saxpy element: `fmaf(a, x, y)`, one rounding, with any NaN result made the canonical
-/// quiet NaN 0x7fffffff so every backend answers the same bits (GPUs do not propagate payloads).
+/// One saxpy element: `fmaf(a, x, y)`, one rounding (the bits of Rust's `f32::mul_add`), with
+/// any NaN result made the canonical quiet NaN 0x7fffffff so every backend answers the same bits
+/// (GPUs do not propagate payloads).
 /// @param a the scale
 /// @param x the x element
 /// @param y the y element
@@ -416,73 +403,33 @@ RB_HOST_DEVICE float rb_saxpy_element(float a, float x, float y) {
   if (r != r) {
     const uint32_t bits = 0x7fffffffu;
     float nan;
-    memcpy(&nan, &bits, sizeof nan);
+    std::memcpy(&nan, &bits, sizeof nan);
     return nan;
   }
   return r;
 #endif  // __CUDACC__ || __CUDACC_RTC__
 }
 
-RB_HOST_DEVICE rb_outcome rb_handle_saxpy(const rb_frame_header* request, const uint8_t* payload,
-                                          uint8_t* reply, uint32_t reply_capacity) {
-  const uint32_t len = request->length;
-  if (len < 4 || (len - 4) % 8 != 0) return rb_error(RB_KERNEL_ERROR_BAD_PAYLOAD, len);
-  const uint32_t n = (len - 4) / 8;
-  if (n * 4 > reply_capacity) return rb_error(RB_KERNEL_ERROR_REPLY_TOO_LARGE, n * 4);
-  const float a = rb_load_f32(payload);
-  const uint8_t* x = payload + 4;
-  const uint8_t* y = payload + 4 + 4 * n;
-  for (uint32_t i = 0; i < n; ++i) {
-    rb_store_f32(reply + 4 * i, rb_saxpy_element(a, rb_load_f32(x + 4 * i), rb_load_f32(y + 4 * i)));
-  }
-  return rb_reply(request->type_id, n * 4);
-}
-
-/// K3: turns a handler's outcome into the frame staged in the output slot. A reply keeps the
-/// request's correlation id; an error frame also keeps its type_id and carries an rb_error_record.
-/// A reply longer than the slot's payload area becomes ERROR REPLY_TOO_LARGE (detail: length).
-/// @param request the request's header
-/// @param outcome what the handler returned (its reply, if any, is already in the payload area)
-/// @param out_slot the reserved output slot (header at 0, payload at 16)
-/// @param out_slot_size bytes per output slot
-/// @return the error code the caller must record with rb_record_error (0 for a reply or
-///         NO_REPLY); for NO_REPLY nothing is written and the slot must not be pushed
-RB_HOST_DEVICE uint32_t rb_complete_frame(const rb_frame_header* request, rb_outcome outcome,
-                                          uint8_t* out_slot, uint32_t out_slot_size) {
-  const uint32_t capacity = out_slot_size - RB_FRAME_HEADER_BYTES;
-  if (outcome.kind == RB_OUTCOME_REPLY && outcome.length > capacity) {
-    outcome = rb_error(RB_KERNEL_ERROR_REPLY_TOO_LARGE, outcome.length);
-  }
-  rb_frame_header* h = reinterpret_cast<rb_frame_header*>(out_slot);
-  if (outcome.kind == RB_OUTCOME_REPLY) {
-    h->length = outcome.length;
-    h->type_id = static_cast<uint16_t>(outcome.type_id);
-    h->flags = 0;
-    h->correlation_id = request->correlation_id;
-    return RB_KERNEL_ERROR_NONE;
-  }
-  if (outcome.kind == RB_OUTCOME_ERROR) {
-    rb_error_record* r = reinterpret_cast<rb_error_record*>(out_slot + RB_FRAME_HEADER_BYTES);
-    r->code = outcome.code;
-    r->detail = outcome.detail;
-    h->length = RB_ERROR_RECORD_BYTES;
-    h->type_id = request->type_id;
-    h->flags = RB_FLAG_ERROR;
-    h->correlation_id = request->correlation_id;
-    return outcome.code;
-  }
-  return RB_KERNEL_ERROR_NONE;
-}
-
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 
 // ---------------------------------------------------------------------------------------------
-// System-scope loads and stores (spec §5). The region may be mapped host memory, so every access
-// to an index or command word is .sys: a .gpu-scope operation does not order against the CPU.
-// The "memory" clobber keeps the compiler from moving slot accesses across them.
+// Atomics and fences: the one family. Name: rb_<op>_<order>_<scope>_<type>, where
+//  - op: ld, st, fence, or a read-modify-write (cas, add, max, exch);
+//  - order: relaxed, acquire, release, acq_rel, sc;
+//  - scope: sys (the peer may be a CPU thread or a copy engine: every control-block word, index
+//    and command, since the region is host memory mapped into the GPU) or gpu (the peer is
+//    another block of this kernel: rb_grid only; .gpu does not order against the CPU).
+// Each is one instruction; the "memory" clobber keeps the compiler from moving slot accesses
+// across it. A relaxed load followed by rb_fence_acq_rel_sys is an acquire (the PTX fence
+// pattern), which lets one round trip across PCIe serve as both poll and acquire.
+// The sys helpers take the control block's uint64_t; the gpu ones unsigned long long, the type
+// of CUDA's atomicCAS/atomicAdd that rb_grid's words also serve (the same type under NVRTC,
+// `unsigned long` vs `unsigned long long` under nvcc's <cstdint>).
 // ---------------------------------------------------------------------------------------------
 
-/// Relaxed system-scope load (the spin part of P2/C2; command and status words).
+/// ld.relaxed.sys u64: polls of the command pair and the input tail (K1, C2: made acquires by
+/// rb_fence_acq_rel_sys) and of the output head in the K4 wait; the kernel's own indices at
+/// start (I1: it is their only writer).
 /// @param p a global (device, mapped or managed) address
 /// @return the value
 RB_DEVICE uint64_t rb_ld_relaxed_sys_u64(const uint64_t* p) {
@@ -491,7 +438,8 @@ RB_DEVICE uint64_t rb_ld_relaxed_sys_u64(const uint64_t* p) {
   return v;
 }
 
-/// Relaxed system-scope load of a 32-bit word.
+/// ld.relaxed.sys u32: the kernel's own error words at start (§12, I1); a worker block's watch
+/// of `terminate` (it only leaves on ABANDON, and reads nothing the host wrote before it).
 /// @param p a global address
 /// @return the value
 RB_DEVICE uint32_t rb_ld_relaxed_sys_u32(const uint32_t* p) {
@@ -500,7 +448,8 @@ RB_DEVICE uint32_t rb_ld_relaxed_sys_u32(const uint32_t* p) {
   return v;
 }
 
-/// Acquire system-scope load (P2, C2, K1): slot reads after it see what the releasing side wrote.
+/// ld.acquire.sys u64: P2, the output head, pairs with the consumer's C4 release (the host's,
+/// or a route's next stage); C2, the input tail (DRAIN's re-read), pairs with the producer's P4.
 /// @param p a global address
 /// @return the value
 RB_DEVICE uint64_t rb_ld_acquire_sys_u64(const uint64_t* p) {
@@ -509,48 +458,161 @@ RB_DEVICE uint64_t rb_ld_acquire_sys_u64(const uint64_t* p) {
   return v;
 }
 
-/// Acquire system-scope load of a 32-bit word (K1: `terminate`, `active`).
-/// @param p a global address
-/// @return the value
-RB_DEVICE uint32_t rb_ld_acquire_sys_u32(const uint32_t* p) {
-  uint32_t v;
-  asm volatile("ld.acquire.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-/// Release system-scope store (P4, C4): the slot accesses before it happen before the peer's
-/// acquire that observes the value.
-/// @param p a global address
-/// @param v the value
-RB_DEVICE void rb_st_release_sys_u64(uint64_t* p, uint64_t v) {
-  asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-
-/// Release system-scope store of a 32-bit word (K8: `state`; `error_count`).
-/// @param p a global address
-/// @param v the value
-RB_DEVICE void rb_st_release_sys_u32(uint32_t* p, uint32_t v) {
-  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
-
-/// Relaxed system-scope store of a 32-bit word (`error_code`).
+/// st.relaxed.sys u32: `error_code` (§12), published by the release of `error_count` after it.
 /// @param p a global address
 /// @param v the value
 RB_DEVICE void rb_st_relaxed_sys_u32(uint32_t* p, uint32_t v) {
   asm volatile("st.relaxed.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
-/// Relaxed system-scope store of a 64-bit word (statistics: `messages_processed`, `last_activity`).
+/// st.relaxed.sys u64: K5's statistics, `messages_processed` and `last_activity`.
 /// @param p a global address
 /// @param v the value
 RB_DEVICE void rb_st_relaxed_sys_u64(uint64_t* p, uint64_t v) {
   asm volatile("st.relaxed.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
 }
 
-/// Acquire-release system-scope fence. After relaxed polls that saw an index or command move,
-/// it makes those loads acquires (relaxed load + fence = acquire pattern, spec §5 C2/K1) without
-/// loading the word again, which would cost another PCIe round trip on `mapped`.
+/// st.release.sys u32: `error_count` (§12; a host that acquires the count sees the code) and
+/// K8's `state` (a host that acquires TERMINATED sees every index and counter before it).
+/// @param p a global address
+/// @param v the value
+RB_DEVICE void rb_st_release_sys_u32(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.sys.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/// st.release.sys u64: P4, the output tail, pairs with the consumer's C2 acquire; C4, the input
+/// head, pairs with the producer's P2 acquire (K5, K6).
+/// @param p a global address
+/// @param v the value
+RB_DEVICE void rb_st_release_sys_u64(uint64_t* p, uint64_t v) {
+  asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// fence.acq_rel.sys: after relaxed polls that saw the commands or the input tail move, makes
+/// those loads acquires (K1 with the host's H5 release of terminate, C2 with its P4) without
+/// loading the words again, which would cost another PCIe round trip on `mapped`; before a
+/// block's relaxed add to rb_grid.done, makes it a release of the block's output slot writes
+/// (P3 before the poller's P4).
 RB_DEVICE void rb_fence_acq_rel_sys() { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
+
+/// fence.sc.sys: K8, after the release of `state` (spec §5.1: every state change is a release
+/// then a SeqCst fence); K5, before the release of the output tail, so that the round's slot
+/// writes by every block are performed system-wide (P4).
+RB_DEVICE void rb_fence_sc_sys() { asm volatile("fence.sc.sys;" ::: "memory"); }
+
+/// ld.relaxed.gpu u64: rb_grid's claim position and round fields, ordered by the acquire of
+/// avail_end before them.
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE unsigned long long rb_ld_relaxed_gpu_u64(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// ld.relaxed.gpu u32: rb_grid's chunk size and exit flag.
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE uint32_t rb_ld_relaxed_gpu_u32(const uint32_t* p) {
+  uint32_t v;
+  asm volatile("ld.relaxed.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// ld.acquire.gpu u64: a block's read of rb_grid.avail_end pairs with the poller's release of
+/// it (the round's fields and input slots); the poller's read of rb_grid.done pairs with the
+/// blocks' fence and add (their output slots).
+/// @param p an rb_grid word
+/// @return the value
+RB_DEVICE unsigned long long rb_ld_acquire_gpu_u64(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.acquire.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+
+/// st.relaxed.gpu u64: the poller's round fields and claim position, published by the release
+/// of avail_end after them.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_relaxed_gpu_u64(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// st.relaxed.gpu u32: the poller's chunk size, published by the release of avail_end.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_relaxed_gpu_u32(uint32_t* p, uint32_t v) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/// st.release.gpu u64: rb_grid.avail_end, the end of a grid round; pairs with the blocks'
+/// acquire in their claims.
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_release_gpu_u64(unsigned long long* p, unsigned long long v) {
+  asm volatile("st.release.gpu.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
+}
+
+/// st.release.gpu u32: rb_grid.exit, set before TERMINATED (K8).
+/// @param p an rb_grid word
+/// @param v the value
+RB_DEVICE void rb_st_release_gpu_u32(uint32_t* p, uint32_t v) {
+  asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/// Relaxed gpu-scope compare-and-swap (CUDA's atomicCAS): a block's claim of a chunk.
+/// @param p an rb_grid word
+/// @param expected the value the claim was computed from
+/// @param desired the new claim position
+/// @return the value before (the claim succeeded if it equals `expected`)
+RB_DEVICE unsigned long long rb_cas_relaxed_gpu_u64(unsigned long long* p, unsigned long long expected,
+                                                    unsigned long long desired) {
+  return atomicCAS(p, expected, desired);
+}
+
+/// Relaxed gpu-scope add (CUDA's atomicAdd): rb_grid.done after rb_fence_acq_rel_sys.
+/// @param p an rb_grid word
+/// @param v the addend
+/// @return the value before
+RB_DEVICE unsigned long long rb_add_relaxed_gpu_u64(unsigned long long* p, unsigned long long v) {
+  return atomicAdd(p, v);
+}
+
+/// Relaxed gpu-scope add (CUDA's atomicAdd): error counts, a block's (shared memory) and the
+/// grid round's; read after a barrier or the acquire of rb_grid.done.
+/// @param p a shared or rb_grid word
+/// @param v the addend
+/// @return the value before
+RB_DEVICE uint32_t rb_add_relaxed_gpu_u32(uint32_t* p, uint32_t v) { return atomicAdd(p, v); }
+
+/// Relaxed gpu-scope max (CUDA's atomicMax): error keys, a block's (shared memory) and the grid
+/// round's; read like the counts.
+/// @param p a shared or rb_grid word
+/// @param v the candidate
+/// @return the value before
+RB_DEVICE unsigned long long rb_max_relaxed_gpu_u64(unsigned long long* p, unsigned long long v) {
+  return atomicMax(p, v);
+}
+
+/// Relaxed gpu-scope exchange (CUDA's atomicExch): the poller takes and resets the round's
+/// error key after its acquire of rb_grid.done.
+/// @param p an rb_grid word
+/// @param v the new value
+/// @return the value before
+RB_DEVICE unsigned long long rb_exch_relaxed_gpu_u64(unsigned long long* p, unsigned long long v) {
+  return atomicExch(p, v);
+}
+
+/// Relaxed gpu-scope exchange of a 32-bit word: the round's error count, as the key.
+/// @param p an rb_grid word
+/// @param v the new value
+/// @return the value before
+RB_DEVICE uint32_t rb_exch_relaxed_gpu_u32(uint32_t* p, uint32_t v) { return atomicExch(p, v); }
+
+// ---------------------------------------------------------------------------------------------
+// Slot loads and the clock. Slot accesses are weak (no order, no scope): the index acquire
+// before them or release after them orders them (C3, P3).
+// ---------------------------------------------------------------------------------------------
 
 /// Loads 16 bytes of a slot, caching in L2 only. On `dma` the copy engine writes input slots
 /// into device memory behind the SMs' L1, so slot loads must not hit a line cached on an earlier
@@ -574,10 +636,6 @@ RB_DEVICE uint32_t rb_ld_slot_u32(const uint8_t* p) {
   return v;
 }
 
-/// Sequentially consistent system-scope fence (K7, K8, D1): orders an index store before a later
-/// load of the host's flag, the device half of the §8 handshake.
-RB_DEVICE void rb_fence_sc_sys() { asm volatile("fence.sc.sys;" ::: "memory"); }
-
 /// Global timer in nanoseconds (for `last_activity`).
 /// @return the GPU's %globaltimer
 RB_DEVICE uint64_t rb_now_ns() {
@@ -586,73 +644,43 @@ RB_DEVICE uint64_t rb_now_ns() {
   return t;
 }
 
-/// Back-off for poll number `round` of a wait: spin at first, then sleep up to ~1 µs, so an
-/// idle kernel does not saturate PCIe with polls of mapped memory.
-/// @param round zero-based poll count
-RB_DEVICE void rb_pause(uint32_t round) {
-  if (round >= 64) __nanosleep(round < 1024 ? round : 1024);
-}
-
-/// Lane index within the warp.
-/// @return 0..31
-RB_DEVICE uint32_t rb_lane_id() {
-  uint32_t lane;
-  asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
-  return lane;
-}
-
-/// Lanes below this one.
-/// @return the %lanemask_lt bit mask
-RB_DEVICE uint32_t rb_lanemask_lt() {
-  uint32_t mask;
-  asm volatile("mov.u32 %0, %%lanemask_lt;" : "=r"(mask));
-  return mask;
-}
-
 // ---------------------------------------------------------------------------------------------
-// Status words (spec §12). The kernel is the single writer of the status line (I1), so a load
-// followed by a store is not a lost update; there is no RMW across PCIe (no host-native atomics).
-// Exactly one thread of the kernel may write them: use the _warp form or elect a thread.
+// Status words (spec §12, K8). The kernel is the single writer of the status line (I1), so it
+// keeps its own copy of the error words and stores them without a read-modify-write (there is
+// none across PCIe, no host-native atomics). One thread of the kernel writes them (the poller).
 // ---------------------------------------------------------------------------------------------
 
-/// Records one kernel-level error: the first code wins, every error is counted.
+/// The kernel's copy of its error words, so recording an error loads nothing across PCIe.
+struct rb_errors {
+  uint32_t count;  ///< `error_count` as last stored
+  bool code_set;   ///< `error_code != RB_KERNEL_ERROR_NONE`
+};
+
+/// Reads the error words the control block holds (a relaunch resumes them).
 /// @param cb the control block
-/// @param code RB_KERNEL_ERROR_* or a handler code >= 256 (not 0)
-RB_DEVICE void rb_record_error(rb_control_block* cb, uint32_t code) {
-  if (rb_ld_relaxed_sys_u32(&cb->error_code) == RB_KERNEL_ERROR_NONE) {
+/// @return the kernel's copy
+RB_DEVICE rb_errors rb_load_errors(rb_control_block* cb) {
+  rb_errors e;
+  // Relaxed: this kernel is their only writer (I1).
+  e.code_set = rb_ld_relaxed_sys_u32(&cb->error_code) != RB_KERNEL_ERROR_NONE;
+  e.count = rb_ld_relaxed_sys_u32(&cb->error_count);
+  return e;
+}
+
+/// record_error (§12) for `n` errors at once: `code` becomes `error_code` unless one is already
+/// recorded (the first code wins); every error is counted.
+/// @param cb the control block
+/// @param e the kernel's copy of the error words (from rb_load_errors)
+/// @param code RB_KERNEL_ERROR_* or a handler code >= 256 (not 0): the earliest of the `n`
+/// @param n errors to count (not 0)
+RB_DEVICE void rb_record_error(rb_control_block* cb, rb_errors* e, uint32_t code, uint32_t n) {
+  if (!e->code_set) {
     rb_st_relaxed_sys_u32(&cb->error_code, code);
+    e->code_set = true;
   }
-  const uint32_t count = rb_ld_relaxed_sys_u32(&cb->error_count);
-  // ORDERING: release, as Rust's record_error: a host that acquires the count sees the code.
-  rb_st_release_sys_u32(&cb->error_count, count + 1);
-}
-
-/// Records the errors of a converged warp with one writer (lane 0). The lowest lane's code is
-/// the one considered for `error_code`; every lane with a code is counted.
-/// @param cb the control block
-/// @param code this lane's error code, or 0 for none
-RB_DEVICE void rb_record_error_warp(rb_control_block* cb, uint32_t code) {
-  const uint32_t mask = __ballot_sync(0xffffffffu, code != 0);
-  if (mask == 0) return;
-  const uint32_t first = __shfl_sync(0xffffffffu, code, __ffs(mask) - 1);
-  if (rb_lane_id() == 0) {
-    if (rb_ld_relaxed_sys_u32(&cb->error_code) == RB_KERNEL_ERROR_NONE) {
-      rb_st_relaxed_sys_u32(&cb->error_code, first);
-    }
-    const uint32_t count = rb_ld_relaxed_sys_u32(&cb->error_count);
-    // ORDERING: release, as rb_record_error.
-    rb_st_release_sys_u32(&cb->error_count, count + __popc(mask));
-  }
-}
-
-/// K7: after publishing (K5, K6), tells whether the host sleeps on the doorbell.
-/// @param cb the control block
-/// @return true if `host_waiting != 0`: the backend's host thread must ring the doorbell
-RB_DEVICE bool rb_host_waiting(rb_control_block* cb) {
-  // ORDERING: (K7) SC fence between our index stores and the load of host_waiting; pairs with
-  // the host's SC store of host_waiting and re-check of the index (H7).
-  rb_fence_sc_sys();
-  return rb_ld_relaxed_sys_u32(&cb->host_waiting) != 0;
+  e->count += n;
+  // ORDERING: (§12) release: a host that acquires the count sees the code stored before it.
+  rb_st_release_sys_u32(&cb->error_count, e->count);
 }
 
 /// K8: publishes a new kernel state.
@@ -660,257 +688,9 @@ RB_DEVICE bool rb_host_waiting(rb_control_block* cb) {
 /// @param state RB_STATE_*
 RB_DEVICE void rb_set_state(rb_control_block* cb, uint32_t state) {
   // ORDERING: (K8) release: a host that acquires `state` sees every index and counter written
-  // before it (TERMINATED is final).
+  // before it (TERMINATED is final); then the SeqCst fence of every state change (§5.1).
   rb_st_release_sys_u32(&cb->state, state);
   rb_fence_sc_sys();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ring ends (spec §5). Field names follow ring.rs: `next` counts staged or consumed frames,
-// `published`/`released` is the last value stored to the owned index, `cached_*` is the possibly
-// stale copy of the peer's index (it only grows, so a stale copy is always safe to act on).
-// ---------------------------------------------------------------------------------------------
-
-/// The kernel's reading end of a ring (the input ring): writes `head` only (I1).
-struct rb_consumer {
-  uint8_t* slots;         ///< slot array as the kernel sees it (`input_buffer`)
-  uint64_t* head;         ///< index this end writes
-  const uint64_t* tail;   ///< index the producer writes
-  uint32_t capacity;      ///< slots (a power of two)
-  uint32_t slot_size;     ///< bytes per slot, header included
-  uint64_t next;          ///< next position to read, consumed-but-unreleased included
-  uint64_t released;      ///< last value stored to `head`
-  uint64_t cached_tail;   ///< possibly stale copy of `tail`
-};
-
-/// The kernel's writing end of a ring (the output ring): writes `tail` only (I1).
-struct rb_producer {
-  uint8_t* slots;         ///< slot array as the kernel sees it (`output_buffer`)
-  uint64_t* tail;         ///< index this end writes
-  const uint64_t* head;   ///< index the consumer writes
-  uint32_t capacity;      ///< slots (a power of two)
-  uint32_t slot_size;     ///< bytes per slot, header included
-  uint64_t next;          ///< next position to write, staged frames included
-  uint64_t published;     ///< last value stored to `tail`
-  uint64_t cached_head;   ///< possibly stale copy of `head`
-};
-
-/// Takes the consumer role of the input ring, resuming from its current indices.
-/// @param cb the control block (setup line written before launch, L1)
-/// @return the consumer end
-RB_DEVICE rb_consumer rb_input_consumer(rb_control_block* cb) {
-  rb_consumer c;
-  c.slots = reinterpret_cast<uint8_t*>(cb->input_buffer);
-  c.head = &cb->input_head;
-  // The setup line's addresses, not the fields: on dma the tail is a device word (v2), and the
-  // kernel must read where the host pointed it.
-  c.tail = reinterpret_cast<const uint64_t*>(cb->input_tail_addr);
-  c.capacity = cb->input_capacity;
-  c.slot_size = cb->input_slot_size;
-  // Relaxed: we are the only writer of head (I1).
-  c.next = rb_ld_relaxed_sys_u64(c.head);
-  c.released = c.next;
-  // ORDERING: (C2) acquire pairs with the producer's release of tail (P4).
-  c.cached_tail = rb_ld_acquire_sys_u64(c.tail);
-  return c;
-}
-
-/// Takes the producer role of the output ring, resuming from its current indices.
-/// @param cb the control block
-/// @return the producer end
-RB_DEVICE rb_producer rb_output_producer(rb_control_block* cb) {
-  rb_producer p;
-  p.slots = reinterpret_cast<uint8_t*>(cb->output_buffer);
-  p.tail = reinterpret_cast<uint64_t*>(cb->output_tail_addr);
-  p.head = reinterpret_cast<const uint64_t*>(cb->output_head_addr);  // v3: a route's next stage
-  p.capacity = cb->output_capacity;
-  p.slot_size = cb->output_slot_size;
-  // Relaxed: we are the only writer of tail (I1).
-  p.next = rb_ld_relaxed_sys_u64(p.tail);
-  p.published = p.next;
-  // ORDERING: (P2) acquire pairs with the consumer's release of head (C4).
-  p.cached_head = rb_ld_acquire_sys_u64(p.head);
-  return p;
-}
-
-/// C1–C2 (thread): published frames not yet consumed. While the cached tail shows fewer than
-/// `wanted`, polls `tail` with relaxed loads, then takes one acquire load before any slot read.
-/// @param c the consumer end
-/// @param wanted frames the caller wants
-/// @param polls most relaxed polls (0: one acquire reload, no wait; RB_SPIN_LIMIT for a
-///        bounded wait)
-/// @param cb control block to record RB_KERNEL_ERROR_SPIN_TIMEOUT in when the polls run out,
-///        or nullptr when running out is not an error (an idle wait that re-checks commands)
-/// @return frames available (fewer than `wanted` only if the polls ran out)
-RB_DEVICE uint64_t rb_ring_available(rb_consumer* c, uint64_t wanted, uint32_t polls,
-                                     rb_control_block* cb) {
-  uint64_t n = rb_occupied(c->next, c->cached_tail);
-  if (n >= wanted) return n;
-  for (uint32_t i = 0; i < polls; ++i) {
-    if (rb_occupied(c->next, rb_ld_relaxed_sys_u64(c->tail)) >= wanted) break;
-    rb_pause(i);
-  }
-  // ORDERING: (C2) acquire pairs with the producer's release of tail (P4): the slots it
-  // published are visible to the reads that follow (and to the warp after rb_*_warp's sync).
-  c->cached_tail = rb_ld_acquire_sys_u64(c->tail);
-  n = rb_occupied(c->next, c->cached_tail);
-  if (n < wanted && polls != 0 && cb != nullptr) rb_record_error(cb, RB_KERNEL_ERROR_SPIN_TIMEOUT);
-  return n;
-}
-
-/// P1–P2 (thread): free slots. While the cached head shows fewer than `wanted`, polls `head`
-/// with relaxed loads, then takes one acquire load before any slot is overwritten.
-/// @param p the producer end
-/// @param wanted slots the caller wants
-/// @param polls most relaxed polls (0: one acquire reload, no wait)
-/// @param cb control block for SPIN_TIMEOUT, or nullptr (see rb_ring_available)
-/// @return free slots (fewer than `wanted` only if the polls ran out)
-RB_DEVICE uint64_t rb_ring_free(rb_producer* p, uint64_t wanted, uint32_t polls,
-                                rb_control_block* cb) {
-  uint64_t n = rb_free(p->cached_head, p->next, p->capacity);
-  if (n >= wanted) return n;
-  for (uint32_t i = 0; i < polls; ++i) {
-    if (rb_free(rb_ld_relaxed_sys_u64(p->head), p->next, p->capacity) >= wanted) break;
-    rb_pause(i);
-  }
-  // ORDERING: (P2) acquire pairs with the consumer's release of head (C4): its reads of the
-  // slots we are about to reuse happened before.
-  p->cached_head = rb_ld_acquire_sys_u64(p->head);
-  n = rb_free(p->cached_head, p->next, p->capacity);
-  if (n < wanted && polls != 0 && cb != nullptr) rb_record_error(cb, RB_KERNEL_ERROR_SPIN_TIMEOUT);
-  return n;
-}
-
-/// C3 (thread): consumes the next frame. The slot stays this end's until rb_ring_release (I3).
-/// The caller checks rb_frame_valid; an invalid frame is still consumed and answered with a BAD_FRAME error frame (I6).
-/// @param c the consumer end
-/// @return the slot (header at 0, payload at 16), or nullptr if the ring is empty
-RB_DEVICE const uint8_t* rb_ring_pop(rb_consumer* c) {
-  if (rb_ring_available(c, 1, 0, nullptr) == 0) return nullptr;
-  // SAFETY: (I3) available >= 1 means `next` lies in [head, tail), tail acquired (C2).
-  const uint8_t* slot = rb_slot_ptr(c->slots, c->slot_size, c->capacity, c->next);
-  c->next += 1;
-  return slot;
-}
-
-/// C4 (thread): hands every consumed slot back to the producer with one store of `head`.
-/// @param c the consumer end
-RB_DEVICE void rb_ring_release(rb_consumer* c) {
-  if (c->next == c->released) return;
-  // ORDERING: (C4) release: our reads of the slots happen before the producer's acquire of
-  // head (P2) that lets it overwrite them.
-  rb_st_release_sys_u64(c->head, c->next);
-  c->released = c->next;
-}
-
-/// P1–P2 (thread): the slot the next frame goes to, without staging it.
-/// @param p the producer end
-/// @return the slot at `next` (write header and payload, then rb_ring_push), or nullptr if full
-RB_DEVICE uint8_t* rb_ring_reserve(rb_producer* p) {
-  if (rb_ring_free(p, 1, 0, nullptr) == 0) return nullptr;
-  // SAFETY: (I2) free >= 1 means `next` lies in [tail, head + capacity): released by the
-  // consumer (P2 acquired head), unread until we publish past it.
-  return rb_slot_ptr(p->slots, p->slot_size, p->capacity, p->next);
-}
-
-/// P3 (thread): stages the frame written into the slot rb_ring_reserve returned.
-/// @param p the producer end
-RB_DEVICE void rb_ring_push(rb_producer* p) { p->next += 1; }
-
-/// P4 (thread): makes every staged frame visible with one store of `tail`.
-/// @param p the producer end
-RB_DEVICE void rb_ring_publish(rb_producer* p) {
-  if (p->next == p->published) return;
-  // ORDERING: (P4) release: the slot writes above happen before a consumer's acquire of tail
-  // (C2) that observes this value.
-  rb_st_release_sys_u64(p->tail, p->next);
-  p->published = p->next;
-}
-
-/// C1–C2 (warp): rb_ring_available done by lane 0 and broadcast, keeping the copies identical.
-/// @param c the consumer end (identical on every lane)
-/// @param wanted frames the caller wants
-/// @param polls most relaxed polls
-/// @param cb control block for SPIN_TIMEOUT, or nullptr
-/// @return frames available, the same on every lane
-RB_DEVICE uint64_t rb_ring_available_warp(rb_consumer* c, uint64_t wanted, uint32_t polls,
-                                          rb_control_block* cb) {
-  uint64_t n = 0;
-  if (rb_lane_id() == 0) n = rb_ring_available(c, wanted, polls, cb);
-  c->cached_tail = __shfl_sync(0xffffffffu, c->cached_tail, 0);
-  // Lane 0's acquire (C2) reaches the other lanes' slot reads through this warp barrier.
-  __syncwarp();
-  return __shfl_sync(0xffffffffu, n, 0);
-}
-
-/// P1–P2 (warp): rb_ring_free done by lane 0 and broadcast.
-/// @param p the producer end (identical on every lane)
-/// @param wanted slots the caller wants
-/// @param polls most relaxed polls
-/// @param cb control block for SPIN_TIMEOUT, or nullptr
-/// @return free slots, the same on every lane
-RB_DEVICE uint64_t rb_ring_free_warp(rb_producer* p, uint64_t wanted, uint32_t polls,
-                                     rb_control_block* cb) {
-  uint64_t n = 0;
-  if (rb_lane_id() == 0) n = rb_ring_free(p, wanted, polls, cb);
-  p->cached_head = __shfl_sync(0xffffffffu, p->cached_head, 0);
-  __syncwarp();
-  return __shfl_sync(0xffffffffu, n, 0);
-}
-
-/// C3 (warp): consumes up to `limit` (<= 32) frames, one per lane.
-/// @param c the consumer end (identical on every lane)
-/// @param limit most frames to take, e.g. the free output slots
-/// @param count set on every lane to the frames taken
-/// @return lane i < count gets the slot of position `next + i`; other lanes get nullptr
-RB_DEVICE const uint8_t* rb_ring_pop_warp(rb_consumer* c, uint32_t limit, uint32_t* count) {
-  const uint64_t avail = rb_ring_available_warp(c, 1, 0, nullptr);
-  uint32_t n = avail < limit ? static_cast<uint32_t>(avail) : limit;
-  if (n > 32) n = 32;
-  *count = n;
-  const uint32_t lane = rb_lane_id();
-  // SAFETY: (I3) positions next .. next+n-1 lie in [head, tail); tail acquired by lane 0 (C2).
-  const uint8_t* slot =
-      lane < n ? rb_slot_ptr(c->slots, c->slot_size, c->capacity, c->next + lane) : nullptr;
-  c->next += n;
-  return slot;
-}
-
-/// C4 (warp): every lane's reads of its slot, then lane 0's release of `head`.
-/// @param c the consumer end (identical on every lane)
-RB_DEVICE void rb_ring_release_warp(rb_consumer* c) {
-  // The barrier orders every lane's slot reads before lane 0's release store.
-  __syncwarp();
-  if (rb_lane_id() == 0) rb_ring_release(c);
-  c->released = c->next;
-}
-
-/// P1–P3 (warp): gives each lane with `want` its own slot, in lane order, and stages them. The
-/// caller guarantees that many free slots, e.g. by popping no more frames than
-/// rb_ring_free_warp returned. A lane's `want` must be known before its handler runs (e.g. "the
-/// input frame is valid"), so a handler at warp granularity must answer every valid message:
-/// RB_OUTCOME_NO_REPLY is for thread granularity only.
-/// @param p the producer end (identical on every lane)
-/// @param want whether this lane produces a frame
-/// @return this lane's slot to write, or nullptr if it does not want one
-RB_DEVICE uint8_t* rb_ring_reserve_warp(rb_producer* p, bool want) {
-  const uint32_t mask = __ballot_sync(0xffffffffu, want);
-  const uint32_t rank = __popc(mask & rb_lanemask_lt());
-  // SAFETY: (I2) positions next .. next+popc(mask)-1 lie in [tail, head + capacity): the
-  // caller checked the free count (P2 acquired head).
-  uint8_t* slot = want ? rb_slot_ptr(p->slots, p->slot_size, p->capacity, p->next + rank) : nullptr;
-  p->next += __popc(mask);
-  return slot;
-}
-
-/// P4 (warp): every lane's slot writes, then lane 0's release of `tail`.
-/// @param p the producer end (identical on every lane)
-RB_DEVICE void rb_ring_publish_warp(rb_producer* p) {
-  // The barrier orders every lane's slot writes before lane 0's release store (cumulative at
-  // system scope), so the host's acquire of tail (C2) sees all of them.
-  __syncwarp();
-  if (rb_lane_id() == 0) rb_ring_publish(p);
-  p->published = p->next;
 }
 
 #endif  // __CUDACC__ || __CUDACC_RTC__
