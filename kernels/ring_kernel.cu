@@ -101,7 +101,8 @@ struct rb_commands {
 /// @return the commands
 RB_DEVICE rb_commands rb_poll_commands(const rb_control_block* cb) {
   const uint64_t w = rb_ld_relaxed_sys_u64(reinterpret_cast<const uint64_t*>(&cb->active));
-  const rb_commands c = {static_cast<uint32_t>(w), rb_terminate_command(static_cast<uint32_t>(w >> 32))};
+  const rb_commands c = {static_cast<uint32_t>(w),
+                         rb_terminate_command(static_cast<uint32_t>(w >> 32))};
   return c;
 }
 
@@ -594,7 +595,9 @@ RB_DEVICE void rb_publish_round(rb_control_block* cb, rb_poller& p, uint32_t err
   rb_st_relaxed_sys_u64(&cb->last_activity, rb_now_ns());
   // The round's errors at once: its earliest error's code (if none was recorded before), every
   // error counted.
-  if (err_count != 0) rb_record_error(cb, &p.errors, static_cast<uint32_t>(~err_key & 0xffffffffull), err_count);
+  if (err_count != 0) {
+    rb_record_error(cb, &p.errors, static_cast<uint32_t>(~err_key & 0xffffffffull), err_count);
+  }
   // ORDERING: (P4) the round's slot writes (this block's through bar.sync, other blocks'
   // through their fence and rb_grid.done, acquired) are performed system-wide before the
   // release of the output tail; a host (or the dma bridge) that acquires the tail sees them.

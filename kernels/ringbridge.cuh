@@ -307,7 +307,9 @@ RB_HOST_DEVICE uint8_t* rb_slot_ptr(uint8_t* slots, uint32_t slot_size, uint32_t
 /// BAD_FRAME in an input slot (C3) and REPLY_TOO_LARGE for an output slot (K3).
 /// @param slot_size bytes per slot, header included (>= RB_MIN_SLOT_SIZE)
 /// @return `slot_size - RB_FRAME_HEADER_BYTES`
-RB_HOST_DEVICE uint32_t rb_max_payload(uint32_t slot_size) { return slot_size - RB_FRAME_HEADER_BYTES; }
+RB_HOST_DEVICE uint32_t rb_max_payload(uint32_t slot_size) {
+  return slot_size - RB_FRAME_HEADER_BYTES;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Output frames (K3, spec §3.3): what a handler's outcome becomes in its output slot, the same
@@ -565,7 +567,8 @@ RB_DEVICE void rb_st_release_gpu_u32(uint32_t* p, uint32_t v) {
 /// @param expected the value the claim was computed from
 /// @param desired the new claim position
 /// @return the value before (the claim succeeded if it equals `expected`)
-RB_DEVICE unsigned long long rb_cas_relaxed_gpu_u64(unsigned long long* p, unsigned long long expected,
+RB_DEVICE unsigned long long rb_cas_relaxed_gpu_u64(unsigned long long* p,
+                                                    unsigned long long expected,
                                                     unsigned long long desired) {
   return atomicCAS(p, expected, desired);
 }
