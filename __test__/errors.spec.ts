@@ -228,6 +228,22 @@ const TRIGGERS: Record<RingbridgeErrorCode, Trigger[]> = {
       },
     },
   ],
+  ERR_RINGBRIDGE_RESOURCE_EXHAUSTED: [
+    {
+      name: 'a region larger than memory',
+      cls: RingbridgeError,
+      skip: 'the rings JS can ask for fit a SharedArrayBuffer or a sparse memfd; raised for real by tests/cpu_backend.rs (a region of 2 × 16 TiB)',
+      run: () => undefined,
+    },
+  ],
+  ERR_RINGBRIDGE_OS: [
+    {
+      name: 'a failing system call',
+      cls: RingbridgeError,
+      skip: 'no system call fails on demand from JS; raised for real by tests/isolate.rs (mmap of a read-only file)',
+      run: () => undefined,
+    },
+  ],
   ERR_RINGBRIDGE_CUDA: [
     {
       name: 'a GPU handler that traps',

@@ -5,7 +5,9 @@
  */
 
 /**
- * Every error code, in `docs/errors.md` order (the Rust list must match; a test checks it).
+ * Every error code, in `docs/errors.md` order. A literal list, so that it also makes the
+ * {@link RingbridgeErrorCode} union; `errors.spec.ts` checks it against the native list
+ * (`ErrorCode::ALL`) and the doc table, so none of the three can drift.
  * @example
  * ```ts
  * ERROR_CODES.includes('ERR_RINGBRIDGE_TIMEOUT') // true
@@ -23,6 +25,8 @@ export const ERROR_CODES = [
   'ERR_RINGBRIDGE_UNKNOWN_HANDLER',
   'ERR_RINGBRIDGE_TIMEOUT',
   'ERR_RINGBRIDGE_PROTOCOL',
+  'ERR_RINGBRIDGE_RESOURCE_EXHAUSTED',
+  'ERR_RINGBRIDGE_OS',
   'ERR_RINGBRIDGE_CUDA',
   'ERR_RINGBRIDGE_COMPILE',
   'ERR_RINGBRIDGE_ABORTED',

@@ -19,7 +19,8 @@ pub enum ErrorCode {
     Overflow,
     /// The kernel or runtime is terminated or closed.
     Closed,
-    /// The kernel reported an error (error frame or control-block error word).
+    /// The kernel reported an error (error frame or control-block error word), or died: its
+    /// kernel host process, or the thread that ran or served it.
     KernelError,
     /// The requested backend cannot run on this host.
     BackendUnavailable,
@@ -27,8 +28,13 @@ pub enum ErrorCode {
     UnknownHandler,
     /// A wait ran out of time.
     Timeout,
-    /// The shared memory does not hold what the protocol requires (magic, version, sizes).
+    /// The shared memory does not hold what the protocol requires (magic, version, sizes), or
+    /// the other side (a kernel, a kernel host, its parent) broke the protocol.
     Protocol,
+    /// The system could not provide what an operation needs: memory, a thread, descriptors.
+    ResourceExhausted,
+    /// An operating-system call failed (the message names it and gives the OS's error).
+    Os,
     /// A CUDA driver call failed (or a GPU kernel faulted).
     Cuda,
     /// A kernel did not compile (NVRTC's log is in the message).
@@ -51,6 +57,8 @@ impl ErrorCode {
         ErrorCode::UnknownHandler,
         ErrorCode::Timeout,
         ErrorCode::Protocol,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::Os,
         ErrorCode::Cuda,
         ErrorCode::Compile,
         ErrorCode::Aborted,
@@ -70,6 +78,8 @@ impl ErrorCode {
             ErrorCode::UnknownHandler => "ERR_RINGBRIDGE_UNKNOWN_HANDLER",
             ErrorCode::Timeout => "ERR_RINGBRIDGE_TIMEOUT",
             ErrorCode::Protocol => "ERR_RINGBRIDGE_PROTOCOL",
+            ErrorCode::ResourceExhausted => "ERR_RINGBRIDGE_RESOURCE_EXHAUSTED",
+            ErrorCode::Os => "ERR_RINGBRIDGE_OS",
             ErrorCode::Cuda => "ERR_RINGBRIDGE_CUDA",
             ErrorCode::Compile => "ERR_RINGBRIDGE_COMPILE",
             ErrorCode::Aborted => "ERR_RINGBRIDGE_ABORTED",
@@ -103,8 +113,30 @@ pub enum Error {
         /// Largest payload a slot holds.
         max: usize,
     },
-    /// The memory handed in is not a valid region.
+    /// The memory handed in is not a valid region, or the other side of a ring or of a kernel
+    /// host's control socket broke the protocol. Only that: running out of resources and
+    /// failing system calls have variants of their own.
     Protocol(String),
+    /// The system could not provide something: memory for a region, a thread, a descriptor.
+    ResourceExhausted {
+        /// What was asked for, e.g. "a region of 8192 bytes", "the CPU kernel thread".
+        what: String,
+        /// Why not, e.g. the OS's error text.
+        reason: String,
+    },
+    /// An operating-system call failed.
+    Os {
+        /// The call and its object, e.g. "mmap of the shared region".
+        call: &'static str,
+        /// The OS's error (errno and its text).
+        source: std::io::Error,
+    },
+    /// A thread that runs a kernel (or serves one) panicked outside the handlers, which run
+    /// under `catch_unwind`: the kernel is gone, as when a kernel host process dies.
+    ThreadPanicked {
+        /// Which thread, e.g. "CPU kernel".
+        thread: &'static str,
+    },
     /// The kernel is terminated.
     Closed,
     /// A backend cannot run here.
@@ -167,6 +199,9 @@ impl Error {
             Error::InvalidConfig { .. } => ErrorCode::InvalidArgument,
             Error::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             Error::Protocol(_) => ErrorCode::Protocol,
+            Error::ResourceExhausted { .. } => ErrorCode::ResourceExhausted,
+            Error::Os { .. } => ErrorCode::Os,
+            Error::ThreadPanicked { .. } => ErrorCode::KernelError,
             Error::Closed => ErrorCode::Closed,
             Error::BackendUnavailable { .. } => ErrorCode::BackendUnavailable,
             Error::UnknownHandler { .. } => ErrorCode::UnknownHandler,
@@ -190,6 +225,9 @@ impl fmt::Display for Error {
                 write!(f, "message of {length} bytes exceeds the slot payload of {max} bytes")
             }
             Error::Protocol(why) => write!(f, "protocol violation: {why}"),
+            Error::ResourceExhausted { what, reason } => write!(f, "not enough resources for {what}: {reason}"),
+            Error::Os { call, source } => write!(f, "{call} failed: {source}"),
+            Error::ThreadPanicked { thread } => write!(f, "the {thread} thread panicked"),
             Error::Closed => f.write_str("the kernel is terminated"),
             Error::BackendUnavailable { backend, reason } => {
                 write!(f, "backend '{backend}' is unavailable: {reason}")
@@ -208,4 +246,11 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use ringbridge_core::backend::handlers::{Handler, Outcome};
 use ringbridge_core::backend::Kernel;
 use ringbridge_core::host::Session;
 use ringbridge_core::protocol::{
-    kernel_error, ErrorRecord, FrameHeader, KernelState, RingConfig, FLAG_ERROR, TERMINATE_ABANDON,
+    kernel_error, ErrorRecord, FrameHeader, KernelState, RingConfig, FLAG_ERROR, MAX_CAPACITY, MAX_SLOT_SIZE, TERMINATE_ABANDON,
 };
 use ringbridge_core::ring::{Consumer, PopError, Producer};
 use ringbridge_core::transport::Region;
@@ -371,6 +371,20 @@ fn bad_configurations_give_their_error_codes() {
         assert_eq!(session.launched().backend.name, "cpu");
         assert!(session.launched().backend.reason.contains("cuda unavailable"), "{:?}", session.launched());
     }
+}
+
+#[test]
+fn a_region_larger_than_memory_is_resource_exhausted() {
+    // Two rings of 2^24 slots of 1 MiB: 32 TiB, which Linux's overcommit heuristic (mode 0) and
+    // strict accounting (mode 2) refuse outright. It was PROTOCOL before issue #11. Mode 1
+    // grants any allocation (and the allocator would then zero 32 TiB), so it is skipped there.
+    if std::fs::read_to_string("/proc/sys/vm/overcommit_memory").is_ok_and(|m| m.trim() == "1") {
+        eprintln!("skipped: vm.overcommit_memory = 1 grants any allocation");
+        return;
+    }
+    let largest = RingConfig { capacity: MAX_CAPACITY, slot_size: MAX_SLOT_SIZE };
+    let err = Region::alloc(largest, largest).err().expect("a 32 TiB region allocated");
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted, "{err}");
 }
 
 #[test]

@@ -377,6 +377,7 @@ fn errors_name_what_was_wrong() {
     let ring = RingConfig { capacity: 8, slot_size: 64 };
     let region = Region::alloc(ring, ring).expect("region");
     let err: Error = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![region], Box::new(|| {})).err().expect("spawned over private memory");
-    assert_eq!(err.code(), ErrorCode::Protocol);
+    // A caller's mistake, not memory that breaks the protocol: INVALID_ARGUMENT since issue #11.
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(err.to_string().contains("shared memory"), "{err}");
 }

@@ -113,3 +113,17 @@ fn a_dropped_session_stops_its_host() {
     drop(session);
     assert!(started.elapsed() < LIMIT);
 }
+
+#[test]
+fn a_descriptor_mmap_refuses_is_an_os_error() {
+    // mmap(MAP_SHARED, PROT_WRITE) of a file opened read-only fails with EACCES (root too: it
+    // checks the open mode): a failed system call, named with its errno, not a protocol
+    // violation (it was PROTOCOL before issue #11).
+    let path = std::env::temp_dir().join(format!("ringbridge-read-only-{}", std::process::id()));
+    std::fs::write(&path, [0u8; 4096]).expect("write a page");
+    let file = std::fs::File::open(&path).expect("open read-only");
+    let _ = std::fs::remove_file(&path);
+    let err = ringbridge_core::isolate::shm::SharedMemory::map(file.into()).err().expect("mapped a read-only file for writing");
+    assert_eq!(err.code(), ErrorCode::Os, "{err}");
+    assert!(err.to_string().contains("mmap"), "{err}");
+}

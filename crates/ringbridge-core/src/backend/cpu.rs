@@ -100,7 +100,7 @@ impl CpuKernel {
     /// and the setup line says so (spec §14).
     ///
     /// # Errors
-    /// [`Error::Protocol`] if the thread cannot be spawned.
+    /// [`Error::ResourceExhausted`] if the thread cannot be spawned.
     pub fn launch(
         region: Arc<Region>,
         mut handler: Box<dyn Handler>,
@@ -126,7 +126,7 @@ impl CpuKernel {
                 let cb = kernel_region.control();
                 dispatch::run(cb, input, output, handler.as_mut(), &mut hooks, max_batch.max(1));
             })
-            .map_err(|e| Error::Protocol(format!("cannot spawn the kernel thread: {e}")))?;
+            .map_err(|e| Error::ResourceExhausted { what: "the CPU kernel thread".into(), reason: e.to_string() })?;
         let waker = thread.thread().clone();
         Ok(Self { region, thread: Some(thread), waker, upstream })
     }
@@ -173,7 +173,7 @@ impl Kernel for CpuKernel {
         self.waker.unpark();
         thread
             .join()
-            .map_err(|_| Error::Protocol("the CPU kernel thread panicked outside its handler".into()))
+            .map_err(|_| Error::ThreadPanicked { thread: "CPU kernel" })
     }
 }
 

@@ -365,7 +365,7 @@ impl PreparedKernel {
             thread::Builder::new()
                 .name("ringbridge-cuda-service".into())
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
-                .map_err(|e| Error::Protocol(format!("cannot spawn the service thread: {e}")))?
+                .map_err(|e| Error::ResourceExhausted { what: "the CUDA service thread".into(), reason: e.to_string() })?
         };
         Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, halted: None, transport, shape })
     }
@@ -523,7 +523,7 @@ impl Kernel for CudaKernel {
             }
         }
         self.stop.store(true, Ordering::Release);
-        let served = service.join().unwrap_or_else(|_| Err(Error::Protocol("the CUDA service thread panicked".into())));
+        let served = service.join().unwrap_or(Err(Error::ThreadPanicked { thread: "CUDA service" }));
         if outcome.is_ok() {
             outcome = served;
         }

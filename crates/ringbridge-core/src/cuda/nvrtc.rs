@@ -80,10 +80,17 @@ impl Drop for Program {
 ///
 /// # Errors
 /// [`Error::Compile`] with NVRTC's log (file names and line numbers) when the source does not
-/// compile; [`Error::BackendUnavailable`] without NVRTC.
+/// compile; [`Error::BackendUnavailable`] without NVRTC; [`Error::InvalidConfig`] for a NUL
+/// byte in the source, a header or a name.
 pub fn compile(source: &str, name: &str, headers: &[(&str, &str)], arch: (i32, i32), cubin: bool) -> Result<Image, Error> {
     version()?;
-    let cstr = |s: &str| CString::new(s).map_err(|_| Error::Protocol(format!("NUL byte inside '{name}'")));
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| Error::InvalidConfig {
+            what: format!("the CUDA source '{name}', its headers or options"),
+            value: None,
+            expected: "text without NUL bytes".into(),
+        })
+    };
     let src = cstr(source)?;
     let cname = cstr(name)?;
     let header_texts = headers.iter().map(|(_, t)| cstr(t)).collect::<Result<Vec<_>, _>>()?;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
+use super::os_error;
 use super::shm::SharedMemory;
 use super::wire::{self, tag, LaunchRequest};
 use crate::backend::{self, LaunchSpec};
@@ -65,10 +66,10 @@ pub fn serve(ctl: &OwnedFd) -> Result<(), Error> {
             break;
         }
     }
-    let bell = ctl.try_clone().map_err(|e| Error::Protocol(format!("dup of the control socket failed: {e}")))?;
+    let bell = ctl.try_clone().map_err(os_error("dup of the control socket"))?;
     // A doorbell that finds the socket full is redundant: the parent has doorbells queued.
     let notify = Box::new(move || wire::send_nowait(&bell, &[tag::DOORBELL]));
-    let regions: Result<Vec<_>, Error> = stages.iter().map(|(fd, _)| fd.try_clone().map_err(|e| Error::Protocol(format!("dup of a region descriptor failed: {e}"))).and_then(SharedMemory::map).and_then(Region::attach_shared)).collect();
+    let regions: Result<Vec<_>, Error> = stages.iter().map(|(fd, _)| fd.try_clone().map_err(os_error("dup of a region descriptor")).and_then(SharedMemory::map).and_then(Region::attach_shared)).collect();
     let specs: Vec<LaunchSpec<'_>> = stages.iter().map(|(_, r)| r.spec()).collect();
     let launched = regions.and_then(|mut regions| match specs.len() {
         1 => backend::launch(&specs[0], regions.remove(0), notify).map(|(k, l)| (k, vec![l])),
@@ -112,7 +113,7 @@ fn recv_region(ctl: &OwnedFd) -> Result<OwnedFd, Error> {
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
     let msg = rustix::net::recvmsg(ctl, &mut [std::io::IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)
-        .map_err(|e| Error::Protocol(format!("receiving the region failed: {e}")))?;
+        .map_err(os_error("recvmsg of the region"))?;
     if msg.bytes == 0 {
         return Err(gone("the region"));
     }

@@ -46,6 +46,24 @@ pub mod wire;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::Error;
+
+/// The error of a failed system call `call`: [`Error::ResourceExhausted`] when the system ran
+/// out of something (`ENOMEM`, `ENOSPC`, `EMFILE`, `ENFILE`, `EAGAIN`), [`Error::Os`] with the
+/// errno otherwise. For `map_err`.
+pub(crate) fn os_error<E: Into<std::io::Error>>(call: &'static str) -> impl FnOnce(E) -> Error {
+    use rustix::io::Errno;
+    move |e| {
+        let source: std::io::Error = e.into();
+        match Errno::from_io_error(&source) {
+            Some(Errno::NOMEM | Errno::NOSPC | Errno::MFILE | Errno::NFILE | Errno::AGAIN) => {
+                Error::ResourceExhausted { what: call.to_owned(), reason: source.to_string() }
+            }
+            _ => Error::Os { call, source },
+        }
+    }
+}
+
 /// How to start a kernel host: a program that calls [`child::serve_stdin`].
 ///
 /// Rust programs use the `ringbridge-kernel-host` binary of this crate; the Node.js package runs

@@ -237,12 +237,18 @@ impl ProcessKernel {
     /// [`LAUNCH_STOPPED_LIMIT`] (it is killed).
     pub fn spawn(command: &HostCommand, requests: &[LaunchRequest], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Self, Vec<Launched>), Error> {
         if requests.is_empty() || requests.len() != regions.len() {
-            return Err(Error::Protocol(format!("a kernel host needs one region per launch ({} requests, {} regions)", requests.len(), regions.len())));
+            return Err(Error::InvalidConfig {
+                what: format!("a kernel host launch of {} requests over {} regions", requests.len(), regions.len()),
+                value: None,
+                expected: "one region per launch request, and at least one request".into(),
+            });
         }
         let mut packets = Vec::with_capacity(regions.len());
         for (i, (request, region)) in requests.iter().zip(&regions).enumerate() {
-            let shm = region.shared_memory().ok_or_else(|| {
-                Error::Protocol("a kernel host needs the region in shared memory (Region::alloc_shared)".into())
+            let shm = region.shared_memory().ok_or_else(|| Error::InvalidConfig {
+                what: "the region of a kernel host launch".into(),
+                value: None,
+                expected: "a region in shared memory (Region::alloc_shared)".into(),
             })?;
             let request = LaunchRequest { following: (requests.len() - 1 - i) as u32, ..request.clone() };
             packets.push((shm.fd(), request.encode()?));
@@ -296,7 +302,7 @@ impl ProcessKernel {
             thread::Builder::new()
                 .name("ringbridge-kernel-host-reader".into())
                 .spawn(move || read_reports(&ctl, &host, &tx, &notify))
-                .map_err(|e| Error::Protocol(format!("cannot spawn the kernel host reader: {e}")))?
+                .map_err(|e| Error::ResourceExhausted { what: "the kernel host reader thread".into(), reason: e.to_string() })?
         };
         Ok((Self { regions, ctl, host, reader: Some(reader), reports: Mutex::new(reports), joined: false }, launched))
     }
@@ -332,7 +338,8 @@ impl ProcessKernel {
             let left = deadline.saturating_duration_since(Instant::now());
             match reports.recv_timeout(WATCH_TICK.min(left)) {
                 Ok(report) => break report,
-                Err(RecvTimeoutError::Disconnected) => break Err(Error::Protocol("the kernel host reader ended without a report".into())),
+                // The reader reports on every way out but a panic.
+                Err(RecvTimeoutError::Disconnected) => break Err(Error::ThreadPanicked { thread: "kernel host reader" }),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let status = self.host.status();

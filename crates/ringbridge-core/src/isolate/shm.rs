@@ -9,6 +9,7 @@ use std::ptr::NonNull;
 use rustix::fs::{fstat, ftruncate, memfd_create, MemfdFlags};
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
+use super::os_error;
 use crate::Error;
 
 /// A shared mapping of a memfd. Unmapped on drop; the memory lives on while another process
@@ -24,27 +25,25 @@ unsafe impl Send for SharedMemory {}
 // SAFETY: as above.
 unsafe impl Sync for SharedMemory {}
 
-fn os_err(what: &str) -> impl FnOnce(rustix::io::Errno) -> Error + '_ {
-    move |e| Error::Protocol(format!("{what} failed: {e}"))
-}
-
 impl SharedMemory {
     /// Creates `len` zeroed bytes (a whole number of pages is the caller's choice) and maps them.
     ///
     /// # Errors
-    /// [`Error::Protocol`] naming the failed system call.
+    /// [`Error::ResourceExhausted`] when the system has no memory or descriptors left,
+    /// [`Error::Os`] for other failures; both name the failed system call.
     pub fn create(len: usize) -> Result<Self, Error> {
-        let fd = memfd_create("ringbridge-region", MemfdFlags::CLOEXEC).map_err(os_err("memfd_create"))?;
-        ftruncate(&fd, len as u64).map_err(os_err("ftruncate of the shared region"))?;
+        let fd = memfd_create("ringbridge-region", MemfdFlags::CLOEXEC).map_err(os_error("memfd_create"))?;
+        ftruncate(&fd, len as u64).map_err(os_error("ftruncate of the shared region"))?;
         Self::map(fd)
     }
 
     /// Maps a descriptor received from the process that created it, whole.
     ///
     /// # Errors
-    /// [`Error::Protocol`] for an empty or unmappable descriptor.
+    /// [`Error::Protocol`] for an empty descriptor (the other process sent no region);
+    /// [`Error::ResourceExhausted`] / [`Error::Os`] when `fstat` or `mmap` fails.
     pub fn map(fd: OwnedFd) -> Result<Self, Error> {
-        let len = usize::try_from(fstat(&fd).map_err(os_err("fstat of the shared region"))?.st_size)
+        let len = usize::try_from(fstat(&fd).map_err(os_error("fstat of the shared region"))?.st_size)
             .map_err(|_| Error::Protocol("shared region has a negative size".into()))?;
         if len == 0 {
             return Err(Error::Protocol("shared region is empty".into()));
@@ -52,8 +51,9 @@ impl SharedMemory {
         // SAFETY: a fresh mapping chosen by the kernel (null hint), `len` bytes of a file that
         // has `len` bytes; it is unmapped exactly once, in Drop.
         let raw = unsafe { mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, &fd, 0) }
-            .map_err(os_err("mmap of the shared region"))?;
-        let ptr = NonNull::new(raw.cast::<u8>()).ok_or_else(|| Error::Protocol("mmap returned null".into()))?;
+            .map_err(os_error("mmap of the shared region"))?;
+        let ptr = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| Error::Os { call: "mmap of the shared region", source: std::io::Error::other("it returned a null address") })?;
         Ok(Self { ptr, len, fd })
     }
 

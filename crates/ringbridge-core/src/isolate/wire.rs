@@ -177,13 +177,14 @@ pub fn decode_error(packet: &[u8]) -> Error {
 /// Sends one packet (blocking; never raises SIGPIPE).
 ///
 /// # Errors
-/// [`Error::Protocol`] when the other process is gone.
+/// [`Error::Os`] when the other process is gone (`EPIPE`, `ECONNRESET`) or the send fails
+/// otherwise.
 pub fn send(socket: &impl std::os::fd::AsFd, packet: &[u8]) -> Result<(), Error> {
     loop {
         match rustix::net::send(socket, packet, rustix::net::SendFlags::NOSIGNAL) {
             Ok(_) => return Ok(()),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::Protocol(format!("the other process is unreachable: {e}"))),
+            Err(e) => return Err(super::os_error("send to the other process")(e)),
         }
     }
 }
@@ -221,7 +222,7 @@ pub fn try_send(socket: &impl std::os::fd::AsFd, packet: &[u8]) -> TrySend {
 /// Receives one packet; `None` when the other process closed its end.
 ///
 /// # Errors
-/// [`Error::Protocol`] for a failing socket.
+/// [`Error::Os`] for a failing socket.
 pub fn recv(socket: &impl std::os::fd::AsFd) -> Result<Option<Vec<u8>>, Error> {
     let mut buf = Vec::new();
     Ok(recv_into(socket, &mut buf)?.map(|n| buf[..n].to_vec()))
@@ -231,7 +232,7 @@ pub fn recv(socket: &impl std::os::fd::AsFd) -> Result<Option<Vec<u8>>, Error> {
 /// `buf[..n]`.
 ///
 /// # Errors
-/// [`Error::Protocol`] for a failing socket.
+/// [`Error::Os`] for a failing socket.
 pub fn recv_into(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> Result<Option<usize>, Error> {
     buf.resize(MAX_PACKET, 0);
     loop {
@@ -239,7 +240,7 @@ pub fn recv_into(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> Result<O
             Ok((0, _)) => return Ok(None),
             Ok((n, _)) => return Ok(Some(n)),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::Protocol(format!("the control socket failed: {e}"))),
+            Err(e) => return Err(super::os_error("recv on the control socket")(e)),
         }
     }
 }
@@ -247,7 +248,7 @@ pub fn recv_into(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> Result<O
 /// Waits up to `limit` for the socket to have a packet (or be closed); `false` on timeout.
 ///
 /// # Errors
-/// [`Error::Protocol`] for a failing poll.
+/// [`Error::Os`] for a failing poll.
 pub fn readable_within(socket: &impl std::os::fd::AsFd, limit: std::time::Duration) -> Result<bool, Error> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let deadline = std::time::Instant::now() + limit;
@@ -259,7 +260,7 @@ pub fn readable_within(socket: &impl std::os::fd::AsFd, limit: std::time::Durati
             Ok(0) => return Ok(false),
             Ok(_) => return Ok(true),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(Error::Protocol(format!("poll of the control socket failed: {e}"))),
+            Err(e) => return Err(super::os_error("poll of the control socket")(e)),
         }
     }
 }

@@ -128,16 +128,18 @@ impl Region {
     /// Allocates a zeroed, 128-byte-aligned region in host memory and initialises its control block.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] if either ring's shape breaks the spec's limits.
+    /// [`Error::InvalidConfig`] if either ring's shape breaks the spec's limits;
+    /// [`Error::ResourceExhausted`] when the memory cannot be allocated.
     pub fn alloc(input: RingConfig, output: RingConfig) -> Result<Arc<Self>, Error> {
         let layout = RegionLayout::new(input, output)?;
         // Whole pages: a GPU transport registers the region, and registration pins whole pages,
         // which must not be shared with another allocation.
         let mem = Layout::from_size_align(align_up(layout.total_bytes, REGION_PAGE), REGION_PAGE)
-            .map_err(|e| Error::Protocol(format!("region layout: {e}")))?;
+            .map_err(|e| Error::ResourceExhausted { what: format!("a region of {} bytes", layout.total_bytes), reason: e.to_string() })?;
         // SAFETY: `mem` has a non-zero size (a control block at least).
         let raw = unsafe { alloc_zeroed(mem) };
-        let base = NonNull::new(raw).ok_or_else(|| Error::Protocol(format!("out of memory for {} bytes", mem.size())))?;
+        let base = NonNull::new(raw)
+            .ok_or_else(|| Error::ResourceExhausted { what: format!("a region of {} bytes", mem.size()), reason: "out of memory".into() })?;
         let region = Self { base, len: mem.size(), layout, owner: Owner::Heap(mem) };
         region.init_control();
         Ok(Arc::new(region))
@@ -180,7 +182,8 @@ impl Region {
     /// run by a kernel host process (`crate::isolate`), and initialises its control block.
     ///
     /// # Errors
-    /// Invalid ring shapes; [`Error::Protocol`] when the memory cannot be created.
+    /// Invalid ring shapes; [`Error::ResourceExhausted`] / [`Error::Os`] when the memory
+    /// cannot be created ([`SharedMemory::create`]).
     #[cfg(target_os = "linux")]
     pub fn alloc_shared(input: RingConfig, output: RingConfig) -> Result<Arc<Self>, Error> {
         let layout = RegionLayout::new(input, output)?;
