@@ -19,12 +19,11 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use super::dispatch::record_error;
 use super::route::{Feed, FeedMemory, FeedView};
-use super::{Kernel, Notify};
+use super::{Kernel, LaunchSpec, Notify};
 use crate::cuda::driver::{self, Gpu};
 use crate::cuda::module::{stream_done, RingModule};
 use crate::cuda::nvrtc::{self, Image};
 use crate::cuda::{cuda_err, peer};
-use super::user::UserKernel;
 use crate::protocol::{kernel_error, offsets, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, HANDLER_USER, TERMINATE_ABANDON};
 use crate::sync::{fence, Ordering};
 use crate::transport::dma::DmaLink;
@@ -38,7 +37,7 @@ pub const PROTOCOL_HEADER: &str = include_str!("../../../../kernels/ringbridge.c
 /// The persistent ring kernel.
 pub const RING_KERNEL_SOURCE: &str = include_str!("../../../../kernels/ring_kernel.cu");
 
-/// Transport names accepted by [`CudaKernel::launch`].
+/// Transport names accepted by [`CudaKernel::launch`] (`LaunchSpec::transport`).
 pub const TRANSPORT_NAMES: &[&str] = &["auto", "mapped", "dma", "managed"];
 /// The order `auto` tries: mapped has the lowest round trip (bench/results), dma the highest
 /// throughput, managed is the last resort.
@@ -245,6 +244,31 @@ impl Shape {
     }
 }
 
+/// The transport a kernel runs over, and why it was chosen (what `auto` tried and why the
+/// others failed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportChoice {
+    /// `mapped`, `dma` or `managed`.
+    pub name: &'static str,
+    /// Why, e.g. "auto: dma; unavailable: mapped (…)".
+    pub reason: String,
+}
+
+/// The stream a kernel runs on and the runtime (context) it runs in.
+#[derive(Clone)]
+struct Launch {
+    stream: Arc<CudaStream>,
+    runtime: Arc<CudaRuntime>,
+}
+
+/// What stopping a kernel found.
+struct Halted {
+    /// The kernel's fault or the service thread's error, if any.
+    outcome: Result<(), Error>,
+    /// Whether the kernel really ended (its stream finished) before the deadline.
+    finished: bool,
+}
+
 /// A persistent ring kernel on the GPU.
 pub struct CudaKernel {
     // Drop order matters: the service thread and the kernel are stopped in `join`; then the
@@ -254,14 +278,14 @@ pub struct CudaKernel {
     link: Arc<Mutex<Option<Box<dyn Link>>>>,
     module: Option<RingModule>,
     /// Released by `join`, so a faulted context can be destroyed while the JS object lives on.
-    gpu: Option<(Arc<CudaStream>, Arc<CudaRuntime>)>,
+    gpu: Option<Launch>,
     region: Arc<Region>,
     /// A route's next stage, whose input ring this kernel writes: kept until this one stopped.
     _downstream: Option<Arc<Region>>,
     /// Set by `stop`: what stopping found, and whether the kernel really ended.
-    halted: Option<(Result<(), Error>, bool)>,
+    halted: Option<Halted>,
     /// The transport in use and why.
-    pub transport: (&'static str, String),
+    pub transport: TransportChoice,
     /// The launch shape.
     pub shape: Shape,
 }
@@ -285,12 +309,14 @@ pub struct PreparedKernel {
     downstream: Option<Arc<Region>>,
     device: usize,
     cb_device: u64,
-    transport: (&'static str, String),
+    transport: TransportChoice,
     shape: Shape,
 }
 
 impl PreparedKernel {
-    /// Sets up `transport` for `region` and loads `handler` (or the user kernel). With
+    /// Sets up `spec.transport` for `region` on GPU `spec.device` and loads `spec.handler` (or
+    /// the user kernel `spec.user`) with launch shape `spec.shape` (`None`: the transport's
+    /// default); `spec.backend` and `spec.isolation` are the caller's business. With
     /// `downstream` (a route, spec §14) the kernel will write that stage's input ring instead of
     /// its own output ring.
     ///
@@ -301,28 +327,28 @@ impl PreparedKernel {
     /// `sharing` kernels will run on this GPU together (a route's stages): a default shape then
     /// takes `1/sharing` of the SMs, so every stage's blocks stay resident at once — a
     /// persistent kernel whose blocks wait for SMs another persistent kernel holds never ends.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, downstream: Option<Feed>, sharing: u32) -> Result<Self, Error> {
+    pub fn new(region: Arc<Region>, spec: &LaunchSpec<'_>, downstream: Option<Feed>, sharing: u32) -> Result<Self, Error> {
+        let device = spec.device as usize;
         let runtime = runtime_on(device)?;
         let ctx = Arc::clone(&runtime.gpu.ctx);
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
         // A user kernel is its own image (compiled, or found in the disk cache, before anything
         // is set up); the built-in handlers share the runtime's.
-        let (id, user_image) = match user {
+        let (id, user_image) = match spec.user {
             Some(u) => (HANDLER_USER, Some(u.compile(runtime.gpu.arch)?)),
-            None => (handler_id(handler)?, None),
+            None => (handler_id(spec.handler)?, None),
         };
         let image = user_image.as_ref().unwrap_or(&runtime.image);
         region.control().handler_id.store(id, Ordering::Relaxed);
         let concurrent = runtime.gpu.concurrent_managed;
-        let (link, name, reason) = choose_transport(transport, |t| -> Result<Box<dyn Link>, Error> {
+        let (link, name, reason) = choose_transport(spec.transport, |t| -> Result<Box<dyn Link>, Error> {
             Ok(match t {
                 "mapped" => Box::new(MappedLink::new(&ctx, &region)?),
                 "dma" => Box::new(DmaLink::new(&ctx, &region)?),
                 _ => Box::new(ManagedLink::new(&ctx, &region, concurrent)?),
             })
         })?;
-        let shape = shape.unwrap_or_else(|| Shape::default_for(name, (runtime.gpu.sms / sharing.max(1)).max(1)));
+        let shape = spec.shape.unwrap_or_else(|| Shape::default_for(name, (runtime.gpu.sms / sharing.max(1)).max(1)));
         if shape.blocks == 0 || shape.threads == 0 || shape.threads > 1024 || shape.threads % 32 != 0 {
             return Err(Error::InvalidConfig {
                 what: "kernel shape".into(),
@@ -336,12 +362,12 @@ impl PreparedKernel {
         let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         let cb_device = link.kernel_cb();
-        Ok(Self { runtime, link, module, stream, region, downstream: downstream.map(|f| f.region), device, cb_device, transport: (name, reason), shape })
+        Ok(Self { runtime, link, module, stream, region, downstream: downstream.map(|f| f.region), device, cb_device, transport: TransportChoice { name, reason }, shape })
     }
 
     /// How the stage before this one in a route writes this kernel's input ring.
     pub fn feed(&self) -> Feed {
-        let memory = match self.transport.0 {
+        let memory = match self.transport.name {
             "mapped" => FeedMemory::Host,
             "dma" => FeedMemory::Device,
             _ => FeedMemory::Managed,
@@ -367,19 +393,18 @@ impl PreparedKernel {
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::ResourceExhausted { what: "the CUDA service thread".into(), reason: e.to_string() })?
         };
-        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some((stream, runtime)), region, _downstream: downstream, halted: None, transport, shape })
+        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some(Launch { stream, runtime }), region, _downstream: downstream, halted: None, transport, shape })
     }
 }
 
 impl CudaKernel {
-    /// Sets up `transport` for `region`, launches `handler` and starts the service thread
-    /// ([`PreparedKernel::new`], then [`PreparedKernel::start`]).
+    /// Sets up `spec`'s transport for `region`, launches its handler and starts the service
+    /// thread ([`PreparedKernel::new`], then [`PreparedKernel::start`]).
     ///
     /// # Errors
     /// As those two.
-    #[allow(clippy::too_many_arguments)]
-    pub fn launch(region: Arc<Region>, device: usize, handler: &str, user: Option<&UserKernel>, transport: &str, shape: Option<Shape>, notify: Notify, downstream: Option<Feed>) -> Result<Self, Error> {
-        PreparedKernel::new(region, device, handler, user, transport, shape, downstream, 1)?.start(notify)
+    pub fn launch(region: Arc<Region>, spec: &LaunchSpec<'_>, notify: Notify, downstream: Option<Feed>) -> Result<Self, Error> {
+        PreparedKernel::new(region, spec, downstream, 1)?.start(notify)
     }
 }
 
@@ -497,7 +522,7 @@ impl Kernel for CudaKernel {
             return;
         }
         let Some(service) = self.service.take() else { return };
-        let Some((stream, runtime)) = self.gpu.clone() else { return };
+        let Some(Launch { stream, runtime }) = self.gpu.clone() else { return };
         let cb = self.region.control();
         if super::terminate_command(cb) == crate::protocol::TERMINATE_NONE {
             // ORDERING: (H5) release pairs with the kernel's acquire (K1).
@@ -527,13 +552,13 @@ impl Kernel for CudaKernel {
         if outcome.is_ok() {
             outcome = served;
         }
-        self.halted = Some((outcome, finished));
+        self.halted = Some(Halted { outcome, finished });
     }
 
     fn join(&mut self) -> Result<(), Error> {
         self.stop();
-        let Some((outcome, finished)) = self.halted.take() else { return Ok(()) };
-        self.halted = Some((Ok(()), finished));
+        let Some(Halted { outcome, finished }) = self.halted.take() else { return Ok(()) };
+        self.halted = Some(Halted { outcome: Ok(()), finished });
         if !finished {
             // The kernel ignores terminate: its memory must outlive it, so leak the transport
             // and module rather than free memory a running kernel uses.

@@ -218,7 +218,7 @@ impl Prepared {
         match self {
             Self::Cuda(k, notify, choice) => {
                 let kernel = k.start(notify)?;
-                let (transport, transport_reason) = kernel.transport.clone();
+                let cuda::TransportChoice { name: transport, reason: transport_reason } = kernel.transport.clone();
                 Ok((Box::new(kernel), Launched { backend: choice, transport, transport_reason }))
             }
             Self::Running(k, l) => Ok((k, l)),
@@ -235,7 +235,7 @@ impl Prepared {
 pub fn prepare_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>, sharing: u32) -> Result<Prepared, Error> {
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
-        let kernel = cuda::PreparedKernel::new(region, spec.device as usize, spec.handler, spec.user, spec.transport, spec.shape, downstream, sharing)?;
+        let kernel = cuda::PreparedKernel::new(region, spec, downstream, sharing)?;
         return Ok(Prepared::Cuda(kernel, notify, choice));
     }
     if spec.device != 0 {

@@ -64,8 +64,8 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     let tail = cb.input_tail.value.load(Ordering::Acquire);
     if tail != cursor.sent {
         let size = l.input.slot_size as usize;
-        for (slot, n) in slot_runs(cursor.sent, tail, l.input.capacity) {
-            copies.copy_in(region, slot * size, n * size)?;
+        for run in slot_runs(cursor.sent, tail, l.input.capacity) {
+            copies.copy_in(region, run.first * size, run.count * size)?;
         }
         copies.publish_in(region, tail)?;
         cursor.sent = tail;
@@ -74,8 +74,8 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     let done = copies.kernel_output_tail(region);
     if done != cursor.copied {
         let size = l.output.slot_size as usize;
-        for (slot, n) in slot_runs(cursor.copied, done, l.output.capacity) {
-            copies.copy_out(region, slot * size, n * size)?;
+        for run in slot_runs(cursor.copied, done, l.output.capacity) {
+            copies.copy_out(region, run.first * size, run.count * size)?;
         }
         copies.finish_out()?;
         // ORDERING: (P4, bridge as the host ring's producer) release: the copied slots happen

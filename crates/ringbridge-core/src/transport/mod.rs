@@ -41,15 +41,24 @@ pub trait Link: Send {
     fn pump(&mut self, region: &Region) -> Result<bool, Error>;
 }
 
-/// The ranges of slots `[from, to)` of a ring of `capacity`, as (first slot, count) pairs: one,
-/// or two when the range wraps.
-pub fn slot_runs(from: u64, to: u64, capacity: u32) -> impl Iterator<Item = (usize, usize)> {
+/// A run of consecutive slots of a ring: `count` slots from slot `first`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRun {
+    /// The first slot (`position & mask`).
+    pub first: usize,
+    /// How many slots.
+    pub count: usize,
+}
+
+/// The slots of positions `[from, to)` of a ring of `capacity`: one run, or two when the range
+/// wraps.
+pub fn slot_runs(from: u64, to: u64, capacity: u32) -> impl Iterator<Item = SlotRun> {
     let cap = capacity as u64;
     let n = to.wrapping_sub(from).min(cap);
     let first = (from % cap) as usize;
     let head = (n as usize).min(capacity as usize - first);
     let tail = n as usize - head;
-    [(first, head), (0, tail)].into_iter().filter(|(_, len)| *len > 0)
+    [SlotRun { first, count: head }, SlotRun { first: 0, count: tail }].into_iter().filter(|run| run.count > 0)
 }
 
 /// Checks that a region's memory covers the whole pages a GPU transport registers.
