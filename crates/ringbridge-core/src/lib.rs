@@ -22,7 +22,8 @@
 //! - [`ring`]: [`ring::Producer`] / [`ring::Consumer`] over any [`ring::RingMemory`].
 //! - [`transport`]: [`transport::Region`], the memory the rings live in.
 //! - [`backend`]: the dispatch loop, built-in handlers, the CPU and CUDA backends.
-//! - [`cuda`]: owned wrappers of the raw driver and NVRTC calls cudarc's safe API lacks.
+//! - [`cuda`]: owned types over cudarc's `result` layer; [`cuda::raw`] alone calls the driver
+//!   functions cudarc does not wrap.
 //! - [`host`]: [`host::Session`], the host end for Rust callers.
 //! - [`isolate`]: a kernel run by a kernel host process, so a GPU fault ends that process only.
 //! - [`error`]: [`Error`] and its stable [`ErrorCode`]s.
@@ -30,8 +31,9 @@
 //! ## Safety model
 //! `unsafe` lives in `ring.rs` (slot access, behind the [`ring::RingMemory`] contract),
 //! `transport/` (raw memory of a region, bridge copies), `isolate/shm.rs` (the shared mapping),
-//! `isolate/signals.rs` (the kernel host's signal dispositions) and `cuda/` (driver and NVRTC
-//! calls). Every other module forbids it. Ownership of a slot
+//! `isolate/signals.rs` (the kernel host's signal dispositions) and `cuda/` (cudarc's `result`
+//! layer and NVRTC behind owned types; raw `sys` driver calls in `cuda/raw.rs` only, each with a
+//! `# Safety` list). Every other module forbids it. Ownership of a slot
 //! moves between the two sides only through the release/acquire pairs of the spec (§5), cited
 //! by `ORDERING:` comments at each atomic.
 
