@@ -80,7 +80,7 @@ fn echo_ten_million_per_transport_in_order_with_checksums() {
 #[test]
 #[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
 fn small_capacities_stress_the_copy_engine_ordering() {
-    // design.md: keep a multi-million-message checksum stress with small capacities (dma:
+    // A multi-million-message checksum stress with small capacities (dma:
     // stale L1 lines would show up here as wrong payloads).
     for t in TRANSPORTS {
         for cap in [2, 4] {

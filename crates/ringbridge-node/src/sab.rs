@@ -10,7 +10,8 @@ use crate::error::{invalid, to_js, Result};
 
 /// Alignment of a region inside its SharedArrayBuffer. V8 does not page-align SAB memory, and
 /// GPU registration pins whole pages: starting at a page boundary keeps every pinned page
-/// owned by this buffer alone (design.md, "Hard-won facts").
+/// owned by this buffer alone (two host registrations may not share a page: the second one
+/// fails as already registered).
 pub const REGION_PAGE: usize = ringbridge_core::transport::REGION_PAGE;
 
 struct KeepAlive(#[allow(dead_code)] Uint8Array);

@@ -297,7 +297,7 @@ const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 /// A ring kernel set up but not launched: transport, module and stream are ready. Everything
 /// that may synchronise the context (allocations, memsets, module loading — lazily loaded
-/// modules wait for every running kernel, design.md) happens here, so a route prepares all its
+/// modules wait for every running kernel of the context) happens here, so a route prepares all its
 /// stages before it launches any: a running persistent stage would otherwise block the next
 /// stage's set-up forever.
 pub struct PreparedKernel {

@@ -39,7 +39,8 @@ unsafe impl Sync for RingModule {}
 
 impl RingModule {
     /// Loads a CUBIN or NUL-terminated PTX image (eagerly: a spinning persistent kernel plus
-    /// lazy loading can deadlock other threads' copies, design.md).
+    /// lazy loading can deadlock other threads' copies: a lazily loaded module waits for every
+    /// running kernel of the context, and a persistent one never ends).
     ///
     /// # Errors
     /// [`Error::Cuda`] (`cuModuleLoadData`: e.g. `CUDA_ERROR_UNSUPPORTED_PTX_VERSION` when the

@@ -263,7 +263,7 @@ impl ProcessKernel {
         command_line.process_group(0);
         if std::env::var_os("CUDA_MODULE_LOADING").is_none() {
             // Lazily loaded modules wait for every running kernel of the context: with
-            // persistent kernels (a route's stages, design.md) that wait never ends.
+            // persistent kernels (a route's stages) that wait never ends.
             command_line.env("CUDA_MODULE_LOADING", "EAGER");
         }
         let child = command_line.spawn().map_err(|e| unavailable(format!("cannot start the kernel host '{}': {e}", command.program.display())));
