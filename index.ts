@@ -4,8 +4,8 @@
  * @module ringbridge
  */
 export { Runtime, type BackendName, type RuntimeOptions } from './ts/runtime'
+export { RingKernel } from './ts/kernel'
 export {
-  RingKernel,
   KERNEL_ERROR_NAMES,
   type KernelHostStatus,
   type KernelState,
@@ -16,7 +16,7 @@ export {
   type TerminateMode,
   type TerminateReport,
   type WaitOptions,
-} from './ts/kernel'
+} from './ts/types'
 export { MessageQueue, BACKPRESSURE_POLICIES, type Backpressure, type OfferResult, type QueueOptions } from './ts/queue'
 export {
   array,
