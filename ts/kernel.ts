@@ -18,15 +18,15 @@ import { MessageChannel } from 'node:worker_threads'
 
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
-import { WorkerRunner } from './handler'
-import { Host, type Runner } from './host'
+import type { WorkerRunner } from './handler'
+import { Host } from './host'
 import { Inbox } from './inbox'
-import { abortLaunch, checkLaunch, controlBlocks, launchNative, launchNativeAsync, stageBuffers, stageMemory, type NativeKernel, type StageShape } from './launch'
+import { abortLaunch, checkLaunch, launchNative, launchNativeAsync, mapKernel, stageBuffers, stageMemory, type NativeKernel, type SharedInput, type StageShape } from './launch'
 import { Outbox, type Queued } from './outbox'
 import { producerHandle, sharedInputStats, type ProducerHandle } from './producer'
-import { ERROR_NAMES, isSkipFrame } from './protocol'
+import { ERROR_NAMES } from './protocol'
 import { MessageQueue, queueOptions } from './queue'
-import { InputRing, OutputRing } from './ring'
+import type { InputRing, OutputRing } from './ring'
 import type { Runtime } from './runtime'
 import type { KernelHostStatus, KernelState, KernelStats, LaunchOptions, RouteStageInfo, SendOutcome, TerminateMode, TerminateReport, WaitOptions } from './types'
 import { abortedError, bound, waitLimit, type Entry, type Waiter } from './wait'
@@ -91,7 +91,7 @@ export class RingKernel<TIn, TOut> {
   readonly #outbox: Outbox<TIn>
   readonly #inbox: Inbox<TOut>
   /** Shared-input mode: the producers' claim word and the buffer they attach to. */
-  readonly #shared: { claim: SharedArrayBuffer; buffer: SharedArrayBuffer; base: number; inputOffset: number; start: number } | undefined
+  readonly #shared: SharedInput | undefined
   readonly #in: InputRing
   readonly #out: OutputRing
   readonly #input: Schema<TIn>
@@ -133,8 +133,7 @@ export class RingKernel<TIn, TOut> {
     const route = Array.isArray(options)
     const { list, stages } = launched ? { list: (route ? options : [options]) as readonly LaunchOptions<any, any>[], stages: launched.stages } : checkLaunch(options, backend, device)
     const first = stages[0]!
-    const last = stages[stages.length - 1]!
-    const { jsHandler, isolation, producers, typeId, timeoutMs } = first
+    const { isolation, typeId, timeoutMs } = first
     const opts = list[0] as LaunchOptions<TIn, TOut>
     const sendQueue = new MessageQueue<Queued>(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
     const replyQueue = new MessageQueue<Entry<TOut>>(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
@@ -158,37 +157,16 @@ export class RingKernel<TIn, TOut> {
       throw e
     }
     try {
-      const cbs = controlBlocks(this.#native, buffers, stages)
-      const buffer = buffers[0]!
-      const base = this.#native.stageRegionOffset(0)
-      const outBase = this.#native.stageRegionOffset(stages.length - 1)
-      const { shape, layout } = first
-      this.#in = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, cbs[0]!)
-      this.#out = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, cbs[cbs.length - 1]!)
-      if (producers === 'shared') {
-        const claim = new SharedArrayBuffer(8)
-        const start = cbs[0]!.load64('input_tail')
-        new BigUint64Array(claim)[0] = BigInt(start)
-        this.#shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset, start }
-      } else {
-        this.#shared = undefined
-      }
-      let runner: Runner
-      if (jsHandler) {
-        const shapeOf = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
-        const w = new WorkerRunner(buffer as SharedArrayBuffer, shapeOf, opts.input, opts.output, opts.cpu!, cbs[0]!, doorbell)
-        this.#worker = w
-        runner = { wake: () => w.wake(), join: () => w.join(), joinAsync: async () => w.join() }
-      } else {
-        this.#worker = undefined
-        const n = this.#native
-        runner = { wake: () => n.wake(), join: () => n.join(), joinAsync: () => n.joinAsync() }
-      }
-      this.#host = new Host(cbs, runner, { input: this.#in, output: this.#out }, timeoutMs, () => {
+      const mapped = mapKernel(this.#native, buffers, stages, opts, doorbell)
+      this.#in = mapped.input
+      this.#out = mapped.output
+      this.#shared = mapped.shared
+      this.#worker = mapped.worker
+      this.#host = new Host(mapped.cbs, mapped.runner, { input: this.#in, output: this.#out }, timeoutMs, () => {
         this.#report = Promise.resolve(this.#finish('abandon'))
       })
       this.#inbox = new Inbox(this.#host, this.#out, (list[list.length - 1] as LaunchOptions<unknown, TOut>).output, replyQueue, this.#shared !== undefined)
-      this.#outbox = new Outbox(this.#host, this.#in, new Uint8Array(buffer), opts.input, typeId, sendQueue, (what) => this.#checkOpen(what), (id, error) => this.#inbox.settle(id, { ok: false, error }))
+      this.#outbox = new Outbox(this.#host, this.#in, mapped.inputBytes, opts.input, typeId, sendQueue, (what) => this.#checkOpen(what), (id, error) => this.#inbox.settle(id, { ok: false, error }))
       this.#host.attach(this.#inbox, this.#outbox)
       this.#input = opts.input
       this.#typeId = typeId
@@ -208,7 +186,7 @@ export class RingKernel<TIn, TOut> {
       this.isolation = isolation
       this.device = device
       this.hostPid = this.#native.hostPid ?? undefined
-      this.capacity = shape.inputCapacity
+      this.capacity = first.shape.inputCapacity
     } catch (e) {
       // The kernel runs already: stop it before the caller sees the error, so nothing is left
       // running behind an object nobody holds.
@@ -651,15 +629,8 @@ export class RingKernel<TIn, TOut> {
       const ended = (what: string) => fault ?? closedError(what)
       this.#inbox.drain()
       const head = host.cb.load64('input_head')
-      const undelivered: TIn[] = []
       const end = this.#shared ? host.cb.load64('input_tail') : this.#in.published
-      for (let p = head; p < end; p++) {
-        const f = this.#in.frameAt(p)
-        // A skip frame (shared producers, PROTOCOL.md §16) is no message.
-        if (this.#shared !== undefined && isSkipFrame(this.#in.view, f.offset, f.length, f.flags)) continue
-        undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
-      }
-      undelivered.push(...this.#outbox.drainUndelivered())
+      const undelivered = this.#outbox.undelivered(head, end, this.#shared !== undefined)
       host.closed = true
       host.announce(0)
       this.#onClosed?.()

@@ -13,7 +13,9 @@ import type { Schema } from './codec'
 import { cudaHeader } from './cuda'
 import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, badOption, describe, fromNative } from './errors'
 import { FRAME_HEADER_BYTES, MAGIC, MAX_CAPACITY, MAX_REPLIES, MAX_SLOT_SIZE, MIN_SLOT_SIZE, REGION_PAGE, TRANSPORT_NAMES, VERSION, multiFrameBytes, quotedList } from './protocol'
-import { ControlBlockView } from './ring'
+import { WorkerRunner } from './handler'
+import type { Runner } from './host'
+import { ControlBlockView, InputRing, OutputRing } from './ring'
 import type { LaunchOptions } from './types'
 import { MAX_TIMER_MS } from './wait'
 
@@ -282,6 +284,64 @@ export function controlBlocks(n: NativeKernel, buffers: readonly ArrayBufferLike
     }
     return cb
   })
+}
+
+/** Shared-input mode (`producers: 'shared'`): the producers' claim word and the buffer they attach to. */
+export interface SharedInput {
+  claim: SharedArrayBuffer
+  buffer: SharedArrayBuffer
+  base: number
+  inputOffset: number
+  /** `input_tail` at launch: what the producers claim from. */
+  start: number
+}
+
+/** A launched kernel as JavaScript runs it: control blocks, the host's ring ends, the runner. */
+export interface MappedKernel {
+  /** Every stage's control block, first to last. */
+  cbs: ControlBlockView[]
+  /** The input ring's producer end (a route's first stage). */
+  input: InputRing
+  /** The output ring's consumer end (a route's last stage). */
+  output: OutputRing
+  /** Bytes of the input ring's buffer (the send queue copies frames in). */
+  inputBytes: Uint8Array
+  shared: SharedInput | undefined
+  /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
+  runner: Runner
+  /** The worker of a JS handler (`cpu:`). */
+  worker: WorkerRunner | undefined
+}
+
+/**
+ * Maps a launched kernel in JavaScript: checks its control blocks ({@link controlBlocks}), lays
+ * the host's ring ends over its memory, makes the shared producers' claim word, and starts the
+ * worker of a JS handler. Throws on a disagreement; the caller stops the kernel then.
+ */
+export function mapKernel(n: NativeKernel, buffers: readonly ArrayBufferLike[], stages: readonly StageShape[], options: LaunchOptions<any, any>, doorbell: () => void): MappedKernel {
+  const cbs = controlBlocks(n, buffers, stages)
+  const first = stages[0]!
+  const last = stages[stages.length - 1]!
+  const buffer = buffers[0]!
+  const base = n.stageRegionOffset(0)
+  const outBase = n.stageRegionOffset(stages.length - 1)
+  const { shape, layout } = first
+  const input = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, cbs[0]!)
+  const output = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, cbs[cbs.length - 1]!)
+  const inputBytes = new Uint8Array(buffer)
+  let shared: SharedInput | undefined
+  if (first.producers === 'shared') {
+    const claim = new SharedArrayBuffer(8)
+    const start = cbs[0]!.load64('input_tail')
+    new BigUint64Array(claim)[0] = BigInt(start)
+    shared = { claim, buffer: buffer as SharedArrayBuffer, base, inputOffset: layout.inputOffset, start }
+  }
+  if (first.jsHandler) {
+    const ringShape = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
+    const w = new WorkerRunner(buffer as SharedArrayBuffer, ringShape, options.input, options.output, options.cpu!, cbs[0]!, doorbell)
+    return { cbs, input, output, inputBytes, shared, worker: w, runner: { wake: () => w.wake(), join: () => w.join(), joinAsync: async () => w.join() } }
+  }
+  return { cbs, input, output, inputBytes, shared, worker: undefined, runner: { wake: () => n.wake(), join: () => n.join(), joinAsync: () => n.joinAsync() } }
 }
 
 /** Stops a kernel whose launch failed after the native side started it. */

@@ -10,6 +10,7 @@
 import type { Schema } from './codec'
 import { RingbridgeError } from './errors'
 import type { Host } from './host'
+import { isSkipFrame } from './protocol'
 import { Fifo, MessageQueue } from './queue'
 import type { InputRing } from './ring'
 import type { SendOutcome } from './types'
@@ -216,9 +217,18 @@ export class Outbox<TIn> {
     for (const w of this.#blocked.drain()) w.reject(errorFor(w.what))
   }
 
-  /** Empties the send queue into messages never sent, oldest first (the kernel ended). */
-  drainUndelivered(): TIn[] {
+  /**
+   * What the ended kernel never took, oldest first: the ring's frames from `head` to `end`
+   * (skip frames of shared producers, PROTOCOL.md §16, are no message), then the send queue,
+   * emptied.
+   */
+  undelivered(head: number, end: number, skipFrames: boolean): TIn[] {
     const undelivered: TIn[] = []
+    for (let p = head; p < end; p++) {
+      const f = this.#in.frameAt(p)
+      if (skipFrames && isSkipFrame(this.#in.view, f.offset, f.length, f.flags)) continue
+      undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
+    }
     for (const q of this.queue.drain()) {
       undelivered.push(this.#input.decode(new DataView(q.bytes.buffer, q.bytes.byteOffset, q.bytes.length), 0, q.bytes.length))
       q.outcome?.('undelivered')
