@@ -24,7 +24,11 @@ fn session(stages: usize, transport: &str, ring: RingConfig, shape: Option<Shape
 }
 
 fn label(stages: usize, transport: &str) -> String {
-    if stages == 1 { transport.to_owned() } else { format!("route{stages}_{transport}") }
+    if stages == 1 {
+        transport.to_owned()
+    } else {
+        format!("route{stages}_{transport}")
+    }
 }
 
 fn pct(sorted: &[f64], q: f64) -> f64 {
@@ -196,7 +200,15 @@ fn routes(iters: usize, total: u64, quick: bool) {
 fn across_gpus(iters: usize, total: u64) {
     for (second, path) in [("mapped", "host_staged"), ("dma", "peer")] {
         let launch = |capacity: u32| {
-            let a = LaunchSpec { backend: "cuda", handler: "echo", transport: "dma", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+            let a = LaunchSpec {
+                backend: "cuda",
+                handler: "echo",
+                transport: "dma",
+                shape: None,
+                isolation: Isolation::Thread,
+                user: None,
+                device: 0,
+            };
             let b = LaunchSpec { transport: second, device: 1, ..a.clone() };
             let ring = RingConfig { capacity, slot_size: 64 };
             Session::launch_route(&[a, b], &[ring; 3]).map(|(s, _)| s)

@@ -16,11 +16,8 @@ const CAPACITY: u32 = 1024;
 const STREAM_BATCH: u64 = 64;
 
 fn ring() -> (Producer<RegionRing>, Consumer<RegionRing>) {
-    let region: Arc<Region> = Region::alloc(
-        RingConfig { capacity: CAPACITY, slot_size: 128 },
-        RingConfig { capacity: 1, slot_size: 32 },
-    )
-    .expect("valid ring shape");
+    let region: Arc<Region> = Region::alloc(RingConfig { capacity: CAPACITY, slot_size: 128 }, RingConfig { capacity: 1, slot_size: 32 })
+        .expect("valid ring shape");
     (Producer::new(region.input()), Consumer::new(region.input()))
 }
 

@@ -71,7 +71,15 @@ impl Session {
         let doorbell = Arc::new(Doorbell::default());
         let bell = Arc::clone(&doorbell);
         let (kernel, launched) = backend::launch(spec, Arc::clone(&region), Box::new(move || bell.ring()))?;
-        Ok(Self { tx: Producer::new(region.input()), rx: Consumer::new(region.output()), kernel, launched, in_region: Arc::clone(&region), out_region: region, doorbell })
+        Ok(Self {
+            tx: Producer::new(region.input()),
+            rx: Consumer::new(region.output()),
+            kernel,
+            launched,
+            in_region: Arc::clone(&region),
+            out_region: region,
+            doorbell,
+        })
     }
 
     /// Launches a route (spec §14): `specs[i]` runs over input ring `rings[i]` and output ring
@@ -230,10 +238,7 @@ impl Session {
             match self.try_recv_with(&mut read) {
                 Ok(r) => return Ok(r),
                 Err(PopError::BadFrame { header, max }) => {
-                    return Err(Error::Protocol(format!(
-                        "reply frame length {} exceeds slot payload {max}",
-                        header.length
-                    )))
+                    return Err(Error::Protocol(format!("reply frame length {} exceeds slot payload {max}", header.length)))
                 }
                 Err(PopError::Empty) => {
                     let region = Arc::clone(&self.out_region);

@@ -72,9 +72,7 @@ pub enum KernelState {
 impl KernelState {
     /// Decodes a `state` word; unknown values read as `None`.
     pub fn from_word(word: u32) -> Option<Self> {
-        [Self::Launching, Self::Running, Self::Paused, Self::Terminated]
-            .into_iter()
-            .find(|s| *s as u32 == word)
+        [Self::Launching, Self::Running, Self::Paused, Self::Terminated].into_iter().find(|s| *s as u32 == word)
     }
 }
 
@@ -433,11 +431,7 @@ impl RingConfig {
             return Err(bad("capacity", self.capacity, format!("a power of two from 1 to {MAX_CAPACITY}")));
         }
         if !self.slot_size.is_power_of_two() || !(MIN_SLOT_SIZE..=MAX_SLOT_SIZE).contains(&self.slot_size) {
-            return Err(bad(
-                "slot size",
-                self.slot_size,
-                format!("a power of two from {MIN_SLOT_SIZE} to {MAX_SLOT_SIZE} bytes"),
-            ));
+            return Err(bad("slot size", self.slot_size, format!("a power of two from {MIN_SLOT_SIZE} to {MAX_SLOT_SIZE} bytes")));
         }
         Ok(())
     }

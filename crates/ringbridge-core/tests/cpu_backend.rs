@@ -65,9 +65,7 @@ fn checksum(bytes: &[u8]) -> u64 {
 
 /// Receives the echo of message `seq` (type `seq as u16`) and checks it whole.
 fn expect_echo(session: &mut Session, seq: u64, max: usize) {
-    let (h, sum) = session
-        .recv_with(LIMIT, |h, p| (h, checksum(p)))
-        .unwrap_or_else(|e| panic!("reply to message {seq}: {e}"));
+    let (h, sum) = session.recv_with(LIMIT, |h, p| (h, checksum(p))).unwrap_or_else(|e| panic!("reply to message {seq}: {e}"));
     check_echo(seq, max, h, sum);
 }
 
@@ -81,9 +79,7 @@ fn check_echo(seq: u64, max: usize, h: FrameHeader, sum: u64) {
 }
 
 fn send(session: &mut Session, seq: u64, max: usize) {
-    session
-        .send(seq as u16, seq, &payload(seq, max), LIMIT)
-        .unwrap_or_else(|e| panic!("send of message {seq}: {e}"));
+    session.send(seq as u16, seq, &payload(seq, max), LIMIT).unwrap_or_else(|e| panic!("send of message {seq}: {e}"));
 }
 
 /// Streams `count` echo messages starting at `first`, keeping the input ring as full as it
@@ -188,9 +184,7 @@ fn saxpy_matches_mul_add_bit_for_bit_on_odd_values() {
         let x: Vec<f32> = (0..values.len()).map(|j| values[(i + j) % values.len()]).collect();
         let y: Vec<f32> = (0..values.len()).map(|j| values[(i * 7 + j * 3) % values.len()]).collect();
         session.send(3, i as u64, &saxpy_payload(a, &x, &y), LIMIT).unwrap_or_else(|e| panic!("send {i}: {e}"));
-        let (h, r) = session
-            .recv_with(LIMIT, |h, p| (h, p.to_vec()))
-            .unwrap_or_else(|e| panic!("reply {i}: {e}"));
+        let (h, r) = session.recv_with(LIMIT, |h, p| (h, p.to_vec())).unwrap_or_else(|e| panic!("reply {i}: {e}"));
         assert_eq!((h.correlation_id, h.type_id, h.flags), (i as u64, 3, 0), "reply {i}");
         assert_eq!(r.len(), 4 * values.len(), "reply {i}: length");
         for j in 0..values.len() {
@@ -210,9 +204,7 @@ fn saxpy_matches_mul_add_bit_for_bit_on_odd_values() {
 
 /// Receives one frame and decodes it as an error record.
 fn expect_error_frame(session: &mut Session, id: u64) -> (FrameHeader, ErrorRecord) {
-    let (h, p) = session
-        .recv_with(LIMIT, |h, p| (h, p.to_vec()))
-        .unwrap_or_else(|e| panic!("reply to message {id}: {e}"));
+    let (h, p) = session.recv_with(LIMIT, |h, p| (h, p.to_vec())).unwrap_or_else(|e| panic!("reply to message {id}: {e}"));
     assert_eq!(h.correlation_id, id, "reply to message {id}: out of order");
     assert_ne!(h.flags & FLAG_ERROR, 0, "reply to message {id}: not an error frame");
     assert_eq!(h.length as usize, ErrorRecord::BYTES);
@@ -355,7 +347,10 @@ fn full_output_ring_blocks_the_kernel_without_losing_replies() {
 }
 
 #[test]
-#[cfg_attr(miri, ignore = "backend 'cuda' and 'auto' probe the driver with dlopen (cudarc dynamic loading): a foreign call Miri cannot run")]
+#[cfg_attr(
+    miri,
+    ignore = "backend 'cuda' and 'auto' probe the driver with dlopen (cudarc dynamic loading): a foreign call Miri cannot run"
+)]
 fn bad_configurations_give_their_error_codes() {
     let good = ring(8, 64);
     for bad in [ring(0, 64), ring(3, 64), ring(1 << 25, 64), ring(8, 16), ring(8, 48), ring(8, 2 << 20)] {
@@ -457,10 +452,7 @@ fn panicking_handler_yields_a_handler_fault_frame_and_the_kernel_keeps_going() {
     assert_eq!((replies[2].0.correlation_id, replies[2].0.flags, &replies[2].1[..]), (2, 0, &b"abc"[..]));
     assert_eq!(region.control().error_code.load(Ordering::Acquire), kernel_error::HANDLER_FAULT);
     kernel.join().unwrap();
-    assert_eq!(
-        KernelState::from_word(region.control().state.load(Ordering::Acquire)),
-        Some(KernelState::Terminated)
-    );
+    assert_eq!(KernelState::from_word(region.control().state.load(Ordering::Acquire)), Some(KernelState::Terminated));
 }
 
 // Regression: the paused branch of the dispatch loop (K2) used to be taken whatever `terminate`
@@ -583,9 +575,7 @@ fn corrupt_input_frame_gets_a_bad_frame_error_reply() {
     // SAFETY: slot 0 is staged, not yet published: this producer still owns it (I2).
     unsafe { slot0.cast::<u32>().write_unaligned(max as u32 + 5) };
     session.flush();
-    let (h, record) = session
-        .recv_with(LIMIT, |h, p| (h, ErrorRecord::from_bytes(p)))
-        .expect("an answer to the corrupt frame");
+    let (h, record) = session.recv_with(LIMIT, |h, p| (h, ErrorRecord::from_bytes(p))).expect("an answer to the corrupt frame");
     assert_eq!((h.correlation_id, h.type_id, h.flags), (77, 3, FLAG_ERROR));
     assert_eq!(record, Some(ErrorRecord { code: kernel_error::BAD_FRAME, detail: max as u32 + 5 }));
     // The ring keeps going.

@@ -38,8 +38,8 @@ use ringbridge_core::backend::handlers::CANONICAL_NAN;
 use ringbridge_core::backend::{self, Isolation, Kernel, LaunchSpec};
 use ringbridge_core::isolate::HostCommand;
 use ringbridge_core::protocol::{
-    kernel_error, offsets, ControlBlock, ErrorRecord, FrameHeader, KernelState, RingConfig, FLAG_ERROR, FLAG_MULTI,
-    FRAME_HEADER_BYTES, MAGIC, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE, VERSION,
+    kernel_error, offsets, ControlBlock, ErrorRecord, FrameHeader, KernelState, RingConfig, FLAG_ERROR, FLAG_MULTI, FRAME_HEADER_BYTES,
+    MAGIC, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE, VERSION,
 };
 use ringbridge_core::transport::Region;
 use ringbridge_core::{Error, ErrorCode, Ordering};
@@ -189,7 +189,13 @@ impl Rig {
             // until we store output_head past it.
             let frame = unsafe { std::slice::from_raw_parts(self.region.base_ptr().add(offset), self.output.slot_size as usize) };
             let header = FrameHeader::read_from(frame);
-            assert!(header.length as usize <= self.out_max(), "reply {} has length {} over the slot's {}", self.head, header.length, self.out_max());
+            assert!(
+                header.length as usize <= self.out_max(),
+                "reply {} has length {} over the slot's {}",
+                self.head,
+                header.length,
+                self.out_max()
+            );
             into.push((header, frame[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.length as usize].to_vec()));
             self.head += 1;
         }
@@ -315,8 +321,13 @@ fn frame() -> impl Strategy<Value = Frame> {
         2 => any::<u16>(),
     ];
     let id = prop_oneof![Just(0u64), Just(u64::MAX), any::<u64>()];
-    (length, any::<u16>(), flags, id, any::<u64>())
-        .prop_map(|(length, type_id, flags, correlation_id, seed)| Frame { length, type_id, flags, correlation_id, seed })
+    (length, any::<u16>(), flags, id, any::<u64>()).prop_map(|(length, type_id, flags, correlation_id, seed)| Frame {
+        length,
+        type_id,
+        flags,
+        correlation_id,
+        seed,
+    })
 }
 
 /// One frame as it sits in the slot: the header (its length may lie) and the bytes written.
@@ -330,7 +341,12 @@ fn materialise(f: &Frame, in_max: usize) -> (FrameHeader, Vec<u8>) {
 /// What the kernel must answer, and the error it records (if any).
 fn answer(handler: &str, header: FrameHeader, payload: &[u8], in_max: usize, out_max: usize) -> ((FrameHeader, Vec<u8>), Option<u32>) {
     let error = |code: u32, detail: u32| {
-        let h = FrameHeader { length: ErrorRecord::BYTES as u32, type_id: header.type_id, flags: FLAG_ERROR, correlation_id: header.correlation_id };
+        let h = FrameHeader {
+            length: ErrorRecord::BYTES as u32,
+            type_id: header.type_id,
+            flags: FLAG_ERROR,
+            correlation_id: header.correlation_id,
+        };
         ((h, ErrorRecord { code, detail }.to_bytes().to_vec()), Some(code))
     };
     let len = header.length as usize;
@@ -680,7 +696,10 @@ fn index_attacks_crash_and_hang_nothing(runner: Runner, handler: &str, (input, o
         Runner::Host => {
             if let Err(e) = joined {
                 // The host may report what went wrong, but with a code and a text.
-                assert!(matches!(e.code(), ErrorCode::KernelError | ErrorCode::Protocol), "kernel host join after {before:?} then {attacks:?}: {e}");
+                assert!(
+                    matches!(e.code(), ErrorCode::KernelError | ErrorCode::Protocol),
+                    "kernel host join after {before:?} then {attacks:?}: {e}"
+                );
                 assert!(!e.to_string().is_empty());
             }
         }
@@ -711,7 +730,13 @@ fn attack_case() -> impl Strategy<Value = AttackCase> {
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|(before, honest, attacks, drain_first, stop_by_request)| AttackCase { before, honest, attacks, drain_first, stop_by_request })
+        .prop_map(|(before, honest, attacks, drain_first, stop_by_request)| AttackCase {
+            before,
+            honest,
+            attacks,
+            drain_first,
+            stop_by_request,
+        })
 }
 
 // ---- setup line corrupted before a kernel host attaches --------------------------------------
@@ -724,15 +749,27 @@ fn corrupt_setup_before_a_kernel_host_attaches(handler: &str, field: usize, valu
     fence(Ordering::SeqCst);
     // Magic and version are checked when the host attaches (§11.1): a changed one is refused.
     let stored = if size == 4 { value as u32 as u64 } else { value };
-    let bad_identity = (offset == offsets::MAGIC && stored != u64::from(MAGIC)) || (offset == offsets::VERSION && stored != u64::from(VERSION));
+    let bad_identity =
+        (offset == offsets::MAGIC && stored != u64::from(MAGIC)) || (offset == offsets::VERSION && stored != u64::from(VERSION));
     let command = host();
-    let spec = LaunchSpec { backend: "cpu", handler, transport: "auto", shape: None, isolation: Isolation::Process(&command), user: None, device: 0 };
+    let spec = LaunchSpec {
+        backend: "cpu",
+        handler,
+        transport: "auto",
+        shape: None,
+        isolation: Isolation::Process(&command),
+        user: None,
+        device: 0,
+    };
     let started = Instant::now();
     let launched = backend::launch(&spec, Arc::clone(&region), Box::new(|| {}));
     assert!(started.elapsed() < LIMIT, "launch took {:?}", started.elapsed());
     match launched {
         Err(e) => {
-            assert!(matches!(e.code(), ErrorCode::Protocol | ErrorCode::InvalidArgument), "launch with setup word {offset} = {value:#x}: {e}");
+            assert!(
+                matches!(e.code(), ErrorCode::Protocol | ErrorCode::InvalidArgument),
+                "launch with setup word {offset} = {value:#x}: {e}"
+            );
             if bad_identity {
                 assert!(e.to_string().contains("magic"), "launch with setup word {offset} = {value:#x}: {e}");
             }

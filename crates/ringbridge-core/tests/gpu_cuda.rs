@@ -199,7 +199,15 @@ fn trapping_handler_becomes_an_error_and_later_launches_say_restart() {
     let err = s.terminate(false, LIMIT).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     // A trap is a sticky error: this process gets no new CUDA context (driver 580), and says so.
-    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport: "mapped", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec = LaunchSpec {
+        backend: "cuda",
+        handler: "echo",
+        transport: "mapped",
+        shape: None,
+        isolation: Isolation::Thread,
+        user: None,
+        device: 0,
+    };
     let err = Session::launch_spec(&spec, ring, ring).err().expect("no launch after a sticky fault");
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     assert!(err.to_string().contains("restart the process"), "{err}");
@@ -215,9 +223,18 @@ fn kernel_host() -> HostCommand {
 fn a_trap_in_a_kernel_host_ends_that_host_only_and_the_next_launch_works() {
     let host = kernel_host();
     let ring = RingConfig { capacity: 1024, slot_size: 64 };
-    let spec = |handler, transport| LaunchSpec { backend: "cuda", handler, transport, shape: None, isolation: Isolation::Process(&host), user: None, device: 0 };
+    let spec = |handler, transport| LaunchSpec {
+        backend: "cuda",
+        handler,
+        transport,
+        shape: None,
+        isolation: Isolation::Process(&host),
+        user: None,
+        device: 0,
+    };
     for transport in TRANSPORTS {
-        let mut s = Session::launch_spec(&spec("trap", transport), ring, ring).unwrap_or_else(|e| panic!("launch trap on {transport}: {e}"));
+        let mut s =
+            Session::launch_spec(&spec("trap", transport), ring, ring).unwrap_or_else(|e| panic!("launch trap on {transport}: {e}"));
         s.send(1, 1, b"boom", LIMIT).unwrap();
         let err = s.recv_with(LIMIT, |_, _| ()).unwrap_err();
         assert!(matches!(err, Error::Closed), "{transport}: a dead kernel closes the session: {err}");
@@ -259,7 +276,15 @@ fn a_trap_in_a_kernel_host_ends_that_host_only_and_the_next_launch_works() {
 fn kernels_run_on_the_device_asked_for_and_a_missing_one_is_refused() {
     let count = ringbridge_core::cuda::driver::device_count().expect("a CUDA driver");
     let ring = RingConfig { capacity: 8, slot_size: 64 };
-    let spec = |device| LaunchSpec { backend: "cuda", handler: "echo", transport: "mapped", shape: None, isolation: Isolation::Thread, user: None, device };
+    let spec = |device| LaunchSpec {
+        backend: "cuda",
+        handler: "echo",
+        transport: "mapped",
+        shape: None,
+        isolation: Isolation::Thread,
+        user: None,
+        device,
+    };
     let mut s = Session::launch_spec(&spec(count as u32 - 1), ring, ring).unwrap();
     s.send(1, 5, b"last", LIMIT).unwrap();
     assert_eq!(s.recv_with(LIMIT, |h, _| h.correlation_id).unwrap(), 5);

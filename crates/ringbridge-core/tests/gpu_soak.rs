@@ -50,9 +50,9 @@ fn part(n: u64, div: u64) -> u64 {
 
 /// How long either side may go without progress before the run fails.
 fn stall_limit() -> Duration {
-    let ms = std::env::var("RINGBRIDGE_SOAK_STALL_MS").ok().map(|v| {
-        v.trim().parse::<u64>().unwrap_or_else(|_| panic!("RINGBRIDGE_SOAK_STALL_MS={v:?} is not a number of milliseconds"))
-    });
+    let ms = std::env::var("RINGBRIDGE_SOAK_STALL_MS")
+        .ok()
+        .map(|v| v.trim().parse::<u64>().unwrap_or_else(|_| panic!("RINGBRIDGE_SOAK_STALL_MS={v:?} is not a number of milliseconds")));
     Duration::from_millis(ms.unwrap_or(30_000))
 }
 
@@ -60,7 +60,9 @@ fn stall_limit() -> Duration {
 fn require_gpu() {
     match ringbridge_core::backend::cuda::runtime() {
         Ok(rt) => eprintln!("# {}", rt.describe()),
-        Err(e) => panic!("no CUDA device here, so no soak ran ({e}); run this with --ignored on the GPU host (scripts/gpu-suite.sh reliability)"),
+        Err(e) => {
+            panic!("no CUDA device here, so no soak ran ({e}); run this with --ignored on the GPU host (scripts/gpu-suite.sh reliability)")
+        }
     }
 }
 
@@ -181,7 +183,15 @@ fn run_inner(soak: &Soak, stall: Duration) -> Result<Timings, String> {
     let max = ring.max_payload();
     assert!(max >= 48, "slot {} too small for the soak's frames", soak.slot);
     let t0 = Instant::now();
-    let spec = LaunchSpec { backend: soak.backend, handler: "echo", transport: soak.transport, shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec = LaunchSpec {
+        backend: soak.backend,
+        handler: "echo",
+        transport: soak.transport,
+        shape: None,
+        isolation: Isolation::Thread,
+        user: None,
+        device: 0,
+    };
     // The launch too is bounded: a launch that blocks (a context-wide synchronisation behind a
     // kernel that never stopped) fails the run; its thread is left behind.
     let (done, launched) = std::sync::mpsc::channel();
@@ -208,13 +218,21 @@ fn run_inner(soak: &Soak, stall: Duration) -> Result<Timings, String> {
     let drain = t2.elapsed().as_secs_f64();
     if end.undelivered != 0 || !end.replies.is_empty() {
         let first = end.replies.first().map(|(h, _)| h.correlation_id);
-        return Err(format!("after all {} replies: {} undelivered, {} extra replies (first id {first:?})", soak.total, end.undelivered, end.replies.len()));
+        return Err(format!(
+            "after all {} replies: {} undelivered, {} extra replies (first id {first:?})",
+            soak.total,
+            end.undelivered,
+            end.replies.len()
+        ));
     }
     let cb = region.control();
     let processed = cb.messages_processed.load(Ordering::Acquire);
     let (errors, code) = (cb.error_count.load(Ordering::Acquire), cb.error_code.load(Ordering::Acquire));
     if processed != soak.total || errors != 0 || code != 0 {
-        return Err(format!("the kernel counted {processed} messages processed (sent {}), {errors} errors, first error code {code}", soak.total));
+        return Err(format!(
+            "the kernel counted {processed} messages processed (sent {}), {errors} errors, first error code {code}",
+            soak.total
+        ));
     }
     Ok(Timings { launch, streaming, drain })
 }
@@ -234,7 +252,11 @@ fn idle(rounds: &mut u32) {
 /// "58.10 M msg/s", "130.2 k msg/s".
 fn rate(messages: u64, secs: f64) -> String {
     let r = messages as f64 / secs.max(1e-9);
-    if r >= 1e6 { format!("{:.2} M msg/s", r / 1e6) } else { format!("{:.1} k msg/s", r / 1e3) }
+    if r >= 1e6 {
+        format!("{:.2} M msg/s", r / 1e6)
+    } else {
+        format!("{:.1} k msg/s", r / 1e3)
+    }
 }
 
 /// The two-thread stream: the producer stages every free slot in place and publishes; the
@@ -445,7 +467,8 @@ fn the_harness_names_every_kind_of_bad_reply() {
 #[test]
 fn a_stalled_kernel_fails_the_run_within_the_stall_limit_instead_of_hanging() {
     let ring = RingConfig { capacity: 64, slot_size: 64 };
-    let spec = LaunchSpec { backend: "cpu", handler: "echo", transport: "auto", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec =
+        LaunchSpec { backend: "cpu", handler: "echo", transport: "auto", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
     let mut s = Session::launch_spec(&spec, ring, ring).unwrap();
     let region = Arc::clone(s.region());
     region.control().active.store(0, Ordering::Release); // paused: nothing comes back

@@ -40,10 +40,19 @@ struct Harness {
 impl Harness {
     fn launch(capacity: u32) -> Self {
         let command = host();
-        let spec = LaunchSpec { backend: "cpu", handler: "echo", transport: "auto", shape: None, isolation: Isolation::Process(&command), user: None, device: 0 };
+        let spec = LaunchSpec {
+            backend: "cpu",
+            handler: "echo",
+            transport: "auto",
+            shape: None,
+            isolation: Isolation::Process(&command),
+            user: None,
+            device: 0,
+        };
         let ring = RingConfig { capacity, slot_size: 64 };
         let region = Region::alloc_shared(ring, ring).expect("shared region");
-        let (kernel, launched) = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![Arc::clone(&region)], Box::new(|| {})).expect("launch through a kernel host");
+        let (kernel, launched) = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![Arc::clone(&region)], Box::new(|| {}))
+            .expect("launch through a kernel host");
         assert_eq!(launched[0].backend.name, "cpu");
         Self { kernel, tx: Producer::new(region.input()), rx: Consumer::new(region.output()), region }
     }
@@ -199,7 +208,10 @@ fn a_join_of_a_host_that_does_not_report_times_out_naming_it() {
     signal(pid, "STOP");
     let started = Instant::now();
     // The report limit runs out before the stopped limit: the plain timeout, naming the state.
-    let err = h.kernel.join_within(JoinLimits { report: Duration::from_millis(400), stopped: Duration::from_secs(60) }).expect_err("joined a stopped host");
+    let err = h
+        .kernel
+        .join_within(JoinLimits { report: Duration::from_millis(400), stopped: Duration::from_secs(60) })
+        .expect_err("joined a stopped host");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
     let text = err.to_string();
@@ -250,7 +262,9 @@ fn a_host_killed_with_messages_in_flight_is_a_fault_the_join_reports() {
     }
     signal(pid, "KILL");
     let cb = h.region.control();
-    wait_until(Duration::from_secs(5), "the dead host's kernel to read terminated", || cb.state.load(Ordering::Acquire) == KernelState::Terminated as u32);
+    wait_until(Duration::from_secs(5), "the dead host's kernel to read terminated", || {
+        cb.state.load(Ordering::Acquire) == KernelState::Terminated as u32
+    });
     assert_eq!(cb.error_code.load(Ordering::Acquire), kernel_error::HANDLER_FAULT);
     let started = Instant::now();
     let err = h.kernel.join_within(JoinLimits::default()).expect_err("joined a killed host");
@@ -282,7 +296,11 @@ fn the_host_ignores_shutdown_signals_and_has_a_process_group_of_its_own() {
     assert_ne!(group, ours, "the host is outside the parent's process group");
     // SigIgn of /proc/<pid>/status: bit n-1 for signal n (SIGHUP 1, SIGINT 2, SIGTERM 15, SIGTTOU 22).
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("host status");
-    let ignored = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).map(|m| u64::from_str_radix(m.trim(), 16).expect("hex mask")).expect("SigIgn line");
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).expect("hex mask"))
+        .expect("SigIgn line");
     for n in [1, 2, 15, 22] {
         assert_ne!(ignored & (1 << (n - 1)), 0, "signal {n} not ignored by the host (SigIgn {ignored:#x})");
     }
@@ -373,10 +391,20 @@ fn a_parent_killed_with_sigkill_takes_its_host_with_it() {
 fn errors_name_what_was_wrong() {
     // A launch request for a region that is not shared memory is refused before a host starts.
     let command = host();
-    let spec = LaunchSpec { backend: "cpu", handler: "echo", transport: "auto", shape: None, isolation: Isolation::Process(&command), user: None, device: 0 };
+    let spec = LaunchSpec {
+        backend: "cpu",
+        handler: "echo",
+        transport: "auto",
+        shape: None,
+        isolation: Isolation::Process(&command),
+        user: None,
+        device: 0,
+    };
     let ring = RingConfig { capacity: 8, slot_size: 64 };
     let region = Region::alloc(ring, ring).expect("region");
-    let err: Error = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![region], Box::new(|| {})).err().expect("spawned over private memory");
+    let err: Error = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![region], Box::new(|| {}))
+        .err()
+        .expect("spawned over private memory");
     // A caller's mistake, not memory that breaks the protocol: INVALID_ARGUMENT since issue #11.
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     assert!(err.to_string().contains("shared memory"), "{err}");

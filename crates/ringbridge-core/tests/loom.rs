@@ -245,7 +245,8 @@ fn route_neighbours_no_lost_wakeup() {
         let (a_sleeping, b_sleeping) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let (tail, head) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let b = {
-            let (a_sleeping, b_sleeping, tail, head) = (Arc::clone(&a_sleeping), Arc::clone(&b_sleeping), Arc::clone(&tail), Arc::clone(&head));
+            let (a_sleeping, b_sleeping, tail, head) =
+                (Arc::clone(&a_sleeping), Arc::clone(&b_sleeping), Arc::clone(&tail), Arc::clone(&head));
             thread::spawn(move || {
                 b_sleeping.store(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);

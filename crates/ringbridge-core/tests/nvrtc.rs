@@ -94,7 +94,8 @@ fn user_compile_errors_name_the_users_file_and_line() {
     assert!(log.contains("missing_field"), "{log}");
     // A handler declared over other types than the launch's schemas is a compile error at
     // launch, never garbage at run time.
-    let k = user("struct other { int x; };\n__device__ unsigned int g(const other& in, rb_output& out, rb_context& ctx) { return 0; }\n", "g");
+    let k =
+        user("struct other { int x; };\n__device__ unsigned int g(const other& in, rb_output& out, rb_context& ctx) { return 0; }\n", "g");
     let Error::Compile { log, .. } = k.compile((9, 0)).unwrap_err() else { panic!() };
     assert!(log.contains("ring_kernel.cu") || log.contains("no suitable") || log.contains("argument"), "{log}");
     let bad_entry = user("", "not an identifier").compile((9, 0)).unwrap_err();
@@ -113,7 +114,12 @@ fn nvrtc_enforces_the_offset_asserts_of_a_schema_header() {
         )
     };
     let source = "__device__ unsigned int f(const rb_input& in, rb_output& out, rb_context&) { out = in; return 0; }";
-    let k = |offset| ringbridge_core::backend::user::UserKernel { source: source.into(), entry: "f".into(), schema_header: header(offset), max_replies: 0 };
+    let k = |offset| ringbridge_core::backend::user::UserKernel {
+        source: source.into(),
+        entry: "f".into(),
+        schema_header: header(offset),
+        max_replies: 0,
+    };
     k(8).compile((9, 0)).unwrap_or_else(|e| panic!("the true offset compiles: {e}"));
     let Error::Compile { log, .. } = k(4).compile((9, 0)).unwrap_err() else { panic!("a wrong offset compiled") };
     assert!(log.contains("static assertion failed") || log.contains("static_assert"), "{log}");

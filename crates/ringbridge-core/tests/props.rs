@@ -14,8 +14,7 @@ use ringbridge_core::transport::Region;
 use ringbridge_core::Ordering;
 
 fn region(capacity: u32, slot_size: u32) -> Arc<Region> {
-    Region::alloc(RingConfig { capacity, slot_size }, RingConfig { capacity: 1, slot_size: 32 })
-        .expect("valid ring shape")
+    Region::alloc(RingConfig { capacity, slot_size }, RingConfig { capacity: 1, slot_size: 32 }).expect("valid ring shape")
 }
 
 /// Message `seq` of `len` bytes; every byte depends on both.
@@ -45,9 +44,14 @@ fn check(seq: u64, len: usize, h: FrameHeader, bytes: &[u8]) -> Result<(), TestC
 enum Op {
     /// Stage `count` frames; a payload length is `size % (max_payload + 2)`, so now and then one
     /// is a byte too large.
-    Stage { size: u16, count: u8 },
+    Stage {
+        size: u16,
+        count: u8,
+    },
     Publish,
-    Pop { count: u8 },
+    Pop {
+        count: u8,
+    },
     Release,
 }
 

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use ringbridge_core::backend::cuda::HANDLER_TRAP;
 use ringbridge_core::protocol::{
-    align_up, free, kernel_error, occupied, offsets, slot_of, ErrorRecord, FrameHeader, KernelState, RegionLayout,
-    RingConfig, CONSTANTS, CONTROL_BLOCK_BYTES, FIELD_OFFSETS, FLAG_ERROR, FRAME_HEADER_BYTES, LINE_BYTES, MAGIC, MAX_CAPACITY,
-    MAX_SLOT_SIZE, MIN_SLOT_SIZE, REGION_ALIGN, VERSION,
+    align_up, free, kernel_error, occupied, offsets, slot_of, ErrorRecord, FrameHeader, KernelState, RegionLayout, RingConfig, CONSTANTS,
+    CONTROL_BLOCK_BYTES, FIELD_OFFSETS, FLAG_ERROR, FRAME_HEADER_BYTES, LINE_BYTES, MAGIC, MAX_CAPACITY, MAX_SLOT_SIZE, MIN_SLOT_SIZE,
+    REGION_ALIGN, VERSION,
 };
 use ringbridge_core::transport::Region;
 use ringbridge_core::ErrorCode;
@@ -46,9 +46,7 @@ fn table<'a>(doc: &'a str, header: &[&str]) -> Vec<Vec<&'a str>> {
 }
 
 fn backticked(cell: &str) -> &str {
-    cell.strip_prefix('`')
-        .and_then(|c| c.strip_suffix('`'))
-        .unwrap_or_else(|| panic!("expected a `backticked` name, got {cell:?}"))
+    cell.strip_prefix('`').and_then(|c| c.strip_suffix('`')).unwrap_or_else(|| panic!("expected a `backticked` name, got {cell:?}"))
 }
 
 /// Size of every control-block field, taken from the Rust types of a real control block.
@@ -104,11 +102,7 @@ fn spec_table_matches_field_offsets() {
     let documented: BTreeMap<&str, usize> = spec.iter().map(|&(n, o, _)| (n, o)).collect();
     assert_eq!(documented.len(), spec.len(), "the spec's field table repeats a name");
     for (name, offset) in &code {
-        assert_eq!(
-            documented.get(name),
-            Some(offset),
-            "FIELD_OFFSETS entry `{name}` at {offset} is not in the spec table"
-        );
+        assert_eq!(documented.get(name), Some(offset), "FIELD_OFFSETS entry `{name}` at {offset} is not in the spec table");
     }
     for (name, offset) in &documented {
         assert_eq!(code.get(name), Some(offset), "spec table row `{name}` at {offset} is not in FIELD_OFFSETS");
@@ -134,8 +128,7 @@ fn spec_table_matches_field_offsets() {
 fn spec_frame_table_matches_offsets() {
     let doc = read("docs/PROTOCOL.md");
     let rows = table(&doc, &["frame field", "offset", "size"]);
-    let got: Vec<(&str, usize, usize)> =
-        rows.iter().map(|r| (backticked(r[0]), r[1].parse().unwrap(), r[2].parse().unwrap())).collect();
+    let got: Vec<(&str, usize, usize)> = rows.iter().map(|r| (backticked(r[0]), r[1].parse().unwrap(), r[2].parse().unwrap())).collect();
     assert_eq!(
         got,
         [
@@ -151,8 +144,7 @@ fn spec_frame_table_matches_offsets() {
 #[test]
 fn tested_example_matches_doctest() {
     let lib = read("crates/ringbridge-core/src/lib.rs");
-    let doc_lines: Vec<&str> =
-        lib.lines().filter_map(|l| l.strip_prefix("//!")).map(|l| l.strip_prefix(' ').unwrap_or(l)).collect();
+    let doc_lines: Vec<&str> = lib.lines().filter_map(|l| l.strip_prefix("//!")).map(|l| l.strip_prefix(' ').unwrap_or(l)).collect();
     let start = doc_lines.iter().position(|l| *l == "```").expect("lib.rs has a doctest") + 1;
     let len = doc_lines[start..].iter().position(|l| *l == "```").expect("doctest ends");
     let doctest = doc_lines[start..start + len].join("\n");

@@ -47,9 +47,7 @@ fn header(seq: u64) -> FrameHeader {
 
 /// Pops one frame and checks that it is message `seq`, whole.
 fn expect_frame<M: RingMemory>(rx: &mut Consumer<M>, seq: u64) {
-    let (h, p) = rx
-        .pop_with(|h, p| (h, p.to_vec()))
-        .unwrap_or_else(|e| panic!("message {seq}: {e:?}"));
+    let (h, p) = rx.pop_with(|h, p| (h, p.to_vec())).unwrap_or_else(|e| panic!("message {seq}: {e:?}"));
     assert_eq!(h.correlation_id, seq, "message {seq}: out of order");
     assert_eq!(h.type_id, seq as u16, "message {seq}: type");
     assert_eq!(h.flags, 0, "message {seq}: flags");

@@ -103,7 +103,15 @@ fn saxpy_route(backend: &str, transports: [&str; 2]) {
     assert_eq!(launched.len(), 2);
     eprintln!("  launched {:?}", launched.iter().map(|l| l.transport).collect::<Vec<_>>());
     // 5 000, or fewer under a sanitizer (RINGBRIDGE_GPU_MESSAGES).
-    let count = if backend == "cpu" { if cfg!(miri) { 50 } else { 5_000 } } else { gpu_messages().min(5_000) };
+    let count = if backend == "cpu" {
+        if cfg!(miri) {
+            50
+        } else {
+            5_000
+        }
+    } else {
+        gpu_messages().min(5_000)
+    };
     for m in 0..count {
         let n = (m % 29 + 1) as usize;
         let a = (m as f32) * 0.37 - 11.0;

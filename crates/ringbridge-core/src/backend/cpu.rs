@@ -171,9 +171,7 @@ impl Kernel for CpuKernel {
             cb.terminate.store(TERMINATE_ABANDON, Ordering::Release);
         }
         self.waker.unpark();
-        thread
-            .join()
-            .map_err(|_| Error::ThreadPanicked { thread: "CPU kernel" })
+        thread.join().map_err(|_| Error::ThreadPanicked { thread: "CPU kernel" })
     }
 }
 

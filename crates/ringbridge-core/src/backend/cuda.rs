@@ -189,7 +189,10 @@ fn injected(transport: &str) -> Option<Error> {
 /// # Errors
 /// The failure of an explicitly requested transport, or of every candidate under `auto` (each
 /// named in the message); [`Error::InvalidConfig`] for an unknown name.
-pub fn choose_transport<T>(requested: &str, mut setup: impl FnMut(&'static str) -> Result<T, Error>) -> Result<(T, &'static str, String), Error> {
+pub fn choose_transport<T>(
+    requested: &str,
+    mut setup: impl FnMut(&'static str) -> Result<T, Error>,
+) -> Result<(T, &'static str, String), Error> {
     let candidates: Vec<&'static str> = match requested {
         "auto" => AUTO_ORDER.to_vec(),
         name => match TRANSPORT_NAMES.iter().find(|t| **t == name && name != "auto") {
@@ -362,7 +365,18 @@ impl PreparedKernel {
         let module = RingModule::load(&ctx, &image.bytes)?;
         let stream = ctx.new_stream().map_err(cuda_err("cuStreamCreate"))?;
         let cb_device = link.kernel_cb();
-        Ok(Self { runtime, link, module, stream, region, downstream: downstream.map(|f| f.region), device, cb_device, transport: TransportChoice { name, reason }, shape })
+        Ok(Self {
+            runtime,
+            link,
+            module,
+            stream,
+            region,
+            downstream: downstream.map(|f| f.region),
+            device,
+            cb_device,
+            transport: TransportChoice { name, reason },
+            shape,
+        })
     }
 
     /// How the stage before this one in a route writes this kernel's input ring.
@@ -372,7 +386,13 @@ impl PreparedKernel {
             "dma" => FeedMemory::Device,
             _ => FeedMemory::Managed,
         };
-        Feed { region: Arc::clone(&self.region), view: FeedView::of(&self.region, self.cb_device), device: Some(self.device as u32), memory, waker: None }
+        Feed {
+            region: Arc::clone(&self.region),
+            view: FeedView::of(&self.region, self.cb_device),
+            device: Some(self.device as u32),
+            memory,
+            waker: None,
+        }
     }
 
     /// Launches the kernel and starts its service thread.
@@ -387,13 +407,25 @@ impl PreparedKernel {
         let link = Arc::new(Mutex::new(Some(link)));
         let stop = Arc::new(AtomicBool::new(false));
         let service = {
-            let (region, link, stop, stream, runtime) = (Arc::clone(&region), Arc::clone(&link), Arc::clone(&stop), Arc::clone(&stream), Arc::clone(&runtime));
+            let (region, link, stop, stream, runtime) =
+                (Arc::clone(&region), Arc::clone(&link), Arc::clone(&stop), Arc::clone(&stream), Arc::clone(&runtime));
             thread::Builder::new()
                 .name("ringbridge-cuda-service".into())
                 .spawn(move || serve(&region, &link, &stop, &stream, &runtime, notify))
                 .map_err(|e| Error::ResourceExhausted { what: "the CUDA service thread".into(), reason: e.to_string() })?
         };
-        Ok(CudaKernel { service: Some(service), stop, link, module: Some(module), gpu: Some(Launch { stream, runtime }), region, _downstream: downstream, halted: None, transport, shape })
+        Ok(CudaKernel {
+            service: Some(service),
+            stop,
+            link,
+            module: Some(module),
+            gpu: Some(Launch { stream, runtime }),
+            region,
+            _downstream: downstream,
+            halted: None,
+            transport,
+            shape,
+        })
     }
 }
 
@@ -409,7 +441,14 @@ impl CudaKernel {
 }
 
 /// The service loop: bridge step, doorbell, fault watch; backs off when idle.
-fn serve(region: &Region, link: &Mutex<Option<Box<dyn Link>>>, stop: &AtomicBool, stream: &Arc<CudaStream>, rt: &CudaRuntime, notify: Notify) -> Result<(), Error> {
+fn serve(
+    region: &Region,
+    link: &Mutex<Option<Box<dyn Link>>>,
+    stop: &AtomicBool,
+    stream: &Arc<CudaStream>,
+    rt: &CudaRuntime,
+    notify: Notify,
+) -> Result<(), Error> {
     rt.gpu.ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
     let cb = region.control();
     let mut seen = (u64::MAX, u64::MAX, u32::MAX);
@@ -421,7 +460,8 @@ fn serve(region: &Region, link: &Mutex<Option<Box<dyn Link>>>, stop: &AtomicBool
             None => false,
         };
         // ORDERING: (K8) acquire pairs with the kernel's release of state and indices.
-        let now = (cb.output_tail.value.load(Ordering::Acquire), cb.input_head.value.load(Ordering::Acquire), cb.state.load(Ordering::Acquire));
+        let now =
+            (cb.output_tail.value.load(Ordering::Acquire), cb.input_head.value.load(Ordering::Acquire), cb.state.load(Ordering::Acquire));
         if now != seen {
             let state_changed = now.2 != seen.2;
             seen = now;
@@ -515,7 +555,6 @@ impl Kernel for CudaKernel {
     fn wake(&self) {
         // A GPU kernel never parks (kernel_sleeping stays 0); nothing to wake.
     }
-
 
     fn stop(&mut self) {
         if self.halted.is_some() {

@@ -7,8 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::handlers::{Handler, Outcome};
 use crate::protocol::{
-    kernel_error, ControlBlock, ErrorRecord, FrameHeader, KernelState, FLAG_ERROR, TERMINATE_ABANDON,
-    TERMINATE_DRAIN, TERMINATE_NONE,
+    kernel_error, ControlBlock, ErrorRecord, FrameHeader, KernelState, FLAG_ERROR, TERMINATE_ABANDON, TERMINATE_DRAIN, TERMINATE_NONE,
 };
 use crate::ring::{Consumer, PopError, Producer, RingMemory};
 use crate::sync::{fence, Ordering};
@@ -54,9 +53,7 @@ pub fn run<I: RingMemory, O: RingMemory>(
                 state = KernelState::Paused;
                 set_state(cb, hooks, state);
             }
-            hooks.idle(cb, &mut || {
-                cb.active.load(Ordering::SeqCst) != 0 || command(cb.terminate.load(Ordering::SeqCst)) != TERMINATE_NONE
-            });
+            hooks.idle(cb, &mut || cb.active.load(Ordering::SeqCst) != 0 || command(cb.terminate.load(Ordering::SeqCst)) != TERMINATE_NONE);
             continue;
         }
         if state != KernelState::Running {

@@ -161,7 +161,11 @@ pub fn launch(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify) -> Res
 ///
 /// # Errors
 /// [`route::check_route`]'s, and any stage's launch error.
-pub fn launch_route(specs: &[LaunchSpec<'_>], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Box<dyn Kernel>, Vec<Launched>), Error> {
+pub fn launch_route(
+    specs: &[LaunchSpec<'_>],
+    regions: Vec<Arc<Region>>,
+    notify: Notify,
+) -> Result<(Box<dyn Kernel>, Vec<Launched>), Error> {
     if let Isolation::Process(command) = specs[0].isolation {
         // Refused here, before a kernel host starts (the host checks again, in process).
         route::check_route(specs, &regions)?;
@@ -232,7 +236,13 @@ impl Prepared {
 ///
 /// # Errors
 /// As [`launch`].
-pub fn prepare_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify, downstream: Option<route::Feed>, sharing: u32) -> Result<Prepared, Error> {
+pub fn prepare_stage(
+    spec: &LaunchSpec<'_>,
+    region: Arc<Region>,
+    notify: Notify,
+    downstream: Option<route::Feed>,
+    sharing: u32,
+) -> Result<Prepared, Error> {
     let choice = choose(spec.backend)?;
     if choice.name == "cuda" {
         let kernel = cuda::PreparedKernel::new(region, spec, downstream, sharing)?;
@@ -267,7 +277,10 @@ pub fn prepare_stage(spec: &LaunchSpec<'_>, region: Arc<Region>, notify: Notify,
     }
     let handler = handlers::builtin(spec.handler)?;
     let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH, downstream)?;
-    Ok(Prepared::Running(Box::new(kernel), Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() }))
+    Ok(Prepared::Running(
+        Box::new(kernel),
+        Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() },
+    ))
 }
 
 /// The handler name under which the cpu backend only initialises the region and runs nothing:

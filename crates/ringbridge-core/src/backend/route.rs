@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::thread::Thread;
 
-use super::{prepare_stage, EXTERNAL_HANDLER, Isolation, Kernel, LaunchSpec, Launched, Notify, Prepared};
+use super::{prepare_stage, Isolation, Kernel, LaunchSpec, Launched, Notify, Prepared, EXTERNAL_HANDLER};
 use crate::protocol::{offsets, PRODUCER_KERNEL};
 use crate::sync::{fence, Ordering};
 use crate::transport::Region;
@@ -140,10 +140,16 @@ pub fn check_route(specs: &[LaunchSpec<'_>], regions: &[Arc<Region>]) -> Result<
             return Err(invalid(format!("route stage {i}'s backend '{}'", s.backend), "the backend of stage 0: one runner serves a route"));
         }
         if matches!(s.isolation, Isolation::Process(_)) != matches!(specs[0].isolation, Isolation::Process(_)) {
-            return Err(invalid(format!("route stage {i}'s isolation"), "the isolation of stage 0: a route's stages share one kernel host"));
+            return Err(invalid(
+                format!("route stage {i}'s isolation"),
+                "the isolation of stage 0: a route's stages share one kernel host",
+            ));
         }
         if s.handler == EXTERNAL_HANDLER {
-            return Err(invalid(format!("route stage {i}'s handler '{}'", s.handler), "a native handler: a route's kernels run in one runner"));
+            return Err(invalid(
+                format!("route stage {i}'s handler '{}'", s.handler),
+                "a native handler: a route's kernels run in one runner",
+            ));
         }
         if i + 1 < specs.len() && s.user.is_some_and(|u| u.max_replies > 0) {
             return Err(invalid(
@@ -218,7 +224,11 @@ impl Drop for RouteKernel {
 ///
 /// # Errors
 /// [`check_route`]'s, and any stage's set-up or launch error.
-pub fn launch_in_process(specs: &[LaunchSpec<'_>], regions: &[Arc<Region>], notify: &Arc<dyn Fn() + Send + Sync>) -> Result<(RouteKernel, Vec<Launched>), Error> {
+pub fn launch_in_process(
+    specs: &[LaunchSpec<'_>],
+    regions: &[Arc<Region>],
+    notify: &Arc<dyn Fn() + Send + Sync>,
+) -> Result<(RouteKernel, Vec<Launched>), Error> {
     check_route(specs, regions)?;
     for region in &regions[1..] {
         // L1: before any stage launches. A stage fed by a kernel must not wait, when draining,

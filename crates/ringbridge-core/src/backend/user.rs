@@ -36,7 +36,8 @@ impl UserKernel {
     /// [`Error::InvalidConfig`] naming what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         let e = &self.entry;
-        let ident = !e.is_empty() && !e.starts_with(|c: char| c.is_ascii_digit()) && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let ident =
+            !e.is_empty() && !e.starts_with(|c: char| c.is_ascii_digit()) && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ident {
             return Err(Error::InvalidConfig {
                 what: format!("entry '{e}'"),

@@ -137,8 +137,7 @@ impl DeviceBuffer {
     pub unsafe fn copy_from_host_async(&self, stream: &CudaStream, offset: usize, src: &[u8]) -> Result<(), Error> {
         debug_assert!(offset + src.len() <= self.len, "copy of {} bytes at {offset} into a buffer of {}", src.len(), self.len);
         // SAFETY: forwarded from the caller; the device range lies inside this allocation.
-        unsafe { result::memcpy_htod_async(self.ptr + offset as u64, src, stream.cu_stream()) }
-            .map_err(cuda_err("cuMemcpyHtoDAsync"))
+        unsafe { result::memcpy_htod_async(self.ptr + offset as u64, src, stream.cu_stream()) }.map_err(cuda_err("cuMemcpyHtoDAsync"))
     }
 
     /// Copies bytes `offset..offset+dst.len()` of this buffer into `dst` on `stream`
@@ -156,8 +155,7 @@ impl DeviceBuffer {
     pub unsafe fn copy_to_host_async(&self, stream: &CudaStream, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         debug_assert!(offset + dst.len() <= self.len, "copy of {} bytes at {offset} out of a buffer of {}", dst.len(), self.len);
         // SAFETY: forwarded from the caller; the device range lies inside this allocation.
-        unsafe { result::memcpy_dtoh_async(dst, self.ptr + offset as u64, stream.cu_stream()) }
-            .map_err(cuda_err("cuMemcpyDtoHAsync"))
+        unsafe { result::memcpy_dtoh_async(dst, self.ptr + offset as u64, stream.cu_stream()) }.map_err(cuda_err("cuMemcpyDtoHAsync"))
     }
 
     /// Writes `value` to the 8-byte word at `offset` in stream order, after the work enqueued

@@ -48,8 +48,7 @@ impl RingModule {
     pub fn load(ctx: &Arc<CudaContext>, image: &[u8]) -> Result<Self, Error> {
         ctx.bind_to_thread().map_err(cuda_err("cuCtxSetCurrent"))?;
         // SAFETY: `image` is a complete CUBIN, or PTX ending in NUL (nvrtc.rs guarantees both).
-        let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }
-            .map_err(cuda_err("cuModuleLoadData"))?;
+        let module = unsafe { result::module::load_data(image.as_ptr() as *const c_void) }.map_err(cuda_err("cuModuleLoadData"))?;
         let mut this = Self { ctx: Arc::clone(ctx), module, function: std::ptr::null_mut(), grid_state: DeviceGlobal::default() };
         let name = CString::new(KERNEL_NAME).expect("no NUL in the name");
         // SAFETY: `module` was loaded above and lives as long as `this`.

@@ -69,7 +69,12 @@ pub fn serve(ctl: &OwnedFd) -> Result<(), Error> {
     let bell = ctl.try_clone().map_err(os_error("dup of the control socket"))?;
     // A doorbell that finds the socket full is redundant: the parent has doorbells queued.
     let notify = Box::new(move || wire::send_nowait(&bell, &[tag::DOORBELL]));
-    let regions: Result<Vec<_>, Error> = stages.iter().map(|(fd, _)| fd.try_clone().map_err(os_error("dup of a region descriptor")).and_then(SharedMemory::map).and_then(Region::attach_shared)).collect();
+    let regions: Result<Vec<_>, Error> = stages
+        .iter()
+        .map(|(fd, _)| {
+            fd.try_clone().map_err(os_error("dup of a region descriptor")).and_then(SharedMemory::map).and_then(Region::attach_shared)
+        })
+        .collect();
     let specs: Vec<LaunchSpec<'_>> = stages.iter().map(|(_, r)| r.spec()).collect();
     let launched = regions.and_then(|mut regions| match specs.len() {
         1 => backend::launch(&specs[0], regions.remove(0), notify).map(|(k, l)| (k, vec![l])),

@@ -235,7 +235,12 @@ impl ProcessKernel {
     /// when the host cannot be started or exits before answering; [`Error::Timeout`] after
     /// [`LAUNCH_LIMIT`]; an `ERR_RINGBRIDGE_TIMEOUT` naming the pid when the host is stopped for
     /// [`LAUNCH_STOPPED_LIMIT`] (it is killed).
-    pub fn spawn(command: &HostCommand, requests: &[LaunchRequest], regions: Vec<Arc<Region>>, notify: Notify) -> Result<(Self, Vec<Launched>), Error> {
+    pub fn spawn(
+        command: &HostCommand,
+        requests: &[LaunchRequest],
+        regions: Vec<Arc<Region>>,
+        notify: Notify,
+    ) -> Result<(Self, Vec<Launched>), Error> {
         if requests.is_empty() || requests.len() != regions.len() {
             return Err(Error::InvalidConfig {
                 what: format!("a kernel host launch of {} requests over {} regions", requests.len(), regions.len()),
@@ -266,7 +271,8 @@ impl ProcessKernel {
             // persistent kernels (a route's stages) that wait never ends.
             command_line.env("CUDA_MODULE_LOADING", "EAGER");
         }
-        let child = command_line.spawn().map_err(|e| unavailable(format!("cannot start the kernel host '{}': {e}", command.program.display())));
+        let child =
+            command_line.spawn().map_err(|e| unavailable(format!("cannot start the kernel host '{}': {e}", command.program.display())));
         // The Command holds the host's end of the socket: close ours now, so a host that exits
         // reads as closed, not as silent.
         drop(command_line);

@@ -108,7 +108,19 @@ impl LaunchRequest {
         let mut out = b"launch\t".to_vec();
         let (source, entry, header, replies) =
             self.user.as_ref().map_or(("", "", "", 0), |u| (u.source.as_str(), u.entry.as_str(), u.schema_header.as_str(), u.max_replies));
-        let fields = [self.backend.as_str(), &self.handler, &self.transport, &b.to_string(), &t.to_string(), source, entry, header, &replies.to_string(), &self.device.to_string(), &self.following.to_string()];
+        let fields = [
+            self.backend.as_str(),
+            &self.handler,
+            &self.transport,
+            &b.to_string(),
+            &t.to_string(),
+            source,
+            entry,
+            header,
+            &replies.to_string(),
+            &self.device.to_string(),
+            &self.following.to_string(),
+        ];
         out.extend_from_slice(fields.iter().map(|f| escape(f)).collect::<Vec<_>>().join("\t").as_bytes());
         if out.len() > MAX_PACKET {
             return Err(Error::InvalidConfig {
@@ -127,11 +139,18 @@ impl LaunchRequest {
     pub fn decode(packet: &[u8]) -> Result<Self, Error> {
         let body = packet.strip_prefix(b"launch\t").ok_or_else(|| malformed("launch", packet))?;
         let f = split_fields(body);
-        let [backend, handler, transport, blocks, threads, source, entry, header, replies, device, following] = f.as_slice() else { return Err(malformed("launch", packet)) };
+        let [backend, handler, transport, blocks, threads, source, entry, header, replies, device, following] = f.as_slice() else {
+            return Err(malformed("launch", packet));
+        };
         let num = |s: &str| s.parse::<u32>().map_err(|_| malformed("launch", packet));
         let (blocks, threads, max_replies, device, following) = (num(blocks)?, num(threads)?, num(replies)?, num(device)?, num(following)?);
         let shape = (blocks != 0 || threads != 0).then_some(Shape { blocks, threads });
-        let user = (!entry.is_empty()).then(|| UserKernel { source: source.clone(), entry: entry.clone(), schema_header: header.clone(), max_replies });
+        let user = (!entry.is_empty()).then(|| UserKernel {
+            source: source.clone(),
+            entry: entry.clone(),
+            schema_header: header.clone(),
+            max_replies,
+        });
         Ok(Self { backend: backend.clone(), handler: handler.clone(), transport: transport.clone(), shape, user, device, following })
     }
 }
@@ -149,12 +168,9 @@ pub fn decode_launched(packet: &[u8]) -> Result<Launched, Error> {
     let f = split_fields(&packet[1..]);
     let [backend, backend_reason, transport, transport_reason] = f.as_slice() else { return Err(malformed("launched", packet)) };
     let name = *crate::backend::BACKEND_NAMES.iter().find(|n| *n == backend).ok_or_else(|| malformed("launched", packet))?;
-    let transport = *["shared-memory", "mapped", "dma", "managed"].iter().find(|n| *n == transport).ok_or_else(|| malformed("launched", packet))?;
-    Ok(Launched {
-        backend: BackendChoice { name, reason: backend_reason.clone() },
-        transport,
-        transport_reason: transport_reason.clone(),
-    })
+    let transport =
+        *["shared-memory", "mapped", "dma", "managed"].iter().find(|n| *n == transport).ok_or_else(|| malformed("launched", packet))?;
+    Ok(Launched { backend: BackendChoice { name, reason: backend_reason.clone() }, transport, transport_reason: transport_reason.clone() })
 }
 
 /// An error, with its stable code, as a packet.
@@ -272,8 +288,21 @@ mod tests {
     #[test]
     fn launch_request_round_trips_with_awkward_text() {
         for shape in [None, Some(Shape { blocks: 132, threads: 256 })] {
-            let user = Some(UserKernel { source: "int f() {\n\treturn 1; // 100%\n}".into(), entry: "f".into(), schema_header: "struct rb_input {};".into(), max_replies: 3 });
-            let r = LaunchRequest { backend: "cuda".into(), handler: "ec%ho\twith\ntabs".into(), transport: "dma".into(), shape, user, device: 3, following: 1 };
+            let user = Some(UserKernel {
+                source: "int f() {\n\treturn 1; // 100%\n}".into(),
+                entry: "f".into(),
+                schema_header: "struct rb_input {};".into(),
+                max_replies: 3,
+            });
+            let r = LaunchRequest {
+                backend: "cuda".into(),
+                handler: "ec%ho\twith\ntabs".into(),
+                transport: "dma".into(),
+                shape,
+                user,
+                device: 3,
+                following: 1,
+            };
             assert_eq!(LaunchRequest::decode(&r.encode().unwrap()).unwrap(), r);
         }
         assert!(LaunchRequest::decode(b"launch\tcuda\techo").is_err());

@@ -19,8 +19,8 @@ use cudarc::driver::{CudaContext, CudaStream};
 
 use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
 use super::{check_registrable, KernelView, Link, Region};
-use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
 use crate::cuda::cuda_err;
+use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
 use crate::protocol::{offsets, LINE_BYTES};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;

@@ -30,7 +30,8 @@ impl ManagedLink {
         if !concurrent_managed {
             return Err(Error::BackendUnavailable {
                 backend: "cuda/managed",
-                reason: "the device has no concurrent managed access (CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS = 0, as on WSL2)".into(),
+                reason: "the device has no concurrent managed access (CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS = 0, as on WSL2)"
+                    .into(),
             });
         }
         check_registrable(region)?;
@@ -82,7 +83,9 @@ impl BridgeCopies for ManagedLink {
         // SAFETY: source: consumer-owned host input slots (I3, bridge_step's contract);
         // destination: the managed input slots at the same offset, which the kernel reads only
         // below the tail published after this copy.
-        unsafe { std::ptr::copy_nonoverlapping(region.bytes_ptr(l.input_offset + off, len), (self.managed.ptr() as usize + off) as *mut u8, len) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(region.bytes_ptr(l.input_offset + off, len), (self.managed.ptr() as usize + off) as *mut u8, len)
+        };
         Ok(())
     }
 
@@ -102,7 +105,13 @@ impl BridgeCopies for ManagedLink {
         let l = region.layout();
         // SAFETY: source: managed output slots the kernel published; destination: host output
         // slots the host has not been told of yet (I2, bridge_step's contract).
-        unsafe { std::ptr::copy_nonoverlapping((self.managed.ptr() as usize + l.input.bytes() + off) as *const u8, region.bytes_ptr(l.output_offset + off, len), len) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (self.managed.ptr() as usize + l.input.bytes() + off) as *const u8,
+                region.bytes_ptr(l.output_offset + off, len),
+                len,
+            )
+        };
         Ok(())
     }
 

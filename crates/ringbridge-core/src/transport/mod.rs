@@ -9,14 +9,14 @@ use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+#[cfg(target_os = "linux")]
+use crate::isolate::shm::SharedMemory;
 use crate::protocol::{
     align_up, offsets, ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
 };
 use crate::ring::RingMemory;
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;
-#[cfg(target_os = "linux")]
-use crate::isolate::shm::SharedMemory;
 
 pub mod bridge;
 pub mod dma;
@@ -147,8 +147,10 @@ impl Region {
             .map_err(|e| Error::ResourceExhausted { what: format!("a region of {} bytes", layout.total_bytes), reason: e.to_string() })?;
         // SAFETY: `mem` has a non-zero size (a control block at least).
         let raw = unsafe { alloc_zeroed(mem) };
-        let base = NonNull::new(raw)
-            .ok_or_else(|| Error::ResourceExhausted { what: format!("a region of {} bytes", mem.size()), reason: "out of memory".into() })?;
+        let base = NonNull::new(raw).ok_or_else(|| Error::ResourceExhausted {
+            what: format!("a region of {} bytes", mem.size()),
+            reason: "out of memory".into(),
+        })?;
         let region = Self { base, len: mem.size(), layout, owner: Owner::Heap(mem) };
         region.init_control();
         Ok(Arc::new(region))
@@ -171,15 +173,10 @@ impl Region {
         keep_alive: Box<dyn Send + Sync>,
     ) -> Result<Arc<Self>, Error> {
         if ptr as usize % REGION_ALIGN != 0 {
-            return Err(Error::Protocol(format!(
-                "region base {ptr:p} is not {REGION_ALIGN}-byte aligned"
-            )));
+            return Err(Error::Protocol(format!("region base {ptr:p} is not {REGION_ALIGN}-byte aligned")));
         }
         if len < layout.total_bytes {
-            return Err(Error::Protocol(format!(
-                "region of {len} bytes is smaller than the {} bytes its rings need",
-                layout.total_bytes
-            )));
+            return Err(Error::Protocol(format!("region of {len} bytes is smaller than the {} bytes its rings need", layout.total_bytes)));
         }
         let base = NonNull::new(ptr).ok_or_else(|| Error::Protocol("region base is null".into()))?;
         let region = Self { base, len, layout, owner: Owner::External(keep_alive) };
