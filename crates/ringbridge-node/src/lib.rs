@@ -144,7 +144,14 @@ pub struct CompiledKernel {
 /// Compiles a user kernel (the ring kernel with the handler `entry` of `source`, over the
 /// generated `schema_header`) for compute capability `major.minor` with NVRTC; no GPU needed.
 #[napi]
-pub fn compile_user_kernel(source: String, entry: String, schema_header: String, max_replies: f64, major: i32, minor: i32) -> error::Result<CompiledKernel> {
+pub fn compile_user_kernel(
+    source: String,
+    entry: String,
+    schema_header: String,
+    max_replies: f64,
+    major: i32,
+    minor: i32,
+) -> error::Result<CompiledKernel> {
     // f64, checked: napi's u32 conversion would wrap a maxReplies of 2^32 + 1 to 1 (issue #2).
     let max_replies = error::checked_u32("maxReplies", max_replies)?;
     let user = ringbridge_core::backend::user::UserKernel { source, entry, schema_header, max_replies };

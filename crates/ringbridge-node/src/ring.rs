@@ -86,7 +86,10 @@ struct Numbers {
 fn numbers_of(o: &KernelOptions) -> Result<Numbers> {
     Ok(Numbers {
         input: RingConfig { capacity: checked_u32("capacity", o.input_capacity)?, slot_size: checked_u32("slotSize", o.input_slot_size)? },
-        output: RingConfig { capacity: checked_u32("outputCapacity", o.output_capacity)?, slot_size: checked_u32("outputSlotSize", o.output_slot_size)? },
+        output: RingConfig {
+            capacity: checked_u32("outputCapacity", o.output_capacity)?,
+            slot_size: checked_u32("outputSlotSize", o.output_slot_size)?,
+        },
         blocks: checked_u32_opt("blocks", o.blocks)?,
         threads: checked_u32_opt("threads", o.threads)?,
         max_replies: checked_u32_opt("maxReplies", o.max_replies)?,
@@ -115,11 +118,7 @@ pub(crate) fn layout_of(o: &KernelOptions) -> Result<RegionLayout> {
 pub fn region_layout(options: KernelOptions) -> Result<RegionInfo> {
     let l = layout_of(&options)?;
     let narrow = |n: usize| u32::try_from(n).map_err(|_| crate::error::invalid(format!("region of {n} bytes exceeds 4 GiB")));
-    Ok(RegionInfo {
-        input_offset: narrow(l.input_offset)?,
-        output_offset: narrow(l.output_offset)?,
-        total_bytes: narrow(l.total_bytes)?,
-    })
+    Ok(RegionInfo { input_offset: narrow(l.input_offset)?, output_offset: narrow(l.output_offset)?, total_bytes: narrow(l.total_bytes)? })
 }
 
 /// The doorbell JS receives: a weak threadsafe function with a queue of one, so rings coalesce.
@@ -255,7 +254,8 @@ impl HostLaunch {
         let shared = self.regions.clone();
         let (kernel, launched) = ProcessKernel::spawn(&self.command, &self.requests, self.regions, self.notify)?;
         let host = Some(kernel.monitor());
-        let stages = launched.into_iter().zip(shared).map(|(launched, region)| Stage { region_offset: 0, launched, shared: Some(region) }).collect();
+        let stages =
+            launched.into_iter().zip(shared).map(|(launched, region)| Stage { region_offset: 0, launched, shared: Some(region) }).collect();
         Ok(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Host(kernel)))), host, stages })
     }
 }
@@ -306,7 +306,11 @@ fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorb
             let (kernel, launched) = backend::launch(&specs[0], region, notify_of(doorbell)).map_err(to_js)?;
             (kernel, vec![launched])
         };
-        let stages = launched.into_iter().zip(offsets).map(|(launched, offset)| Stage { region_offset: offset as u32, launched, shared: None }).collect();
+        let stages = launched
+            .into_iter()
+            .zip(offsets)
+            .map(|(launched, offset)| Stage { region_offset: offset as u32, launched, shared: None })
+            .collect();
         return Ok(Prepared::Done(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Local(kernel)))), host: None, stages }));
     };
     if route {
@@ -417,7 +421,10 @@ impl NativeKernel {
     /// launches: the host is started, and its launch report awaited, on the libuv pool. An
     /// in-process kernel (`thread` isolation) launches on the JS thread as with the constructor.
     /// Rejects with the constructor's errors (same `code` and message).
-    #[napi(ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void", ts_return_type = "Promise<NativeKernel>")]
+    #[napi(
+        ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void",
+        ts_return_type = "Promise<NativeKernel>"
+    )]
     pub fn launch_async(memory: Option<Uint8Array>, options: KernelOptions, doorbell: Doorbell) -> AsyncTask<LaunchTask> {
         AsyncTask::new(LaunchTask { prepared: Some(prepare(vec![memory], vec![options], doorbell, false)) })
     }
@@ -433,7 +440,10 @@ impl NativeKernel {
 
     /// As `route`, without blocking the JS thread while the route's kernel host starts (see
     /// `launchAsync`). Rejects with `route`'s errors.
-    #[napi(ts_args_type = "memories: Array<Uint8Array | null>, options: KernelOptions[], doorbell: () => void", ts_return_type = "Promise<NativeKernel>")]
+    #[napi(
+        ts_args_type = "memories: Array<Uint8Array | null>, options: KernelOptions[], doorbell: () => void",
+        ts_return_type = "Promise<NativeKernel>"
+    )]
     pub fn route_async(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorbell: Doorbell) -> AsyncTask<LaunchTask> {
         AsyncTask::new(LaunchTask { prepared: Some(prepare(memories, options, doorbell, true)) })
     }

@@ -41,7 +41,6 @@ pub fn region_over(mut view: Uint8Array, layout: RegionLayout) -> Result<(Arc<Re
     let base = unsafe { view.as_mut().as_mut_ptr().add(offset) };
     // SAFETY: `base..base + total_bytes` lies inside the view (checked above) and outlives the
     // region through the keep-alive box.
-    let region = unsafe { Region::from_external(base, len - offset, layout, Box::new(KeepAlive(view))) }
-        .map_err(to_js)?;
+    let region = unsafe { Region::from_external(base, len - offset, layout, Box::new(KeepAlive(view))) }.map_err(to_js)?;
     Ok((region, offset))
 }
