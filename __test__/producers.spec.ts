@@ -2,7 +2,7 @@
 // thread, with no lock on the hot path (runs in CI): no message lost, duplicated or reordered
 // per producer; the claim protocol's edges (a full ring, bad input, terminate) hold; a producer
 // that dies (or only stalls) holding a claim does not wedge the ring (issue #10 item 7,
-// PROTOCOL.md §16).
+// PROTOCOL.md §15).
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 

@@ -373,12 +373,12 @@ RB_DEVICE uint32_t rb_group_user(const rb_ring_setup& s, uint4 v, uint32_t len, 
     code = RB_USER_HANDLER(msg, replies, ctx);
     if (code == 0) {
       const uint32_t n = replies.count;
-      const uint32_t bytes = 8u + n * static_cast<uint32_t>(sizeof(rb_output));
+      const uint32_t bytes = RB_MULTI_HEADER_BYTES + n * static_cast<uint32_t>(sizeof(rb_output));
       uint8_t* payload = out + RB_FRAME_HEADER_BYTES;
       for (uint32_t i = 0; i < 4u; ++i) payload[i] = static_cast<uint8_t>(n >> (8u * i));
-      for (uint32_t i = 4u; i < 8u; ++i) payload[i] = 0;
+      for (uint32_t i = 4u; i < RB_MULTI_HEADER_BYTES; ++i) payload[i] = 0;
       const uint8_t* r = reinterpret_cast<const uint8_t*>(replies.items);
-      for (uint32_t i = 0; i < n * sizeof(rb_output); ++i) payload[8u + i] = r[i];
+      for (uint32_t i = 0; i < n * sizeof(rb_output); ++i) payload[RB_MULTI_HEADER_BYTES + i] = r[i];
       rb_complete_frame(&h, rb_reply(h.type_id, bytes), out, s.out_slot_size);
       reinterpret_cast<rb_frame_header*>(out)->flags = RB_FLAG_MULTI;
     } else {

@@ -67,6 +67,12 @@ typedef unsigned long long uint64_t;
 #define RB_REGION_ALIGN 128u
 /// Size of an error frame's payload (rb_error_record).
 #define RB_ERROR_RECORD_BYTES 8u
+/// Bytes before the records of a multi-reply frame (RB_FLAG_MULTI): a u32 count, 4 reserved.
+#define RB_MULTI_HEADER_BYTES 8u
+/// Most replies one message may have (a user handler's max_replies): one output slot holds them.
+#define RB_MAX_REPLIES 4096u
+/// The first error code a handler may return (spec §12): codes below it are the kernel's.
+#define RB_FIRST_HANDLER_CODE 256u
 
 /// `handler_id` of the built-in echo handler.
 #define RB_HANDLER_ECHO 0u
@@ -122,7 +128,7 @@ typedef unsigned long long uint64_t;
 #define RB_KERNEL_ERROR_REPLY_TOO_LARGE 4u
 /// Kernel error: the handler trapped (GPU) or panicked (CPU).
 #define RB_KERNEL_ERROR_HANDLER_FAULT 5u
-/// Not a kernel error: a shared producer's skip frame (spec §16), forwarded unchanged.
+/// Not a kernel error: a shared producer's skip frame (spec §15), forwarded unchanged.
 #define RB_KERNEL_ERROR_SKIPPED 6u
 
 #ifndef RB_SPIN_LIMIT

@@ -39,7 +39,7 @@ export class Inbox<TOut> {
   readonly #host: Host
   readonly #out: OutputRing
   readonly #output: Schema<TOut>
-  /** Shared producers: skip frames may come (PROTOCOL.md §16). */
+  /** Shared producers: skip frames may come (PROTOCOL.md §15). */
   readonly #skipFrames: boolean
   replied = 0
   errorReplies = 0
@@ -106,7 +106,7 @@ export class Inbox<TOut> {
       if (!this.#host.terminating && this.#budgetSpent()) break
       const f = out.peek()
       if (this.#skipFrames && !f.corrupt && isSkipFrame(out.view, f.offset, f.length, f.flags)) {
-        // A skip frame (PROTOCOL.md §16) stands for a position whose producer died before
+        // A skip frame (PROTOCOL.md §15) stands for a position whose producer died before
         // writing it: no message, no reply. stats().producers counts them.
         out.advance()
         n++
@@ -298,7 +298,7 @@ export class Inbox<TOut> {
       n += got
       if (got === available) break
       // Stopped at an error frame, a corrupt frame or a reply longer than `size`. A skip frame
-      // (shared producers, PROTOCOL.md §16) carries no reply: pass over it.
+      // (shared producers, PROTOCOL.md §15) carries no reply: pass over it.
       const f = out.peek()
       if (this.#skipFrames && !f.corrupt && isSkipFrame(out.view, f.offset, f.length, f.flags)) {
         out.advance()

@@ -219,7 +219,7 @@ export class Outbox<TIn> {
 
   /**
    * What the ended kernel never took, oldest first: the ring's frames from `head` to `end`
-   * (skip frames of shared producers, PROTOCOL.md §16, are no message), then the send queue,
+   * (skip frames of shared producers, PROTOCOL.md §15, are no message), then the send queue,
    * emptied.
    */
   undelivered(head: number, end: number, skipFrames: boolean): TIn[] {

@@ -1,6 +1,6 @@
 /**
  * `RingProducer`: one of several producers sharing a kernel's input ring — typically one per
- * worker thread — with no lock on the hot path (spec §6, I7; §16 for what follows).
+ * worker thread — with no lock on the hot path (spec §6, I7; §15 for what follows).
  *
  * The input ring stays single-consumer and its `tail` keeps one meaning (everything below it is
  * written), so the kernel side is unchanged on every backend. The producers share one more word,
@@ -44,7 +44,7 @@ export interface ProducerHandle {
   readonly buffer: SharedArrayBuffer
   /** The shared `claim` word (8 bytes). */
   readonly claim: SharedArrayBuffer
-  /** The producers' shared state: claim records, the rescue lock, counters (spec §16). */
+  /** The producers' shared state: claim records, the rescue lock, counters (spec §15). */
   readonly state?: SharedArrayBuffer
   /** Region offset inside `buffer`. */
   readonly base: number
@@ -82,7 +82,7 @@ const STALL_STEP_MS = 20
 const POLL_ROOM_MS = 0.25
 
 /**
- * Kernel error code of a skip frame (spec §16, §12): the error record of a frame that stands
+ * Kernel error code of a skip frame (spec §15, §12): the error record of a frame that stands
  * in for a position a producer claimed and never wrote. Kernels forward it unchanged (§3.4).
  */
 export const SKIPPED = KERNEL_ERROR.skipped
@@ -128,7 +128,7 @@ export function sharedStateOf(claim: SharedArrayBuffer): SharedArrayBuffer {
 }
 
 /**
- * What the producers of one shared input ring did (`kernel.stats().producers`, PROTOCOL.md §16).
+ * What the producers of one shared input ring did (`kernel.stats().producers`, PROTOCOL.md §15).
  * @example
  * ```ts
  * const p: SharedInputStats | undefined = kernel.stats().producers
@@ -623,7 +623,7 @@ export class RingProducer<TIn = unknown> {
       for (let p = tail; p < end; p++) {
         if (Atomics.load(i32, LOCK) !== this.#token) return // our lock was taken: we stalled
         const slot = this.#slots + (p % this.#capacity) * this.#slotSize
-        // A skip frame (§16): an error frame whose record is SKIPPED, the claim's size as detail.
+        // A skip frame (§15): an error frame whose record is SKIPPED, the claim's size as detail.
         const length = writeErrorRecord(v, slot + FRAME_HEADER_BYTES, KERNEL_ERROR.skipped, count)
         writeFrameHeader(v, slot, length, this.#typeId, FLAG.error, p)
       }

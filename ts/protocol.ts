@@ -7,7 +7,7 @@
  * and `__test__/protocol.spec.ts` checks the TS unions against the native lists.
  *
  * Also the codecs of what a slot holds (spec §3.3–3.4): the frame header, the error record of an
- * error frame, the count of a multi-reply frame, and the skip frame of shared producers (§16).
+ * error frame, the count of a multi-reply frame, and the skip frame of shared producers (§15).
  * @internal
  * @module
  */
@@ -55,8 +55,8 @@ export const MAX_SLOT_SIZE = constant('MAX_SLOT_SIZE')
 export const MAX_CAPACITY = constant('MAX_CAPACITY')
 /** Alignment of a region inside its SharedArrayBuffer (whole pages: a GPU transport registers them). */
 export const REGION_PAGE = C.regionPage
-/** Most replies a CUDA handler may give one message (`maxReplies`), as the core's check allows. */
-export const MAX_REPLIES = C.maxReplies
+/** Most replies a CUDA handler may give one message (`maxReplies`). */
+export const MAX_REPLIES = constant('MAX_REPLIES')
 
 /** Kernel `state` word values (spec §9). */
 export const STATE = group('STATE_', ['launching', 'running', 'paused', 'terminated'] as const)
@@ -189,10 +189,9 @@ export function frameFlagsOfWords(u32: Uint32Array, w: number): number {
 
 /**
  * The first code a handler may give (`ctx.fail`, a CUDA handler's return): codes below it are
- * the kernel's (`KERNEL_ERROR`, spec §12). protocol.rs has no constant for it yet; this is its
- * one TS spelling.
+ * the kernel's (`KERNEL_ERROR`, spec §12).
  */
-export const FIRST_HANDLER_CODE = 256
+export const FIRST_HANDLER_CODE = constant('FIRST_HANDLER_CODE')
 
 /** An error frame's payload. */
 export interface ErrorRecord {
@@ -216,7 +215,7 @@ export function writeErrorRecord(view: DataView, payload: number, code: number, 
 
 /**
  * Whether a frame (its payload at `payload` of `view`, `length` bytes, its header's `flags`) is
- * a skip frame (§16): an error frame whose record is `SKIPPED`. The kernel's owner drops these
+ * a skip frame (§15): an error frame whose record is `SKIPPED`. The kernel's owner drops these
  * replies, and a terminate report does not list them as undelivered messages.
  */
 export function isSkipFrame(view: DataView, payload: number, length: number, flags: number): boolean {
@@ -225,11 +224,8 @@ export function isSkipFrame(view: DataView, payload: number, length: number, fla
 
 // ---- multi-reply frame (spec §3.3, FLAG_MULTI) ------------------------------------------------
 
-/**
- * Bytes before a multi-reply frame's records: a u32 count and 4 reserved bytes (spec §3.3).
- * protocol.rs has no constant for it yet; this is its one TS spelling.
- */
-export const MULTI_HEADER_BYTES = 8
+/** Bytes before a multi-reply frame's records: a u32 count and 4 reserved bytes (spec §3.3). */
+export const MULTI_HEADER_BYTES = constant('MULTI_HEADER_BYTES')
 
 /** Bytes a multi-reply frame of `count` records of `size` bytes takes. */
 export function multiFrameBytes(count: number, size: number): number {

@@ -208,7 +208,7 @@ export interface KernelStats {
    */
   stages: { state: KernelState; processed: number; errors: number; firstKernelError: string; inputRing: number }[]
   /**
-   * Shared input rings only (`producers: 'shared'`; PROTOCOL.md §16). `claimed`: positions
+   * Shared input rings only (`producers: 'shared'`; PROTOCOL.md §15). `claimed`: positions
    * claimed; `unpublished`: claimed and not yet published (claims in flight, or held by a
    * producer that died and that no producer has rescued yet); `rescuedClaims`: claims another
    * producer rescued because theirs stalled past `recoverAfterMs` (a Worker terminated

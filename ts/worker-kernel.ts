@@ -174,7 +174,7 @@ function run(d: WorkerKernelData): void {
     if (length > d.inSlot - FRAME_HEADER_BYTES) return error(KERNEL_ERROR.badFrame, length)
     if (dv.getUint16(slot + FRAME.flags, true) & FLAG.error) {
       // §3.4: an error frame is not a message for the handler (a shared producer's skip frame,
-      // §16, or an earlier stage's error): copied to the output unchanged, no error counted,
+      // §15, or an earlier stage's error): copied to the output unchanged, no error counted,
       // as the native dispatch and the CUDA kernel do.
       if (length > d.outSlot - FRAME_HEADER_BYTES) return error(KERNEL_ERROR.replyTooLarge, length)
       const frame = FRAME_HEADER_BYTES + length

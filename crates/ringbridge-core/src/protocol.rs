@@ -22,6 +22,15 @@ pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 pub const MAX_CAPACITY: u32 = 1 << 24;
 /// Alignment of a region's base and of each slot array.
 pub const REGION_ALIGN: usize = LINE_BYTES;
+/// Bytes before the records of a multi-reply frame (`FLAG_MULTI`, §3.3): a `u32` count and 4
+/// reserved bytes.
+pub const MULTI_HEADER_BYTES: usize = 8;
+/// Most replies one message may have (a user handler's `max_replies`): they travel in one
+/// output slot.
+pub const MAX_REPLIES: u32 = 4096;
+/// The first error code a handler may give (§12): codes below it are the kernel's
+/// ([`kernel_error`]).
+pub const FIRST_HANDLER_CODE: u32 = 256;
 
 /// `handler_id` of the built-in echo handler.
 pub const HANDLER_ECHO: u32 = 0;
@@ -91,7 +100,7 @@ pub mod kernel_error {
     pub const REPLY_TOO_LARGE: u32 = 4;
     /// The handler trapped (GPU) or panicked (CPU).
     pub const HANDLER_FAULT: u32 = 5;
-    /// Not a failure of the kernel: a skip frame's code (§16), written by a shared producer in
+    /// Not a failure of the kernel: a skip frame's code (§15), written by a shared producer in
     /// the place of positions whose producer died before writing them. Kernels forward it
     /// unchanged (§3.4) and never record it; the host drops it (no message, no reply).
     pub const SKIPPED: u32 = 6;
@@ -235,6 +244,9 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("MAX_CAPACITY", MAX_CAPACITY as u64),
     ("REGION_ALIGN", REGION_ALIGN as u64),
     ("ERROR_RECORD_BYTES", ErrorRecord::BYTES as u64),
+    ("MULTI_HEADER_BYTES", MULTI_HEADER_BYTES as u64),
+    ("MAX_REPLIES", MAX_REPLIES as u64),
+    ("FIRST_HANDLER_CODE", FIRST_HANDLER_CODE as u64),
     ("HANDLER_ECHO", HANDLER_ECHO as u64),
     ("HANDLER_SAXPY", HANDLER_SAXPY as u64),
     ("HANDLER_USER", HANDLER_USER as u64),

@@ -53,32 +53,6 @@ pub struct ProtocolConstants {
     pub transport_names: Vec<String>,
     /// The backend names `Runtime.open` accepts (`auto` first).
     pub backend_names: Vec<String>,
-    /// Most replies one message may have (`maxReplies`), as `UserKernel::validate` allows.
-    pub max_replies: u32,
-}
-
-/// The largest `max_replies` that [`UserKernel::validate`](ringbridge_core::backend::user::UserKernel::validate)
-/// accepts, found by asking it (a bisection over `u32`): the limit lives in that check alone, so
-/// the number reaches JavaScript without a second copy of it here.
-fn max_replies() -> u32 {
-    use ringbridge_core::backend::user::UserKernel;
-    let accepts = |max_replies: u32| {
-        let probe = UserKernel { source: String::new(), entry: "f".into(), schema_header: "rb_input rb_output".into(), max_replies };
-        probe.validate().is_ok()
-    };
-    let (mut ok, mut bad) = (0u32, u32::MAX);
-    if accepts(bad) {
-        return bad;
-    }
-    while bad - ok > 1 {
-        let mid = ok + (bad - ok) / 2;
-        if accepts(mid) {
-            ok = mid;
-        } else {
-            bad = mid;
-        }
-    }
-    ok
 }
 
 /// The protocol constants, from the Rust definitions (one source of truth).
@@ -114,7 +88,6 @@ pub fn protocol_constants() -> ProtocolConstants {
         kernel_error_names: protocol::kernel_error::NAMES.iter().map(|s| (*s).to_owned()).collect(),
         transport_names: ringbridge_core::backend::cuda::TRANSPORT_NAMES.iter().map(|s| (*s).to_owned()).collect(),
         backend_names: ringbridge_core::backend::BACKEND_NAMES.iter().map(|s| (*s).to_owned()).collect(),
-        max_replies: max_replies(),
     }
 }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use crate::cuda::nvrtc::{self, Image};
+use crate::protocol::MAX_REPLIES;
 use crate::Error;
 
 /// Largest user source (with its schema header) a launch takes; it travels to a kernel host in
@@ -53,11 +54,11 @@ impl UserKernel {
                 expected: format!("at most {MAX_USER_SOURCE} bytes"),
             });
         }
-        if self.max_replies > 4096 {
+        if self.max_replies > MAX_REPLIES {
             return Err(Error::InvalidConfig {
                 what: "max_replies".into(),
                 value: Some(self.max_replies.into()),
-                expected: "at most 4096 replies per message (they travel in one output slot)".into(),
+                expected: format!("at most {MAX_REPLIES} replies per message (they travel in one output slot)"),
             });
         }
         if !self.schema_header.contains("rb_input") || !self.schema_header.contains("rb_output") {
