@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
-# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|sanitizers|routes|reliability]
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|bench|sanitizers|routes|reliability]
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
@@ -156,6 +156,7 @@ fi
 step anchors
 (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 20000 20000000) > "$O/anchors.txt" 2>&1
 (cd .gpu/anchors && timeout 120 python3 cupy_peer.py 20000) >> "$O/anchors.txt" 2>&1
+(nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/pp .gpu/anchors/pingpong_floor.cu && timeout 60 /tmp/pp 200000) >> "$O/anchors.txt" 2>&1
 step rust bench
 timeout 200 .gpu-run/bin/gpu --bench > "$O/rust_bench.txt" 2>&1
 step js bench
@@ -166,6 +167,12 @@ for ex in vector-rpc running-stats key-counter; do
   echo "--- example $ex" >> "$O/examples.txt"
   timeout 120 node examples/$ex.js >> "$O/examples.txt" 2>&1; echo "exit $?" >> "$O/examples.txt"
 done
+# bench: the figures only (anchors, Rust and JS benches, demo and examples), for a call that
+# runs the tests and sanitizers in reliability mode.
+if [[ $mode == bench ]]; then
+  tail -n 3 "$O"/*.txt
+  exit 0
+fi
 step rust gpu tests
 RINGBRIDGE_GPU_MESSAGES=10000000 timeout 240 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 --skip trapping > "$O/rust_gpu_tests.txt" 2>&1
 timeout 60 .gpu-run/bin/gpu_cuda --ignored --test-threads=1 trapping >> "$O/rust_gpu_tests.txt" 2>&1
