@@ -2,10 +2,13 @@
 // `count` numbered messages in batches. With `hold`, it then sends `holdCount` more
 // (numbered on from `count`) through a producer that stalls on its first claim — after claiming
 // or after writing — and says so ({ holding: true }): for good (the test terminates the worker
-// there: a producer that dies mid-claim), or for `hold.ms` (a producer that was only stalled).
+// there: a producer that dies mid-claim), or for `hold.ms` (a producer that was only stalled),
+// or, with `untilRescued`, until another producer rescued its claim (at most `hold.ms`): a
+// stall past recoverAfterMs whatever the machine's load.
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { RingProducer, type ProducerHandle } from '../index'
+import { sharedInputStats } from '../ts/producer'
 
 interface Job {
   handle: ProducerHandle
@@ -13,7 +16,7 @@ interface Job {
   count: number
   batch: number
   recoverAfterMs?: number
-  hold?: { at: 'claimed' | 'written'; ms?: number; count: number }
+  hold?: { at: 'claimed' | 'written'; ms?: number; count: number; untilRescued?: boolean }
 }
 
 const { handle, producer, count, batch, recoverAfterMs, hold } = workerData as Job
@@ -33,7 +36,8 @@ async function main(): Promise<void> {
   let sent = p.sent
   if (hold) {
     const then = () => parentPort!.postMessage({ holding: true, sent })
-    const options = { recoverAfterMs, testHold: { at: hold.at, ms: hold.ms, then } }
+    const until = hold.untilRescued ? () => sharedInputStats(handle.claim, 0, handle.state).rescuedClaims > 0 : undefined
+    const options = { recoverAfterMs, testHold: { at: hold.at, ms: hold.ms, then, until } }
     const q = new RingProducer<{ producer: number; seq: number }>(handle, options)
     await send(q, count, hold.count)
     sent += q.sent

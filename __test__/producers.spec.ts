@@ -26,7 +26,7 @@ interface Job {
   count: number
   batch: number
   recoverAfterMs?: number
-  hold?: { at: 'claimed' | 'written'; ms?: number; count: number }
+  hold?: { at: 'claimed' | 'written'; ms?: number; count: number; untilRescued?: boolean }
 }
 
 /** A producer worker (producer-worker.ts): `done` resolves with what it sent, `holding` once it stalls on a claim. */
@@ -230,7 +230,7 @@ test('a dead claim that holds the whole ring is rescued by a producer waiting fo
 test('a producer only stalled past recoverAfterMs after claiming loses that claim to skip frames and sends those messages again: nothing lost or duplicated', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
   const claim = k.producer()
-  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'claimed', ms: 1500, count: 200 } })
+  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'claimed', ms: 20_000, untilRescued: true, count: 200 } })
   await within(slow.holding, 20_000, 'the slow producer stalled on its claim')
   const held = sharedInputStats(claim.claim, 0).claimed - 100
   const live = [0, 1].map((i) => startWorker(k.producer(), { producer: i, count: 1000, batch: 100, recoverAfterMs: 100 }))
@@ -246,7 +246,7 @@ test('a producer only stalled past recoverAfterMs after claiming loses that clai
 test('a producer only stalled past recoverAfterMs after writing has its frames published for it, and does not send them twice', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
   const claim = k.producer()
-  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'written', ms: 1500, count: 200 } })
+  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'written', ms: 20_000, untilRescued: true, count: 200 } })
   await within(slow.holding, 20_000, 'the slow producer stalled on its written claim')
   const held = sharedInputStats(claim.claim, 0).claimed - 100
   const live = [0, 1].map((i) => startWorker(k.producer(), { producer: i, count: 1000, batch: 100, recoverAfterMs: 100 }))

@@ -149,12 +149,13 @@ export interface SharedInputStats {
 }
 
 /**
- * @internal Counters of a shared input ring, read in the kernel's thread: `claim` is the
- * handle's claim buffer, `inputTail` the control block's `input_tail` now.
+ * @internal Counters of a shared input ring: `claim` is the handle's claim buffer, `inputTail`
+ * the control block's `input_tail` now; `state` the handle's shared state (found from `claim` in
+ * the kernel's thread, given by a producer's thread).
  */
-export function sharedInputStats(claim: SharedArrayBuffer, inputTail: number): SharedInputStats {
+export function sharedInputStats(claim: SharedArrayBuffer, inputTail: number, state?: SharedArrayBuffer): SharedInputStats {
   const claimed = Number(Atomics.load(new BigUint64Array(claim, 0, 1), 0))
-  const s = states.get(claim)
+  const s = state ?? states.get(claim)
   const c = s === undefined ? undefined : new BigUint64Array(s, 0, HEADER_BYTES / 8)
   const count = (i: number) => (c === undefined ? 0 : Number(Atomics.load(c, i)))
   return {
@@ -175,9 +176,10 @@ interface RingProducerOptions {
   recoverAfterMs?: number
   /**
    * @internal Tests: on the first claim, stall after claiming (`claimed`) or after writing
-   * (`written`), having called `then`: for good (a thread that dies there), or for `ms`.
+   * (`written`), having called `then`: for good (a thread that dies there), or for `ms`, or
+   * until `until()` holds (polled each millisecond; `ms` then caps the stall).
    */
-  testHold?: { at: 'claimed' | 'written'; then: () => void; ms?: number }
+  testHold?: { at: 'claimed' | 'written'; then: () => void; ms?: number; until?: () => boolean }
 }
 
 /** A claim in hand: positions `[pos, pos + n)` under record `rec` with state word `state`. */
@@ -640,11 +642,14 @@ export class RingProducer<TIn = unknown> {
 
   /** Test hook: stall as a producer whose thread dies (or stops for a while) between its steps. */
   #holdOnce(): void {
-    const { then, ms } = this.#hold!
+    const { then, ms, until } = this.#hold!
     this.#hold = undefined
     then()
     const never = new Int32Array(new SharedArrayBuffer(4))
-    if (ms !== undefined) Atomics.wait(never, 0, 0, ms)
+    if (until !== undefined) {
+      const end = Date.now() + (ms ?? Infinity)
+      while (!until() && Date.now() < end) Atomics.wait(never, 0, 0, 1)
+    } else if (ms !== undefined) Atomics.wait(never, 0, 0, ms)
     else for (;;) Atomics.wait(never, 0, 0)
   }
 
