@@ -31,19 +31,6 @@ import type { Runtime } from './runtime'
 import type { KernelHostStatus, KernelState, KernelStats, LaunchOptions, RouteStageInfo, SendOutcome, TerminateMode, TerminateReport, WaitOptions } from './types'
 import { abortedError, bound, waitLimit, type Entry, type Waiter } from './wait'
 
-export {
-  KERNEL_ERROR_NAMES,
-  type KernelHostStatus,
-  type KernelState,
-  type KernelStats,
-  type LaunchOptions,
-  type RouteStageInfo,
-  type SendOutcome,
-  type TerminateMode,
-  type TerminateReport,
-  type WaitOptions,
-} from './types'
-
 const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
 
 /**

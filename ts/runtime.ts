@@ -3,7 +3,8 @@
  * @module
  */
 import native from './binding'
-import { RingKernel, type LaunchOptions } from './kernel'
+import { RingKernel } from './kernel'
+import type { LaunchOptions } from './types'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
 import { BACKEND_NAMES, quotedList } from './protocol'
 

@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// One echo kernel (`stages` 1), or a route of `stages` echo kernels on the GPU, every ring
 /// of the same shape.
 fn session(stages: usize, transport: &str, ring: RingConfig, shape: Option<Shape>) -> Session {
-    let spec = LaunchSpec { backend: "cuda", handler: "echo", transport, shape, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec = LaunchSpec { transport, shape, ..LaunchSpec::new("cuda", "echo") };
     if stages == 1 {
         return Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("launch on {transport}: {e}"));
     }
@@ -200,15 +200,7 @@ fn routes(iters: usize, total: u64, quick: bool) {
 fn across_gpus(iters: usize, total: u64) {
     for (second, path) in [("mapped", "host_staged"), ("dma", "peer")] {
         let launch = |capacity: u32| {
-            let a = LaunchSpec {
-                backend: "cuda",
-                handler: "echo",
-                transport: "dma",
-                shape: None,
-                isolation: Isolation::Thread,
-                user: None,
-                device: 0,
-            };
+            let a = LaunchSpec { transport: "dma", ..LaunchSpec::new("cuda", "echo") };
             let b = LaunchSpec { transport: second, device: 1, ..a.clone() };
             let ring = RingConfig { capacity, slot_size: 64 };
             Session::launch_route(&[a, b], &[ring; 3]).map(|(s, _)| s)

@@ -55,7 +55,7 @@ impl Session {
     /// # Errors
     /// Invalid ring shapes, unknown handler or backend, or a backend that cannot start.
     pub fn launch(backend: &str, handler: &str, input: RingConfig, output: RingConfig) -> Result<Self, Error> {
-        let spec = LaunchSpec { backend, handler, transport: "auto", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+        let spec = LaunchSpec::new(backend, handler);
         Self::launch_spec(&spec, input, output)
     }
 

@@ -116,7 +116,7 @@ impl Rig {
         };
         before(&region);
         fence(Ordering::SeqCst);
-        let spec = LaunchSpec { backend: "cpu", handler, transport: "auto", shape: None, isolation, user: None, device: 0 };
+        let spec = LaunchSpec { isolation, ..LaunchSpec::new("cpu", handler) };
         let (kernel, _) = backend::launch(&spec, Arc::clone(&region), Box::new(|| {}))
             .unwrap_or_else(|e| panic!("launch of {handler} ({runner:?}): {e}"));
         Self { region, kernel: Some(kernel), input, output, tail: 0, published: 0, head: 0 }
@@ -752,15 +752,7 @@ fn corrupt_setup_before_a_kernel_host_attaches(handler: &str, field: usize, valu
     let bad_identity =
         (offset == offsets::MAGIC && stored != u64::from(MAGIC)) || (offset == offsets::VERSION && stored != u64::from(VERSION));
     let command = host();
-    let spec = LaunchSpec {
-        backend: "cpu",
-        handler,
-        transport: "auto",
-        shape: None,
-        isolation: Isolation::Process(&command),
-        user: None,
-        device: 0,
-    };
+    let spec = LaunchSpec { isolation: Isolation::Process(&command), ..LaunchSpec::new("cpu", handler) };
     let started = Instant::now();
     let launched = backend::launch(&spec, Arc::clone(&region), Box::new(|| {}));
     assert!(started.elapsed() < LIMIT, "launch took {:?}", started.elapsed());

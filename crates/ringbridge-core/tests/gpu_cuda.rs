@@ -20,7 +20,7 @@ fn messages() -> u64 {
 }
 
 fn launch(handler: &str, transport: &str, input: RingConfig, output: RingConfig) -> Session {
-    let spec = LaunchSpec { backend: "cuda", handler, transport, shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec = LaunchSpec { transport, ..LaunchSpec::new("cuda", handler) };
     Session::launch_spec(&spec, input, output).unwrap_or_else(|e| panic!("launch {handler} on {transport}: {e}"))
 }
 
@@ -118,7 +118,7 @@ fn saxpy_matches_the_cpu_backend_bit_for_bit() {
     }
     inputs.push(vec![1, 2, 3]); // bad length: an error frame on both backends
     let run = |backend: &str, transport: &str| -> Vec<(u16, Vec<u8>)> {
-        let spec = LaunchSpec { backend, handler: "saxpy", transport, shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+        let spec = LaunchSpec { transport, ..LaunchSpec::new(backend, "saxpy") };
         let mut s = Session::launch_spec(&spec, ring, ring).unwrap_or_else(|e| panic!("{backend}: {e}"));
         let mut out = Vec::new();
         for (i, p) in inputs.iter().enumerate() {
@@ -199,15 +199,7 @@ fn trapping_handler_becomes_an_error_and_later_launches_say_restart() {
     let err = s.terminate(false, LIMIT).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     // A trap is a sticky error: this process gets no new CUDA context (driver 580), and says so.
-    let spec = LaunchSpec {
-        backend: "cuda",
-        handler: "echo",
-        transport: "mapped",
-        shape: None,
-        isolation: Isolation::Thread,
-        user: None,
-        device: 0,
-    };
+    let spec = LaunchSpec { transport: "mapped", ..LaunchSpec::new("cuda", "echo") };
     let err = Session::launch_spec(&spec, ring, ring).err().expect("no launch after a sticky fault");
     assert_eq!(err.code(), ErrorCode::Cuda, "{err}");
     assert!(err.to_string().contains("restart the process"), "{err}");
@@ -223,15 +215,7 @@ fn kernel_host() -> HostCommand {
 fn a_trap_in_a_kernel_host_ends_that_host_only_and_the_next_launch_works() {
     let host = kernel_host();
     let ring = RingConfig { capacity: 1024, slot_size: 64 };
-    let spec = |handler, transport| LaunchSpec {
-        backend: "cuda",
-        handler,
-        transport,
-        shape: None,
-        isolation: Isolation::Process(&host),
-        user: None,
-        device: 0,
-    };
+    let spec = |handler, transport| LaunchSpec { transport, isolation: Isolation::Process(&host), ..LaunchSpec::new("cuda", handler) };
     for transport in TRANSPORTS {
         let mut s =
             Session::launch_spec(&spec("trap", transport), ring, ring).unwrap_or_else(|e| panic!("launch trap on {transport}: {e}"));
@@ -276,15 +260,7 @@ fn a_trap_in_a_kernel_host_ends_that_host_only_and_the_next_launch_works() {
 fn kernels_run_on_the_device_asked_for_and_a_missing_one_is_refused() {
     let count = ringbridge_core::cuda::driver::device_count().expect("a CUDA driver");
     let ring = RingConfig { capacity: 8, slot_size: 64 };
-    let spec = |device| LaunchSpec {
-        backend: "cuda",
-        handler: "echo",
-        transport: "mapped",
-        shape: None,
-        isolation: Isolation::Thread,
-        user: None,
-        device,
-    };
+    let spec = |device| LaunchSpec { transport: "mapped", device, ..LaunchSpec::new("cuda", "echo") };
     let mut s = Session::launch_spec(&spec(count as u32 - 1), ring, ring).unwrap();
     s.send(1, 5, b"last", LIMIT).unwrap();
     assert_eq!(s.recv_with(LIMIT, |h, _| h.correlation_id).unwrap(), 5);

@@ -183,15 +183,7 @@ fn run_inner(soak: &Soak, stall: Duration) -> Result<Timings, String> {
     let max = ring.max_payload();
     assert!(max >= 48, "slot {} too small for the soak's frames", soak.slot);
     let t0 = Instant::now();
-    let spec = LaunchSpec {
-        backend: soak.backend,
-        handler: "echo",
-        transport: soak.transport,
-        shape: None,
-        isolation: Isolation::Thread,
-        user: None,
-        device: 0,
-    };
+    let spec = LaunchSpec { transport: soak.transport, ..LaunchSpec::new(soak.backend, "echo") };
     // The launch too is bounded: a launch that blocks (a context-wide synchronisation behind a
     // kernel that never stopped) fails the run; its thread is left behind.
     let (done, launched) = std::sync::mpsc::channel();
@@ -467,8 +459,7 @@ fn the_harness_names_every_kind_of_bad_reply() {
 #[test]
 fn a_stalled_kernel_fails_the_run_within_the_stall_limit_instead_of_hanging() {
     let ring = RingConfig { capacity: 64, slot_size: 64 };
-    let spec =
-        LaunchSpec { backend: "cpu", handler: "echo", transport: "auto", shape: None, isolation: Isolation::Thread, user: None, device: 0 };
+    let spec = LaunchSpec::new("cpu", "echo");
     let mut s = Session::launch_spec(&spec, ring, ring).unwrap();
     let region = Arc::clone(s.region());
     region.control().active.store(0, Ordering::Release); // paused: nothing comes back

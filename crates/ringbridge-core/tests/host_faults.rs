@@ -40,15 +40,7 @@ struct Harness {
 impl Harness {
     fn launch(capacity: u32) -> Self {
         let command = host();
-        let spec = LaunchSpec {
-            backend: "cpu",
-            handler: "echo",
-            transport: "auto",
-            shape: None,
-            isolation: Isolation::Process(&command),
-            user: None,
-            device: 0,
-        };
+        let spec = LaunchSpec { isolation: Isolation::Process(&command), ..LaunchSpec::new("cpu", "echo") };
         let ring = RingConfig { capacity, slot_size: 64 };
         let region = Region::alloc_shared(ring, ring).expect("shared region");
         let (kernel, launched) = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![Arc::clone(&region)], Box::new(|| {}))
@@ -391,15 +383,7 @@ fn a_parent_killed_with_sigkill_takes_its_host_with_it() {
 fn errors_name_what_was_wrong() {
     // A launch request for a region that is not shared memory is refused before a host starts.
     let command = host();
-    let spec = LaunchSpec {
-        backend: "cpu",
-        handler: "echo",
-        transport: "auto",
-        shape: None,
-        isolation: Isolation::Process(&command),
-        user: None,
-        device: 0,
-    };
+    let spec = LaunchSpec { isolation: Isolation::Process(&command), ..LaunchSpec::new("cpu", "echo") };
     let ring = RingConfig { capacity: 8, slot_size: 64 };
     let region = Region::alloc(ring, ring).expect("region");
     let err: Error = ProcessKernel::spawn(&command, &[LaunchRequest::of(&spec)], vec![region], Box::new(|| {}))

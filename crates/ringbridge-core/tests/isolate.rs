@@ -17,15 +17,7 @@ fn host() -> HostCommand {
 }
 
 fn launch_isolated(command: &HostCommand, handler: &str, capacity: u32) -> Result<Session, Error> {
-    let spec = LaunchSpec {
-        backend: "cpu",
-        handler,
-        transport: "auto",
-        shape: None,
-        isolation: Isolation::Process(command),
-        user: None,
-        device: 0,
-    };
+    let spec = LaunchSpec { isolation: Isolation::Process(command), ..LaunchSpec::new("cpu", handler) };
     let ring = RingConfig { capacity, slot_size: 64 };
     Session::launch_spec(&spec, ring, ring)
 }

@@ -17,7 +17,7 @@ use ringbridge_core::{ErrorCode, Ordering};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn spec<'a>(backend: &'a str, handler: &'a str, transport: &'a str) -> LaunchSpec<'a> {
-    LaunchSpec { backend, handler, transport, shape: None, isolation: Isolation::Thread, user: None, device: 0 }
+    LaunchSpec { transport, ..LaunchSpec::new(backend, handler) }
 }
 
 fn ring(capacity: u32, slot_size: u32) -> RingConfig {

@@ -229,13 +229,12 @@ fn notify_of(doorbell: Doorbell) -> backend::Notify {
 fn spec_of<'a>(options: &'a KernelOptions, host: Option<&'a HostCommand>, user: Option<&'a UserKernel>) -> Result<LaunchSpec<'a>> {
     let n = numbers_of(options)?;
     Ok(LaunchSpec {
-        backend: &options.backend,
-        handler: &options.handler,
         transport: options.transport.as_deref().unwrap_or("auto"),
         shape: shape_of(&n),
         isolation: host.map_or(Isolation::Thread, Isolation::Process),
         user,
         device: n.device.unwrap_or(0),
+        ..LaunchSpec::new(&options.backend, &options.handler)
     })
 }
 

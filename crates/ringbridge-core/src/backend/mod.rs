@@ -130,6 +130,15 @@ pub struct LaunchSpec<'a> {
     pub device: u32,
 }
 
+impl<'a> LaunchSpec<'a> {
+    /// The built-in `handler` on `backend` with every other choice at its default: transport
+    /// `auto`, the transport's shape, in this process, device 0. Set the rest with struct update
+    /// syntax: `LaunchSpec { device: 1, ..LaunchSpec::new("cuda", "echo") }`.
+    pub fn new(backend: &'a str, handler: &'a str) -> Self {
+        Self { backend, handler, transport: "auto", shape: None, isolation: Isolation::Thread, user: None, device: 0 }
+    }
+}
+
 /// What was launched, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launched {

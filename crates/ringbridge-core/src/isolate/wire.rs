@@ -89,13 +89,11 @@ impl LaunchRequest {
     /// The spec the kernel host launches (in its own process).
     pub fn spec(&self) -> LaunchSpec<'_> {
         LaunchSpec {
-            backend: &self.backend,
-            handler: &self.handler,
             transport: &self.transport,
             shape: self.shape,
-            isolation: Isolation::Thread,
             user: self.user.as_ref(),
             device: self.device,
+            ..LaunchSpec::new(&self.backend, &self.handler)
         }
     }
 
