@@ -115,6 +115,7 @@ fn a_dropped_session_stops_its_host() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "opens a file, which Miri's isolation forbids")]
 fn a_descriptor_mmap_refuses_is_an_os_error() {
     // mmap(MAP_SHARED, PROT_WRITE) of a file opened read-only fails with EACCES (root too: it
     // checks the open mode): a failed system call, named with its errno, not a protocol
