@@ -156,7 +156,7 @@ test.serial('item 8: with 10 000 requests kept outstanding, timers and request t
     clearInterval(interval)
   }
   t.log(`${ticks} timer ticks during ${replies} replies`)
-  // At least one turn per 1024 replies (about 290 here); the old pump gave 0 to 2.
+  // At least one turn per 4096 replies (about 75 here); the old pump gave 0 to 2.
   t.true(ticks >= 20, `only ${ticks} timer ticks during ${replies} replies: reply delivery starves the event loop`)
   t.true(['replied', 'ERR_RINGBRIDGE_TIMEOUT'].includes((await timedOut)!))
   t.is(k.stats().pendingRequests, 0)
