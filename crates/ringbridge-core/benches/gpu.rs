@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use ringbridge_core::backend::cuda::{runtime, Shape};
-use ringbridge_core::backend::{Isolation, LaunchSpec};
+use ringbridge_core::backend::LaunchSpec;
 use ringbridge_core::host::Session;
 use ringbridge_core::protocol::RingConfig;
 

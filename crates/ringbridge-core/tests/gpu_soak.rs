@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as Atomic};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbridge_core::backend::{Isolation, LaunchSpec};
+use ringbridge_core::backend::LaunchSpec;
 use ringbridge_core::host::Session;
 use ringbridge_core::protocol::{FrameHeader, KernelState, RingConfig};
 use ringbridge_core::Ordering;

@@ -5,7 +5,7 @@
 
 use crate::backend::cuda::Shape;
 use crate::backend::user::UserKernel;
-use crate::backend::{BackendChoice, Isolation, LaunchSpec, Launched};
+use crate::backend::{BackendChoice, LaunchSpec, Launched};
 use crate::{Error, ErrorCode};
 
 /// Packet tags.
