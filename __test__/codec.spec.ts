@@ -376,3 +376,58 @@ test('built-in handlers refuse schemas they cannot answer, at launch', async (t)
   t.deepEqual(await ok.request({ a: 2, x: [1, 2], y: [3, 4] }), [5, 8])
   await (await rt.launch({ handler: 'echo', input: bytes(), output: u32 })).terminate()
 })
+
+// ---- generated struct codecs (issue #12: no per-field loop, no string per field per message) ----
+
+import fc from 'fast-check'
+
+/** An oracle independent of codec.ts: each scalar kind's size, writer and a valid-value arbitrary. */
+const KINDS = {
+  u8: { s: u8, size: 1, w: (d: DataView, o: number, v: number) => d.setUint8(o, v), arb: fc.integer({ min: 0, max: 0xff }) },
+  i16: { s: i16, size: 2, w: (d: DataView, o: number, v: number) => d.setInt16(o, v, true), arb: fc.integer({ min: -0x8000, max: 0x7fff }) },
+  u32: { s: u32, size: 4, w: (d: DataView, o: number, v: number) => d.setUint32(o, v, true), arb: fc.integer({ min: 0, max: 0xffffffff }) },
+  f32: { s: f32, size: 4, w: (d: DataView, o: number, v: number) => d.setFloat32(o, v, true), arb: fc.float({ noNaN: true }) },
+  f64: { s: f64, size: 8, w: (d: DataView, o: number, v: number) => d.setFloat64(o, v, true), arb: fc.double({ noNaN: true }) },
+  i64: { s: i64, size: 8, w: (d: DataView, o: number, v: bigint) => d.setBigInt64(o, v, true), arb: fc.bigInt({ min: -(1n << 63n), max: (1n << 63n) - 1n }) },
+} as const
+type Kind = keyof typeof KINDS
+// Field names a generator must quote: spaces, quotes, backslashes, Object.prototype's names.
+const fieldName = fc.oneof(fc.constantFrom('id', 'a b', "it's", 'back\\slash', '"q"', 'constructor', 'toString', 'valueOf', '0', 'x-y'), fc.string({ minLength: 1, maxLength: 6 }))
+const shape = fc.uniqueArray(fc.tuple(fieldName, fc.constantFrom(...(Object.keys(KINDS) as Kind[]))), { minLength: 1, maxLength: 8, selector: ([n]) => n }).filter((fs) => fs.every(([n]) => n !== '__proto__'))
+
+test('generated struct codecs: random scalar structs (odd field names included) encode byte for byte as the C layout says and decode to the same value', (t) => {
+  fc.assert(
+    fc.property(shape.chain((fields) => fc.tuple(fc.constant(fields), fc.tuple(...fields.map(([, k]) => KINDS[k].arb as fc.Arbitrary<unknown>)))), ([fields, values]) => {
+      const S = struct(Object.fromEntries(fields.map(([n, k]) => [n, KINDS[k].s])))
+      const value = Object.fromEntries(fields.map(([n], i) => [n, values[i]]))
+      const got = new DataView(new ArrayBuffer(S.size))
+      const want = new DataView(new ArrayBuffer(S.size))
+      t.is(S.encode(got, 0, value as never, S.size), S.size)
+      for (const l of S.layout) {
+        const i = fields.findIndex(([n]) => n === l.name)
+        ;(KINDS[fields[i]![1]].w as (d: DataView, o: number, v: unknown) => void)(want, l.offset, values[i])
+      }
+      t.deepEqual(new Uint8Array(got.buffer), new Uint8Array(want.buffer))
+      const back = S.decode(got, 0, S.size) as Record<string, unknown>
+      // The struct's own field order (JS puts integer-like names first, in fields and replies alike).
+      t.deepEqual(Object.keys(back), S.layout.map((l) => l.name), 'field order')
+      for (const [i, [n, k]] of fields.entries()) t.is(back[n], k === 'f32' ? Math.fround(values[i] as number) : values[i])
+    }),
+    { numRuns: 300 },
+  )
+})
+
+test('generated struct codecs: inside arrays and structs (the generic path) errors still name the whole path, and a bad message writes nothing past its checks', (t) => {
+  const P = struct({ 'odd name': u32, y: f32 })
+  const Outer = struct({ list: array(P, 2), inner: P })
+  const dv = new DataView(new ArrayBuffer(Outer.size))
+  const ok = { list: [{ 'odd name': 1, y: 2 }, { 'odd name': 3, y: 4 }], inner: { 'odd name': 5, y: 6 } }
+  Outer.encode(dv, 0, ok, Outer.size)
+  t.deepEqual(Outer.decode(dv, 0, Outer.size), ok)
+  const e = t.throws(() => Outer.encode(dv, 0, { ...ok, list: [ok.list[0]!, { 'odd name': -1, y: 0 }] }, Outer.size))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.regex(e!.message, /^message\.list\[1\]\.odd name: -1 is out of range for u32/)
+  t.regex(t.throws(() => Outer.encode(dv, 0, { ...ok, inner: { y: 1 } } as never, Outer.size))!.message, /^message\.inner\.odd name: expected a u32 \(field is missing\)/)
+  // A path object is reused, never kept: an error after another message still names its own path.
+  t.regex(t.throws(() => P.encode(dv, 0, { 'odd name': 1, y: 'x' } as never, P.size))!.message, /^message\.y: expected a number \(f32\)/)
+})

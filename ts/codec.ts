@@ -84,8 +84,36 @@ interface Fixed<T> extends Schema<T> {
   readonly size: number
 }
 
+/** What a scalar schema is made of, for the codecs `struct` generates (see {@link structCodec}). */
+interface ScalarOps {
+  check: (v: unknown, path: string) => unknown
+  write: (dv: DataView, o: number, v: never) => void
+  read: (dv: DataView, o: number) => unknown
+}
+const SCALAR_OPS = new WeakMap<Schema<unknown>, ScalarOps>()
+
+/**
+ * A field's path in error texts (`message.items[3].id`), made into a string only when an error
+ * needs it: encoding passes it where a string is expected, and the template strings of the
+ * error texts call `toString`. One per field of a schema, reused by every message, so encoding
+ * builds no string per field per message. Schemas have no cycles, so a field's path is never
+ * in use twice at once.
+ */
+class FieldPath {
+  #parent: unknown = 'message'
+  constructor(readonly name: string) {}
+  /** This field under `parent` (a string or another FieldPath), typed as the string it stands for. */
+  of(parent: unknown): string {
+    this.#parent = parent
+    return this as unknown as string
+  }
+  toString(): string {
+    return `${String(this.#parent)}.${this.name}`
+  }
+}
+
 function scalar<T>(kind: string, size: number, check: (v: unknown, path: string) => T, write: (dv: DataView, o: number, v: T) => void, read: (dv: DataView, o: number) => T): Fixed<T> {
-  return {
+  const schema: Fixed<T> = {
     kind,
     size,
     align: size,
@@ -100,6 +128,8 @@ function scalar<T>(kind: string, size: number, check: (v: unknown, path: string)
       return read(view, offset)
     },
   }
+  SCALAR_OPS.set(schema, { check, write: write as ScalarOps['write'], read })
+  return schema
 }
 
 function intCheck(kind: string, min: number, max: number) {
@@ -392,6 +422,10 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
       )
     }
   }
+  const notObject = (path: string, value: unknown): never => invalid(path, `an object with fields ${names.join(', ')}`, value)
+  const missing = (path: string, i: number): never => invalid(`${path}.${parts[i]!.name}`, `a ${parts[i]!.schema.kind} (field is missing)`, undefined)
+  const paths = parts.map((p) => new FieldPath(p.name))
+  const generated = structCodec(size, parts, paths, { tooLarge, notObject, checkKeys, missing })
   return {
     kind: 'struct',
     size,
@@ -400,24 +434,87 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
     layout,
     fields,
     name,
-    encode(view, base, value, capacity, path = 'message') {
-      if (size > capacity) tooLarge(path, size, capacity)
-      if (value === null || typeof value !== 'object') invalid(path, `an object with fields ${names.join(', ')}`, value)
-      const v = value as Record<string, unknown>
-      checkKeys(v, path)
-      for (const p of parts) {
-        if (!(p.name in v)) invalid(`${path}.${p.name}`, `a ${p.schema.kind} (field is missing)`, undefined)
-        p.schema.encode(view, base + p.offset, v[p.name], p.schema.size, `${path}.${p.name}`)
-      }
-      return size
-    },
-    decode(view, base, len) {
-      checkLength('reply', 'struct', size, len)
-      const out: Record<string, unknown> = {}
-      for (const p of parts) out[p.name] = p.schema.decode(view, base + p.offset, p.schema.size)
-      return out as StructValue<F>
-    },
+    encode:
+      generated?.encode ??
+      ((view, base, value, capacity, path = 'message') => {
+        if (size > capacity) tooLarge(path, size, capacity)
+        if (value === null || typeof value !== 'object') notObject(path, value)
+        const v = value as Record<string, unknown>
+        checkKeys(v, path)
+        for (let i = 0; i < parts.length; i++) {
+          const p = parts[i]!
+          if (!(p.name in v)) missing(path, i)
+          p.schema.encode(view, base + p.offset, v[p.name], p.schema.size, paths[i]!.of(path))
+        }
+        return size
+      }),
+    decode:
+      (generated?.decode as Schema<StructValue<F>>['decode'] | undefined) ??
+      ((view, base, len) => {
+        checkLength('reply', 'struct', size, len)
+        const out: Record<string, unknown> = {}
+        for (const p of parts) out[p.name] = p.schema.decode(view, base + p.offset, p.schema.size)
+        return out as StructValue<F>
+      }),
   }
+}
+
+/**
+ * The encoder and decoder of a struct whose fields are all scalars, generated once per schema
+ * (issue #12: no per-field loop, no string per field per message): the encoder checks and
+ * writes each field at its constant offset, the decoder returns one object literal, so every
+ * reply has the same shape. The same checks in the same order as the generic path, so the same
+ * errors. `undefined` where the generic path serves (a field that is not a scalar, or a name
+ * an object literal would treat specially).
+ */
+function structCodec(
+  size: number,
+  parts: readonly { name: string; schema: Fixed<unknown>; offset: number }[],
+  paths: readonly FieldPath[],
+  fail: {
+    tooLarge: (path: string, need: number, capacity: number) => never
+    notObject: (path: string, value: unknown) => never
+    checkKeys: (v: Record<string, unknown>, path: string) => void
+    missing: (path: string, i: number) => never
+  },
+): { encode: Schema<unknown>['encode']; decode: Schema<unknown>['decode'] } | undefined {
+  const ops = parts.map((p) => SCALAR_OPS.get(p.schema))
+  if (ops.some((o) => o === undefined) || parts.some((p) => p.name === '__proto__')) return undefined
+  // Names and numbers only enter the source as JSON literals and integers.
+  const key = (i: number) => JSON.stringify(parts[i]!.name)
+  const lines = parts.map((p, i) => [
+    `v = value[${key(i)}]; if (v === undefined && !(${key(i)} in value)) missing(path, ${i})`,
+    `W[${i}](view, base + ${p.offset}, C[${i}](v, P[${i}].of(path)))`,
+  ])
+  const source = `"use strict"
+return {
+  encode(view, base, value, capacity, path) {
+    if (path === undefined) path = 'message'
+    if (${size} > capacity) tooLarge(path, ${size}, capacity)
+    if (value === null || typeof value !== 'object') notObject(path, value)
+    checkKeys(value, path)
+    let v
+    ${lines.flat().join('\n    ')}
+    return ${size}
+  },
+  decode(view, base, len) {
+    if (len !== ${size}) checkLength('reply', 'struct', ${size}, len)
+    return { ${parts.map((p, i) => `${key(i)}: R[${i}](view, base + ${p.offset})`).join(', ')} }
+  },
+}`
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const make = new Function('C', 'W', 'R', 'P', 'tooLarge', 'notObject', 'checkKeys', 'missing', 'checkLength', source)
+  return make(
+    ops.map((o) => o!.check),
+    ops.map((o) => o!.write),
+    ops.map((o) => o!.read),
+    paths,
+    fail.tooLarge,
+    fail.notObject,
+    fail.checkKeys,
+    fail.missing,
+    checkLength,
+  ) as { encode: Schema<unknown>['encode']; decode: Schema<unknown>['decode'] }
 }
 
 function badFields(got: unknown): never {
