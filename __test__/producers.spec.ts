@@ -227,37 +227,31 @@ test('a dead claim that holds the whole ring is rescued by a producer waiting fo
   t.is(k.stats().sent, 500)
 })
 
-test('a producer only stalled past recoverAfterMs after claiming loses that claim to skip frames and sends those messages again: nothing lost or duplicated', async (t) => {
-  const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
-  const claim = k.producer()
-  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'claimed', ms: 20_000, untilRescued: true, count: 200 } })
-  await within(slow.holding, 20_000, 'the slow producer stalled on its claim')
-  const held = sharedInputStats(claim.claim, 0).claimed - 100
-  const live = [0, 1].map((i) => startWorker(k.producer(), { producer: i, count: 1000, batch: 100, recoverAfterMs: 100 }))
-  const { seen, bad } = await receiveExactly(k, 300 + 2000)
-  t.is(bad, '')
-  t.deepEqual(seen.get(9), range(0, 300), 'every message of the slow producer, once, in order')
-  for (const i of [0, 1]) t.deepEqual(seen.get(i), range(0, 1000))
-  t.is(await slow.done, 300)
-  t.like(producersOf(k), { rescuedClaims: 1, skipped: held, rescuedFrames: 0, unpublished: 0 })
-  t.is(k.stats().sent, 2300)
-})
-
-test('a producer only stalled past recoverAfterMs after writing has its frames published for it, and does not send them twice', async (t) => {
-  const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
-  const claim = k.producer()
-  const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at: 'written', ms: 20_000, untilRescued: true, count: 200 } })
-  await within(slow.holding, 20_000, 'the slow producer stalled on its written claim')
-  const held = sharedInputStats(claim.claim, 0).claimed - 100
-  const live = [0, 1].map((i) => startWorker(k.producer(), { producer: i, count: 1000, batch: 100, recoverAfterMs: 100 }))
-  const { seen, bad } = await receiveExactly(k, 300 + 2000)
-  t.is(bad, '')
-  t.deepEqual(seen.get(9), range(0, 300))
-  for (const i of [0, 1]) t.deepEqual(seen.get(i), range(0, 1000))
-  t.is(await slow.done, 300)
-  t.deepEqual(await Promise.all(live.map((w) => w.done)), [1000, 1000])
-  t.like(sharedInputStats(claim.claim, 2300), { rescuedClaims: 1, skipped: 0, rescuedFrames: held, unpublished: 0 })
-})
+// A producer only stalled (not dead) past recoverAfterMs: after claiming, it loses the claim to
+// skip frames and sends those messages again; after writing, its frames are published for it
+// and it does not send them twice. Either way nothing is lost or duplicated.
+for (const [at, what] of [
+  ['claimed', 'after claiming loses that claim to skip frames and sends those messages again'],
+  ['written', 'after writing has its frames published for it, and does not send them twice'],
+] as const) {
+  test(`a producer only stalled past recoverAfterMs ${what}: nothing lost or duplicated`, async (t) => {
+    const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 64, producers: 'shared' })
+    const claim = k.producer()
+    const slow = startWorker(claim, { producer: 9, count: 100, batch: 50, recoverAfterMs: 100, hold: { at, ms: 20_000, untilRescued: true, count: 200 } })
+    await within(slow.holding, 20_000, `the slow producer stalled on its ${at} claim`)
+    const held = sharedInputStats(claim.claim, 0).claimed - 100
+    const live = [0, 1].map((i) => startWorker(k.producer(), { producer: i, count: 1000, batch: 100, recoverAfterMs: 100 }))
+    const { seen, bad } = await receiveExactly(k, 300 + 2000)
+    t.is(bad, '')
+    t.deepEqual(seen.get(9), range(0, 300), 'every message of the slow producer, once, in order')
+    for (const i of [0, 1]) t.deepEqual(seen.get(i), range(0, 1000))
+    t.is(await slow.done, 300)
+    t.deepEqual(await Promise.all(live.map((w) => w.done)), [1000, 1000])
+    const rescued = at === 'claimed' ? { skipped: held, rescuedFrames: 0 } : { skipped: 0, rescuedFrames: held }
+    t.like(producersOf(k), { rescuedClaims: 1, ...rescued, unpublished: 0 })
+    t.is(k.stats().sent, 2300)
+  })
+}
 
 test('stats under shared producers: sent counts what the producers published, input depth never goes negative', async (t) => {
   const k = await launchOn(t, { handler: 'echo', input: Tagged, output: Tagged, capacity: 16, producers: 'shared' })
