@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
-# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|bench|sanitizers|routes|reliability]
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|bench|ab|sanitizers|routes|reliability]
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
@@ -107,6 +107,19 @@ if [[ $mode == reliability ]]; then
   tail -n 3 "$O/soak.txt" "$O/rust_gpu_tests.txt" "$O/js_gpu.txt" "$O/sanitizers.log"
   echo; cat "$O/summary.txt"
   grep -qE '^(FAIL|TIMEOUT|SANITIZER-ERRORS|MISSING)' "$O/summary.txt" && exit 1
+  exit 0
+fi
+if [[ $mode == ab ]]; then
+  # This tree's Rust GPU bench and each earlier one that scripts/gpu-ab-build.sh built
+  # (.gpu-run/bin/gpu-<rev>), three rounds, alternating, beside the anchors' streaming bar.
+  step anchors
+  (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 2000 20000000) 2>&1 | grep -E "pipelined|rtt_lean" | tee "$O/anchors.txt"
+  for round in 1 2 3; do
+    for b in .gpu-run/bin/gpu .gpu-run/bin/gpu-*; do
+      echo "--- round $round $(basename "$b")"
+      timeout 90 "$b" --bench 2>&1 | grep -E "stream|rtt_mapped_p50|bw_"
+    done
+  done | tee "$O/ab.txt"
   exit 0
 fi
 if [[ $mode == sanitizers ]]; then
