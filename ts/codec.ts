@@ -425,7 +425,7 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
   const notObject = (path: string, value: unknown): never => invalid(path, `an object with fields ${names.join(', ')}`, value)
   const missing = (path: string, i: number): never => invalid(`${path}.${parts[i]!.name}`, `a ${parts[i]!.schema.kind} (field is missing)`, undefined)
   const paths = parts.map((p) => new FieldPath(p.name))
-  const generated = structCodec(size, parts, paths, { tooLarge, notObject, checkKeys, missing })
+  const codec = structCodec(size, parts, paths, { tooLarge, notObject, checkKeys, missing })
   return {
     kind: 'struct',
     size,
@@ -434,38 +434,17 @@ export function struct<F extends Fields>(fields: F, options?: StructOptions): St
     layout,
     fields,
     name,
-    encode:
-      generated?.encode ??
-      ((view, base, value, capacity, path = 'message') => {
-        if (size > capacity) tooLarge(path, size, capacity)
-        if (value === null || typeof value !== 'object') notObject(path, value)
-        const v = value as Record<string, unknown>
-        checkKeys(v, path)
-        for (let i = 0; i < parts.length; i++) {
-          const p = parts[i]!
-          if (!(p.name in v)) missing(path, i)
-          p.schema.encode(view, base + p.offset, v[p.name], p.schema.size, paths[i]!.of(path))
-        }
-        return size
-      }),
-    decode:
-      (generated?.decode as Schema<StructValue<F>>['decode'] | undefined) ??
-      ((view, base, len) => {
-        checkLength('reply', 'struct', size, len)
-        const out: Record<string, unknown> = {}
-        for (const p of parts) out[p.name] = p.schema.decode(view, base + p.offset, p.schema.size)
-        return out as StructValue<F>
-      }),
+    encode: codec.encode,
+    decode: codec.decode as Schema<StructValue<F>>['decode'],
   }
 }
 
 /**
- * The encoder and decoder of a struct whose fields are all scalars, generated once per schema
- * (issue #12: no per-field loop, no string per field per message): the encoder checks and
- * writes each field at its constant offset, the decoder returns one object literal, so every
- * reply has the same shape. The same checks in the same order as the generic path, so the same
- * errors. `undefined` where the generic path serves (a field that is not a scalar, or a name
- * an object literal would treat specially).
+ * The encoder and decoder of a struct, generated once per schema (issue #12: no per-field loop,
+ * no string per field per message): the encoder checks and writes each scalar field at its
+ * constant offset (a nested struct or array field through its own schema), the decoder returns
+ * one object literal, so every reply has the same shape. The checks run in field order, the
+ * same as a hand-written loop would, so the errors are the same.
  */
 function structCodec(
   size: number,
@@ -477,15 +456,20 @@ function structCodec(
     checkKeys: (v: Record<string, unknown>, path: string) => void
     missing: (path: string, i: number) => never
   },
-): { encode: Schema<unknown>['encode']; decode: Schema<unknown>['decode'] } | undefined {
+): { encode: Schema<unknown>['encode']; decode: Schema<unknown>['decode'] } {
+  // A scalar field is checked and written inline; any other keeps its own encode/decode (its
+  // checks and its paths).
   const ops = parts.map((p) => SCALAR_OPS.get(p.schema))
-  if (ops.some((o) => o === undefined) || parts.some((p) => p.name === '__proto__')) return undefined
   // Names and numbers only enter the source as JSON literals and integers.
   const key = (i: number) => JSON.stringify(parts[i]!.name)
   const lines = parts.map((p, i) => [
     `v = value[${key(i)}]; if (v === undefined && !(${key(i)} in value)) missing(path, ${i})`,
-    `W[${i}](view, base + ${p.offset}, C[${i}](v, P[${i}].of(path)))`,
+    ops[i] ? `W[${i}](view, base + ${p.offset}, C[${i}](v, P[${i}].of(path)))` : `S[${i}].encode(view, base + ${p.offset}, v, ${p.schema.size}, P[${i}].of(path))`,
   ])
+  const read = (p: (typeof parts)[number], i: number) =>
+    ops[i] ? `R[${i}](view, base + ${p.offset})` : `S[${i}].decode(view, base + ${p.offset}, ${p.schema.size})`
+  // __proto__ as a plain key would set the reply's prototype; computed, it is a field.
+  const literalKey = (i: number) => (parts[i]!.name === '__proto__' ? `[${key(i)}]` : key(i))
   const source = `"use strict"
 return {
   encode(view, base, value, capacity, path) {
@@ -499,15 +483,16 @@ return {
   },
   decode(view, base, len) {
     if (len !== ${size}) checkLength('reply', 'struct', ${size}, len)
-    return { ${parts.map((p, i) => `${key(i)}: R[${i}](view, base + ${p.offset})`).join(', ')} }
+    return { ${parts.map((p, i) => `${literalKey(i)}: ${read(p, i)}`).join(', ')} }
   },
 }`
   // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  const make = new Function('C', 'W', 'R', 'P', 'tooLarge', 'notObject', 'checkKeys', 'missing', 'checkLength', source)
+  const make = new Function('C', 'W', 'R', 'S', 'P', 'tooLarge', 'notObject', 'checkKeys', 'missing', 'checkLength', source)
   return make(
-    ops.map((o) => o!.check),
-    ops.map((o) => o!.write),
-    ops.map((o) => o!.read),
+    ops.map((o) => o?.check),
+    ops.map((o) => o?.write),
+    ops.map((o) => o?.read),
+    parts.map((p) => p.schema),
     paths,
     fail.tooLarge,
     fail.notObject,
