@@ -194,10 +194,7 @@ export class Host {
         inbox.deliver()
         this.#settleStateWaiters()
         if (progress > 0) continue
-        // While the inbox yields (its budget spent, a setImmediate coming), no doorbell is
-        // wanted for replies: that pump takes them, and a kernel ringing for each publish in
-        // between only costs both sides.
-        const wantOutput = !inbox.yielding && (inbox.awaited || this.#stateWaiters.length > 0) && inbox.canDrain()
+        const wantOutput = (inbox.awaited || this.#stateWaiters.length > 0) && inbox.canDrain()
         const wantInput = outbox.queued > 0
         this.announce((wantOutput ? WAIT.output : 0) | (wantInput ? WAIT.input : 0) | (this.#stateWaiters.length > 0 ? WAIT.output : 0))
         // ORDERING: (H7) the re-check after the announce: an index that moved before the

@@ -68,11 +68,6 @@ export class Inbox<TOut> {
     return this.receivers.length > 0 || this.pending.size > 0
   }
 
-  /** This turn's budget is spent and a `setImmediate` that pumps again is coming. */
-  get yielding(): boolean {
-    return this.#resumeScheduled
-  }
-
   /** Replies are in the ring and this turn may deliver them. */
   drainable(): boolean {
     return this.#out.available(1) > 0 && (this.#host.terminating || this.#budget > 0)
