@@ -66,6 +66,8 @@ pub trait Kernel: Send + Sync {
 
 /// Backend names accepted by [`launch`].
 pub const BACKEND_NAMES: &[&str] = &["auto", "cpu", "cuda"];
+/// The transport the cpu backend reports: its kernel reads the rings' shared memory directly.
+pub const CPU_TRANSPORT: &str = "shared-memory";
 
 /// What a backend was asked for and what it chose.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,15 +283,12 @@ pub fn prepare_stage(
     if spec.handler == EXTERNAL_HANDLER {
         return Ok(Prepared::Running(
             Box::new(ExternalKernel { region }),
-            Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend, kernel run by the caller".into() },
+            Launched { backend: choice, transport: CPU_TRANSPORT, transport_reason: "cpu backend, kernel run by the caller".into() },
         ));
     }
     let handler = handlers::builtin(spec.handler)?;
     let kernel = cpu::CpuKernel::launch(region, handler, notify, cpu::DEFAULT_MAX_BATCH, downstream)?;
-    Ok(Prepared::Running(
-        Box::new(kernel),
-        Launched { backend: choice, transport: "shared-memory", transport_reason: "cpu backend".into() },
-    ))
+    Ok(Prepared::Running(Box::new(kernel), Launched { backend: choice, transport: CPU_TRANSPORT, transport_reason: "cpu backend".into() }))
 }
 
 /// The handler name under which the cpu backend only initialises the region and runs nothing:

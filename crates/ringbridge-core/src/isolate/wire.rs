@@ -166,8 +166,10 @@ pub fn decode_launched(packet: &[u8]) -> Result<Launched, Error> {
     let f = split_fields(&packet[1..]);
     let [backend, backend_reason, transport, transport_reason] = f.as_slice() else { return Err(malformed("launched", packet)) };
     let name = *crate::backend::BACKEND_NAMES.iter().find(|n| *n == backend).ok_or_else(|| malformed("launched", packet))?;
-    let transport =
-        *["shared-memory", "mapped", "dma", "managed"].iter().find(|n| *n == transport).ok_or_else(|| malformed("launched", packet))?;
+    // Any transport a launch reports: the cpu one, or a GPU one (never `auto`, which is resolved).
+    let mut known =
+        std::iter::once(&crate::backend::CPU_TRANSPORT).chain(crate::backend::cuda::TRANSPORT_NAMES.iter().filter(|t| **t != "auto"));
+    let transport = *known.find(|n| *n == transport).ok_or_else(|| malformed("launched", packet))?;
     Ok(Launched { backend: BackendChoice { name, reason: backend_reason.clone() }, transport, transport_reason: transport_reason.clone() })
 }
 
