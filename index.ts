@@ -5,8 +5,10 @@
  */
 export { Runtime, type BackendName, type RuntimeOptions } from './ts/runtime'
 export { RingKernel } from './ts/kernel'
+export { ReceiveChunk, SendChunk } from './ts/chunk'
 export {
   KERNEL_ERROR_NAMES,
+  type CommitOptions,
   type KernelHostStatus,
   type KernelState,
   type KernelStats,

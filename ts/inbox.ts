@@ -10,6 +10,7 @@
  */
 import { performance } from 'node:perf_hooks'
 
+import type { ChunkReader } from './chunk'
 import type { Schema } from './codec'
 import { RingbridgeError } from './errors'
 import { LatencyHistogram } from './histogram'
@@ -27,6 +28,14 @@ import { settleWaiter, type Entry, type Waiter } from './wait'
  * for 4096 replies whose continuations each send the next request, item 8's test).
  */
 export const DRAIN_BUDGET = 4096
+
+/** The error an error frame carries (`receive()` throws it): `code`/`detail` from its record, for message `id`. */
+export function kernelErrorOf(id: number, code: number, detail: number): RingbridgeError {
+  const name = ERROR_NAMES[code] ?? `handler-${code}`
+  return new RingbridgeError('ERR_RINGBRIDGE_KERNEL_ERROR', `kernel rejected message ${id}: ${name} (code ${code}, detail ${detail})`, {
+    details: { kernelCode: code, kernelError: name, detail, correlationId: id },
+  })
+}
 
 /** The output ring's consumer, with the requests and receivers its replies go to. */
 export class Inbox<TOut> {
@@ -54,6 +63,11 @@ export class Inbox<TOut> {
   #budget = DRAIN_BUDGET
   #resumeScheduled = false
   #packedReader = false
+  /**
+   * The receive-chunk reader (`chunk.ts`), once a chunk was asked for: while it holds a chunk
+   * or a `nextChunk()` waits, replies stay in the ring even when terminating.
+   */
+  chunks: ChunkReader | undefined
 
   constructor(host: Host, output: OutputRing, schema: Schema<TOut>, replies: MessageQueue<Entry<TOut>>, skipFrames: boolean) {
     this.#host = host
@@ -65,17 +79,21 @@ export class Inbox<TOut> {
 
   /** Someone waits for a reply: a receiver or a request. */
   get awaited(): boolean {
-    return this.receivers.length > 0 || this.pending.size > 0
+    return this.receivers.length > 0 || this.pending.size > 0 || this.chunks?.waiter !== undefined
   }
 
   /** Replies are in the ring and this turn may deliver them. */
   drainable(): boolean {
+    const chunks = this.chunks
+    if (chunks?.claims) return chunks.servable()
+    // A packed reader takes replies itself: the pump has nothing to deliver (it would spin).
+    if (this.#packedReader && !this.#host.terminating) return false
     return this.#out.available(1) > 0 && (this.#host.terminating || this.#budget > 0)
   }
 
   /** The reply queue may take more (or someone takes them directly). */
   canDrain(): boolean {
-    return this.#host.terminating || this.receivers.length > 0 || !this.replies.full || this.replies.policy !== 'block'
+    return this.#host.terminating || this.receivers.length > 0 || this.chunks?.waiter !== undefined || !this.replies.full || this.replies.policy !== 'block'
   }
 
   /**
@@ -101,6 +119,8 @@ export class Inbox<TOut> {
   /** C1–C3 for replies, then H6: route each to its request, a waiting receiver or the reply queue. */
   drain(): number {
     if (this.#packedReader && !this.#host.terminating) return 0
+    // A held receive chunk owns the frames from `next` on; a waiting nextChunk() gets them.
+    if (this.chunks?.claims) return 0
     const out = this.#out
     let n = 0
     let available = out.available(1)
@@ -167,13 +187,7 @@ export class Inbox<TOut> {
     if (f.flags & FLAG.error) {
       this.errorReplies++
       const { code, detail } = readErrorRecord(this.#out.view, f.offset, f.length)
-      const name = ERROR_NAMES[code] ?? `handler-${code}`
-      return {
-        ok: false,
-        error: new RingbridgeError('ERR_RINGBRIDGE_KERNEL_ERROR', `kernel rejected message ${f.correlationId}: ${name} (code ${code}, detail ${detail})`, {
-          details: { kernelCode: code, kernelError: name, detail, correlationId: f.correlationId },
-        }),
-      }
+      return { ok: false, error: kernelErrorOf(f.correlationId, code, detail) }
     }
     try {
       return { ok: true, value: this.#output.decode(this.#out.view, f.offset, f.length) }
@@ -218,6 +232,7 @@ export class Inbox<TOut> {
 
   /** Hands queued replies (and overflow errors) to waiting receivers, oldest first. */
   deliver(): void {
+    this.chunks?.serve()
     while (this.receivers.length > 0 && this.replies.length + this.#overflowed > 0) {
       settleWaiter(this.receivers.shift() as Waiter<TOut>, this.takeReply() as Entry<TOut>)
     }
@@ -319,6 +334,7 @@ export class Inbox<TOut> {
 
   /** The kernel ended: every request fails with `ended(…)`, and every receiver too once no reply is left. */
   failAll(ended: (what: string) => Error): void {
+    this.chunks?.fail(ended('nextChunk'))
     for (const [id] of this.pending) this.settle(id, { ok: false, error: ended(`request ${id}`) })
     // Every waiter settles now and leaves no timer behind (a pending timer would keep the
     // process alive after close()).

@@ -16,6 +16,7 @@
 import { performance } from 'node:perf_hooks'
 import { MessageChannel } from 'node:worker_threads'
 
+import { ChunkReader, ChunkWriter, type ReceiveChunk, type SendChunk } from './chunk'
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
 import type { WorkerRunner } from './handler'
@@ -28,7 +29,7 @@ import { ERROR_NAMES } from './protocol'
 import { MessageQueue, queueOptions } from './queue'
 import type { InputRing, OutputRing } from './ring'
 import type { Runtime } from './runtime'
-import type { KernelHostStatus, KernelState, KernelStats, LaunchOptions, RouteStageInfo, SendOutcome, TerminateMode, TerminateReport, WaitOptions } from './types'
+import type { CommitOptions, KernelHostStatus, KernelState, KernelStats, LaunchOptions, RouteStageInfo, SendOutcome, TerminateMode, TerminateReport, WaitOptions } from './types'
 import { abortedError, bound, waitLimit, type Entry, type Waiter } from './wait'
 
 const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
@@ -84,6 +85,10 @@ export class RingKernel<TIn, TOut> {
   readonly #input: Schema<TIn>
   readonly #typeId: number
   readonly #spinMs: number
+  /** The input ring's chunk producer ({@link RingKernel.reserve}). */
+  readonly #chunkWriter: ChunkWriter
+  /** The output ring's chunk consumer, made by the first {@link RingKernel.receiveChunk}. */
+  #chunkReader: ChunkReader | undefined
   #report: Promise<TerminateReport<TIn>> | undefined
   /** Tells the runtime this kernel ended, so it holds it (and its memory) no longer. */
   readonly #onClosed: (() => void) | undefined
@@ -157,6 +162,8 @@ export class RingKernel<TIn, TOut> {
       this.#host.attach(this.#inbox, this.#outbox)
       this.#input = opts.input
       this.#typeId = typeId
+      const outbox = this.#outbox
+      this.#chunkWriter = new ChunkWriter(this.#in, typeId, () => outbox.ahead, () => outbox.publish(), (what) => this.#checkOpen(what))
       // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
       // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
       this.#spinMs = (opts.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
@@ -301,7 +308,82 @@ export class RingKernel<TIn, TOut> {
     this.#inbox.keepForPackedReader()
     if (!(into instanceof Uint8Array)) badOption('into', 'a Uint8Array', into)
     if (!Number.isInteger(size) || size < 1) badOption('size', 'a positive integer', size)
+    if (this.#chunkReader?.claims) throw new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', 'tryReceivePacked: a receive chunk is held or awaited; release() it first')
     return this.#inbox.copyPacked(into, size)
+  }
+
+  /**
+   * Reserves up to `max` free input slots to fill in place: the zero-copy way to stream
+   * (PROTOCOL.md §5.3). Write payloads into the chunk's slots, then
+   * {@link SendChunk.commit} sends them with one publish; after the first lap of equal-sized
+   * messages a commit writes no header either, so a stream costs no per-message work beyond
+   * your own writes. Never waits and never queues: the chunk may have fewer slots than `max`,
+   * or none when the ring is full or messages wait in the send queue (they are not overtaken).
+   * A reservation changes nothing until its commit; another reservation or any other send
+   * makes it stale. Messages go out with correlation id 0 and the input schema is not applied.
+   * @param max most slots wanted, an integer from 0 to 2^32 (default: the ring's capacity).
+   * @throws {RingbridgeTypeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a bad `max`.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED` after terminate.
+   * @example
+   * ```ts
+   * const k = await rt.launch({ handler: 'echo', input: bytes(48), output: bytes(48), slotSize: 64 })
+   * const chunk = k.reserve(256)
+   * for (let i = 0; i < chunk.count; i++) chunk.payload(i).fill(i & 0xff)
+   * chunk.commit(chunk.count, { size: 48 })
+   * ```
+   */
+  reserve(max: number = this.capacity): SendChunk {
+    return this.#chunkWriter.reserve(max)
+  }
+
+  /**
+   * Up to `max` replies ready now, read in place in the output ring's slots (no copy, no
+   * decode), held until {@link ReceiveChunk.release}; a chunk of 0 when none is ready. One
+   * chunk is held at a time. Like {@link RingKernel.tryReceivePacked}, this keeps replies in the
+   * ring for you: do not mix with `receive()`, `request()` and the like. When the kernel is
+   * terminated, replies still in the ring and not held by a chunk move to the reply queue
+   * (`tryReceiveMany()` takes them), so that a drain can finish.
+   * @param max most replies wanted, an integer from 0 to 2^32 (default: the ring's capacity).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`.
+   * @example
+   * ```ts
+   * const replies = k.receiveChunk(1024)
+   * for (let i = 0; i < replies.count; i++) if (replies.isErrorAt(i)) console.error(replies.errorAt(i))
+   * replies.release()
+   * ```
+   */
+  receiveChunk(max: number = this.#out.capacity): ReceiveChunk {
+    return this.#chunks().take(max, 'receiveChunk')
+  }
+
+  /**
+   * As {@link RingKernel.receiveChunk}, waiting until at least one reply is ready (through the
+   * doorbell, as `receive()` waits).
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_TIMEOUT` / `ERR_RINGBRIDGE_ABORTED` when the wait ends first; `ERR_RINGBRIDGE_CLOSED` when the kernel is terminated and no reply is left in the ring.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held or another `nextChunk()` waits, or for a bad `max`.
+   * @example
+   * ```ts
+   * const replies = await k.nextChunk(4096, { timeoutMs: 1000 })
+   * console.log(replies.count, replies.lengthAt(0))
+   * replies.release()
+   * ```
+   */
+  nextChunk(max: number = this.#out.capacity, options?: WaitOptions): Promise<ReceiveChunk> {
+    try {
+      return this.#chunks().next(max, options, () => this.#host.closed)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /** The chunk reader; the inbox keeps replies in the ring for it from now on. */
+  #chunks(): ChunkReader {
+    if (this.#chunkReader === undefined) {
+      const inbox = this.#inbox
+      inbox.keepForPackedReader()
+      this.#chunkReader = inbox.chunks = new ChunkReader(this.#out, this.#host, (n) => (inbox.replied += n))
+    }
+    return this.#chunkReader
   }
 
   /**

@@ -81,8 +81,10 @@ export interface RingPlace {
 
 abstract class RingEnd {
   readonly view: DataView
-  protected readonly u32: Uint32Array
-  protected readonly bytes: Uint8Array
+  /** 32-bit words over the whole buffer (word `i` at byte `4 i`). */
+  readonly u32: Uint32Array
+  /** Bytes over the whole buffer. */
+  readonly bytes: Uint8Array
   readonly capacity: number
   readonly slotSize: number
   readonly maxPayload: number
@@ -102,9 +104,14 @@ abstract class RingEnd {
   }
 
   /** Byte offset of the slot holding `position`. */
-  protected slotAt(position: number): number {
+  slotAt(position: number): number {
     // `& mask` on a number above 2^31 would go through int32: use modulo (capacity is a power of two).
     return this.slots + (position % this.capacity) * this.slotSize
+  }
+
+  /** Byte offset of the first slot (position 0 mod capacity). */
+  get slotsOffset(): number {
+    return this.slots
   }
 }
 
@@ -117,6 +124,22 @@ export class InputRing extends RingEnd {
   next: number
   published: number
   #cachedHead: number
+  /**
+   * Bumped by every write into the ring ({@link stage}, {@link stageRaw}, {@link commitChunk})
+   * and by every chunk reservation: a chunk reserved under an older generation is stale
+   * (PROTOCOL.md §5.3); {@link staleBy} names what made it so.
+   */
+  generation = 0
+  /** What bumped {@link generation} last, for the stale-chunk error. */
+  staleBy = ''
+  // W4 header stamping (PROTOCOL.md §5.3): the header last stamped by a chunk commit and the
+  // first position of the unbroken run [stampedFrom, next) stamped with it. `#stampLength` -1:
+  // no run (a per-message stage wrote into the ring since).
+  #stampLength = -1
+  #stampTypeId = -1
+  #stampedFrom = 0
+  /** Headers written by chunk commits (instrumentation: tests check the elision with it). */
+  headersStamped = 0
 
   constructor(buffer: ArrayBufferLike, place: RingPlace, cb: ControlBlockView) {
     super(buffer, place)
@@ -150,9 +173,59 @@ export class InputRing extends RingEnd {
       throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
     }
     const at = this.slotAt(this.next)
+    this.touched('a message sent on this kernel (send, trySend, request, sendBatch or the send queue)')
     const length = write(this.view, at + FRAME_HEADER_BYTES, this.maxPayload)
     writeFrameHeader(this.view, at, length, typeId, 0, correlationId)
     this.next++
+  }
+
+  /**
+   * Something other than a chunk commit is about to write slots (or a chunk was reserved):
+   * chunks reserved before are stale, and the stamped run ends (W4: any other write restarts it).
+   */
+  touched(why: string): void {
+    this.reserved(why)
+    this.#stampLength = -1
+  }
+
+  /** A chunk was reserved: chunks reserved before are stale (the slots are not written, so the stamped run goes on). */
+  reserved(why: string): void {
+    this.generation++
+    this.staleBy = why
+  }
+
+  /**
+   * W3/W4 of a chunk (PROTOCOL.md §5.3): makes the headers of `[next, next + count)`
+   * `{length, typeId, flags 0, correlation id 0}` and stages them (the caller publishes). A slot
+   * whose position is a whole lap or more after the start of the current run of this same header
+   * holds it already and is not written, so a steady stream of equal headers writes none after
+   * its first lap. The caller checked `count` against the reservation and `length` against the
+   * slot payload.
+   */
+  commitChunk(count: number, length: number, typeId: number): void {
+    const start = this.next
+    const end = start + count
+    if (end >= POSITION_LIMIT) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
+    }
+    let to = end
+    if (length === this.#stampLength && typeId === this.#stampTypeId) {
+      // The run [stampedFrom, start) holds this header, so the slot of every position a lap or
+      // more after stampedFrom does already: only [start, stampedFrom + capacity) needs it.
+      to = Math.min(end, this.#stampedFrom + this.capacity)
+    } else {
+      this.#stampLength = length
+      this.#stampTypeId = typeId
+      this.#stampedFrom = start
+    }
+    if (start < to) {
+      const u32 = this.u32
+      for (let p = start; p < to; p++) writeFrameHeaderWords(u32, this.slotAt(p) / 4, length, typeId, 0)
+      this.headersStamped += to - start
+    }
+    this.generation++
+    this.staleBy = 'its commit'
+    this.next = end
   }
 
   /**
@@ -161,6 +234,7 @@ export class InputRing extends RingEnd {
    * no per-message closure or allocation.
    */
   stageRaw(typeId: number, firstId: number, packed: Uint8Array, size: number, count: number): void {
+    if (count > 0) this.touched('trySendPacked')
     const u32 = this.u32
     const bytes = this.bytes
     for (let i = 0; i < count; i++) {

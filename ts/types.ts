@@ -293,3 +293,18 @@ export interface RouteStageInfo {
   /** The device it runs on. */
   readonly device: number
 }
+
+/**
+ * Options of {@link SendChunk.commit}.
+ * @example
+ * ```ts
+ * const options: CommitOptions = { size: 48, typeId: 7 }
+ * chunk.commit(chunk.count, options)
+ * ```
+ */
+export interface CommitOptions {
+  /** Payload bytes of every committed message, 0 to the slot payload (default: the size given to `set()`, else the whole slot payload). */
+  size?: number
+  /** Message type id of every committed message, 0..65535 (default: the kernel's `typeId`). */
+  typeId?: number
+}
