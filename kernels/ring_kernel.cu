@@ -548,9 +548,10 @@ RB_DEVICE void rb_chunk_done(const rb_block_op* op) {
     rb_max_relaxed_gpu_u64(&rb_grid.err_key, op->err_key);
   }
   // ORDERING: (P3 before P4) the block's output slot writes, ordered before this thread by the
-  // bar.sync, and the error atomics above are performed system-wide before `done` counts them;
-  // the poller acquires `done` before its release of the output tail.
-  rb_fence_acq_rel_sys();
+  // bar.sync, and the error atomics above are released to the poller (gpu scope) with `done`;
+  // the poller acquires `done`, then fences at system scope before its release of the output
+  // tail, so they reach the host through it (rb_fence_acq_rel_gpu says why that suffices).
+  rb_fence_acq_rel_gpu();
   rb_add_relaxed_gpu_u64(&rb_grid.done, static_cast<unsigned long long>(op->n));
 }
 

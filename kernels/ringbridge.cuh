@@ -498,10 +498,16 @@ RB_DEVICE void rb_st_release_sys_u64(uint64_t* p, uint64_t v) {
 
 /// fence.acq_rel.sys: after relaxed polls that saw the commands or the input tail move, makes
 /// those loads acquires (K1 with the host's H5 release of terminate, C2 with its P4) without
-/// loading the words again, which would cost another PCIe round trip on `mapped`; before a
-/// block's relaxed add to rb_grid.done, makes it a release of the block's output slot writes
-/// (P3 before the poller's P4).
+/// loading the words again, which would cost another PCIe round trip on `mapped`.
 RB_DEVICE void rb_fence_acq_rel_sys() { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
+
+/// fence.acq_rel.gpu: before a worker block's relaxed add to rb_grid.done, makes it a release
+/// of the block's output slot writes to the poller, a thread of the same GPU (gpu scope covers
+/// both). The poller acquires `done` at gpu scope and then publishes with rb_fence_sc_sys and a
+/// system-scope release: causality order is transitive across the two scopes, so the host (or
+/// the copy engine) that acquires the output tail sees every block's slots (P3 before P4)
+/// without a system-scope fence per block and chunk.
+RB_DEVICE void rb_fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
 
 /// fence.sc.sys: K8, after the release of `state` (spec §5.1: every state change is a release
 /// then a SeqCst fence); K5, before the release of the output tail, so that the round's slot
@@ -579,7 +585,7 @@ RB_DEVICE unsigned long long rb_cas_relaxed_gpu_u64(unsigned long long* p,
   return atomicCAS(p, expected, desired);
 }
 
-/// Relaxed gpu-scope add (CUDA's atomicAdd): rb_grid.done after rb_fence_acq_rel_sys.
+/// Relaxed gpu-scope add (CUDA's atomicAdd): rb_grid.done after rb_fence_acq_rel_gpu.
 /// @param p an rb_grid word
 /// @param v the addend
 /// @return the value before

@@ -17,6 +17,7 @@ cp "$(bin route test -p ringbridge-core --release --test route --no-run)" .gpu-r
 cp "$(bin gpu_soak test -p ringbridge-core --release --test gpu_soak --no-run)" .gpu-run/bin/gpu_soak
 cp "$(bin cuda_transport test -p ringbridge-core --release --test cuda_transport --no-run)" .gpu-run/bin/cuda_transport
 cp "$(bin cuda_inject test -p ringbridge-core --release --test cuda_inject --no-run)" .gpu-run/bin/cuda_inject
+cp "$(bin chunks test -p ringbridge-core --release --test chunks --no-run)" .gpu-run/bin/chunks
 cp "$(bin gpu bench -p ringbridge-core --bench gpu --no-run)" .gpu-run/bin/gpu
 cargo build -q --release -p ringbridge-core --bin ringbridge-kernel-host
 cp target/release/ringbridge-kernel-host .gpu-run/bin/

@@ -109,6 +109,29 @@ if [[ $mode == reliability ]]; then
   grep -qE '^(FAIL|TIMEOUT|SANITIZER-ERRORS|MISSING)' "$O/summary.txt" && exit 1
   exit 0
 fi
+if [[ $mode == stream ]]; then
+  # Issue #12: the streaming bar (ringbench's launch pipeline, persistent_stream's raw
+  # persistent ring) beside this tree's chunk figures, the chunk tests on the GPU and the
+  # sanitizers over the chunk paths, in one call. STREAM_JS=1 adds the JS bench.
+  step anchors
+  (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 2000 20000000) 2>&1 | grep -E "^device|pipelined|rtt_lean|bw_" | tee "$O/anchors.txt"
+  (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ps .gpu/anchors/persistent_stream.cu -lcuda -lpthread && timeout 100 /tmp/ps 100000000 1048576 1) 2>&1 | grep -vE "^#   " | tee -a "$O/anchors.txt"
+  step rust stream
+  RINGBRIDGE_BRIDGE_STATS=1 timeout 150 .gpu-run/bin/gpu --bench --stream 2>&1 | tee "$O/rust_bench.txt"
+  step chunk tests
+  timeout 150 .gpu-run/bin/chunks --ignored --nocapture --test-threads=1 2>&1 | grep -E "CHUNKS|test result|panicked|^test " | tee "$O/chunk_tests.txt"
+  if [[ ${STREAM_JS:-0} == 1 ]]; then
+    step js bench
+    timeout 150 node bench/gpu.js 2>&1 | tee "$O/js_bench.txt"
+  fi
+  step sanitizers
+  command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+  for tool in memcheck racecheck; do
+    RINGBRIDGE_CHUNK_MESSAGES=20000 timeout 120 compute-sanitizer --tool $tool --error-exitcode 86 --print-limit 20 .gpu-run/bin/chunks --ignored --test-threads=1 gpu_chunks 2>&1 | tail -3 | tee -a "$O/sanitizers.log"
+    echo "exit ${PIPESTATUS[0]} $tool" | tee -a "$O/sanitizers.log"
+  done
+  exit 0
+fi
 if [[ $mode == ab ]]; then
   # This tree's Rust GPU bench and each earlier one that scripts/gpu-ab-build.sh built
   # (.gpu-run/bin/gpu-<rev>), three rounds, alternating, beside the anchors' streaming bar.

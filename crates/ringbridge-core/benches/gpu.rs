@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ringbridge_core::backend::cuda::{runtime, Shape};
 use ringbridge_core::backend::LaunchSpec;
 use ringbridge_core::host::Session;
-use ringbridge_core::protocol::RingConfig;
+use ringbridge_core::protocol::{FrameHeader, RingConfig};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -133,6 +133,112 @@ fn stream_on(mut s: Session, transport: &str, slot: u32, total: u64) -> f64 {
     rate
 }
 
+/// Positions whose replies the sampled run checks (and whose payload it writes): one in this many.
+const SAMPLE_EVERY: u64 = 4096;
+
+/// Streams `total` frames through the chunk API (spec §5.3) the way the raw launch pipeline
+/// moves data: the input ring's slots are pre-filled once (header and payload), the producer
+/// commits them a chunk at a time, writing only the position into every `SAMPLE_EVERY`th slot,
+/// and the consumer releases replies a chunk at a time after checking those positions. With
+/// `full`, every payload carries its position and every reply is checked (host-bound). Returns
+/// messages per second.
+fn stream_chunks(transport: &str, capacity: u32, slot: u32, total: u64, full: bool) -> f64 {
+    let ring = RingConfig { capacity, slot_size: slot };
+    let mut s = session(1, transport, ring, None);
+    let size = slot as usize;
+    let len = size - 16;
+    let chunk_max = u64::from(capacity / 4).clamp(1, 1 << 16);
+    {
+        // Pre-fill every slot: one header (correlation id 0, a streamed message) and a payload.
+        let (mut tx, _) = s.halves();
+        let mut c = tx.write_chunk(u64::from(capacity));
+        assert_eq!(c.len(), capacity as usize, "{transport}: a fresh ring is empty");
+        c.stamp(FrameHeader { length: len as u32, type_id: 1, flags: 0, correlation_id: 0 });
+        let (a, b) = c.as_mut_slices();
+        for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
+            slot[16..].fill(i as u8);
+        }
+        // Reserved and dropped: nothing is sent (W1–W2 change nothing shared).
+    }
+    let put = |slot: &mut [u8], pos: u64| slot[16..24].copy_from_slice(&pos.to_le_bytes());
+    let start = Instant::now();
+    {
+        let (mut tx, mut rx) = s.halves();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut sent = 0u64;
+                let mut last = Instant::now();
+                while sent < total {
+                    let mut c = tx.write_chunk(chunk_max.min(total - sent));
+                    let n = c.len() as u64;
+                    if n == 0 {
+                        assert!(last.elapsed() < LIMIT, "{transport}: no room for {LIMIT:?} at {sent}");
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    let (a, b) = c.as_mut_slices();
+                    if full {
+                        for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
+                            put(slot, sent + i as u64);
+                        }
+                    } else {
+                        let mut i = (SAMPLE_EVERY - sent % SAMPLE_EVERY) % SAMPLE_EVERY;
+                        while i < n {
+                            let at = i as usize * size;
+                            let slot = if at < a.len() { &mut a[at..at + size] } else { &mut b[at - a.len()..at - a.len() + size] };
+                            put(slot, sent + i);
+                            i += SAMPLE_EVERY;
+                        }
+                    }
+                    c.commit(n as usize);
+                    sent += n;
+                    last = Instant::now();
+                }
+            });
+            let mut got = 0u64;
+            let mut last = Instant::now();
+            while got < total {
+                let c = rx.read_chunk(u64::MAX);
+                let n = c.len() as u64;
+                if n == 0 {
+                    assert!(last.elapsed() < LIMIT, "{transport}: stalled at {got}");
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let (a, b) = c.as_slices();
+                let check = |i: usize, slot: &[u8]| {
+                    let pos = got + i as u64;
+                    let h = FrameHeader::read_from(slot);
+                    let ok = h.length as usize == len && h.flags == 0 && slot[16..24] == pos.to_le_bytes();
+                    assert!(ok, "{transport}: reply {pos} is wrong ({h:?}, {:?})", &slot[16..24]);
+                };
+                if full {
+                    for (i, slot) in a.chunks_exact(size).chain(b.chunks_exact(size)).enumerate() {
+                        check(i, slot);
+                    }
+                } else {
+                    let first = (SAMPLE_EVERY - got % SAMPLE_EVERY) % SAMPLE_EVERY;
+                    let mut i = first;
+                    while i < n {
+                        let at = i as usize * size;
+                        let slot = if at < a.len() { &a[at..at + size] } else { &b[at - a.len()..at - a.len() + size] };
+                        check(i as usize, slot);
+                        i += SAMPLE_EVERY;
+                    }
+                    let h = c.header(n as usize - 1);
+                    assert!(h.length as usize == len && h.flags == 0, "{transport}: reply {} is wrong ({h:?})", got + n - 1);
+                }
+                c.release(n as usize);
+                got += n;
+                last = Instant::now();
+            }
+        });
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    s.terminate(true, LIMIT).unwrap();
+    rate
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -151,6 +257,9 @@ fn main() {
     if std::env::args().any(|a| a == "--routes") {
         return routes(iters, total / 4, quick);
     }
+    if std::env::args().any(|a| a == "--stream") {
+        return streaming(total, quick);
+    }
     for t in ["mapped", "dma", "managed"] {
         round_trip(1, t, iters);
     }
@@ -161,12 +270,29 @@ fn main() {
     let sms = rt.gpu.sms;
     let r = stream(1, "mapped", 65_536, 64, total, Some(Shape { blocks: sms, threads: 256 }));
     println!("rust_stream_echo64_mapped_cap65536_blocks{sms} {r:.3e} msg/s");
-    let r = stream(1, "dma", 1 << 20, 64, total * 4, None);
-    println!("rust_stream_echo64_dma_cap1048576 {r:.3e} msg/s");
+    streaming(total, quick);
     for t in ["mapped", "dma"] {
         let n = if quick { 10_000 } else { 400_000 };
         let r = stream(1, t, 4096, 4096, n, None);
         println!("rust_bw_4KiB_{t} {:.2} GB/s", r * 4080.0 / 1e9);
+    }
+}
+
+/// The chunk API's streaming figures (spec §5.3): 64 B messages sampled and in full, and 4 KiB
+/// messages, beside the per-message stream of the same ring.
+fn streaming(total: u64, quick: bool) {
+    let r = stream(1, "dma", 1 << 20, 64, total * 4, None);
+    println!("rust_stream_echo64_dma_cap1048576 {r:.3e} msg/s");
+    for (t, cap) in [("dma", 1u32 << 20), ("dma", 65_536), ("mapped", 65_536)] {
+        let r = stream_chunks(t, cap, 64, total * 10, false);
+        println!("rust_stream_chunk64_{t}_cap{cap} {r:.3e} msg/s");
+    }
+    let r = stream_chunks("dma", 1 << 20, 64, total * 4, true);
+    println!("rust_stream_chunk64_full_dma_cap1048576 {r:.3e} msg/s");
+    for t in ["dma", "mapped"] {
+        let n = if quick { 10_000 } else { 2_000_000 };
+        let r = stream_chunks(t, 4096, 4096, n, false);
+        println!("rust_bw_chunk_4KiB_{t} {:.2} GB/s", r * 4096.0 / 1e9);
     }
 }
 

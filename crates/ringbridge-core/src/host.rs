@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{self, Isolation, Kernel, LaunchSpec, Launched};
 use crate::protocol::{FrameHeader, KernelState, RingConfig, WAIT_INPUT, WAIT_OUTPUT};
-use crate::ring::{Consumer, PopError, Producer, PushError};
+use crate::ring::{Consumer, PopError, Producer, PushError, ReadChunk, WriteChunk};
 use crate::sync::{fence, Ordering};
 use crate::transport::{Region, RegionRing};
 use crate::Error;
@@ -400,6 +400,79 @@ impl SendHalf<'_> {
     }
 }
 
+impl<'a> SendHalf<'a> {
+    /// Reserves up to `wanted` input slots to fill in place (spec §5.3); see [`SendChunk`].
+    pub fn write_chunk(&mut self, wanted: u64) -> SendChunk<'_> {
+        SendChunk { chunk: self.tx.write_chunk(wanted), kernel: self.kernel, region: self.region }
+    }
+}
+
+/// Input slots reserved by [`SendHalf::write_chunk`]: a [`WriteChunk`] whose commit also
+/// performs H4 (wakes a kernel that announced sleep).
+pub struct SendChunk<'a> {
+    chunk: WriteChunk<'a, RegionRing>,
+    kernel: &'a dyn Kernel,
+    region: &'a Region,
+}
+
+impl<'a> std::ops::Deref for SendChunk<'a> {
+    type Target = WriteChunk<'a, RegionRing>;
+    fn deref(&self) -> &Self::Target {
+        &self.chunk
+    }
+}
+
+impl std::ops::DerefMut for SendChunk<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.chunk
+    }
+}
+
+impl SendChunk<'_> {
+    /// Publishes the first `count` reserved slots as they are (H3, one store), then H4.
+    ///
+    /// # Panics
+    /// If `count` exceeds the reservation.
+    pub fn commit(self, count: usize) -> usize {
+        let (kernel, region) = (self.kernel, self.region);
+        let n = self.chunk.commit(count);
+        if n > 0 {
+            wake_if_sleeping(kernel, region);
+        }
+        n
+    }
+}
+
+/// Replies taken by [`RecvHalf::read_chunk`]: a [`ReadChunk`] whose release also performs H6's
+/// doorbell check (wakes a kernel waiting for output room).
+pub struct ReplyChunk<'a> {
+    chunk: ReadChunk<'a, RegionRing>,
+    kernel: &'a dyn Kernel,
+    region: &'a Region,
+}
+
+impl<'a> std::ops::Deref for ReplyChunk<'a> {
+    type Target = ReadChunk<'a, RegionRing>;
+    fn deref(&self) -> &Self::Target {
+        &self.chunk
+    }
+}
+
+impl ReplyChunk<'_> {
+    /// Hands the first `count` replies back (C4, one store), then D2.
+    ///
+    /// # Panics
+    /// If `count` exceeds the chunk.
+    pub fn release(self, count: usize) -> usize {
+        let (kernel, region) = (self.kernel, self.region);
+        let n = self.chunk.release(count);
+        if n > 0 {
+            wake_if_sleeping(kernel, region);
+        }
+        n
+    }
+}
+
 /// The receiving half of a [`Session`] (see [`Session::halves`]).
 pub struct RecvHalf<'a> {
     rx: &'a mut Consumer<RegionRing>,
@@ -408,6 +481,11 @@ pub struct RecvHalf<'a> {
 }
 
 impl RecvHalf<'_> {
+    /// Takes up to `wanted` replies in place (spec §5.3); see [`ReplyChunk`].
+    pub fn read_chunk(&mut self, wanted: u64) -> ReplyChunk<'_> {
+        ReplyChunk { chunk: self.rx.read_chunk(wanted), kernel: self.kernel, region: self.region }
+    }
+
     /// As [`Session::recv_batch_with`].
     ///
     /// # Errors

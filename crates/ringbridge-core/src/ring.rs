@@ -41,6 +41,18 @@ pub unsafe trait RingMemory {
     unsafe fn with_slot<R>(&self, slot: usize, f: impl FnOnce(&[u8]) -> R) -> R;
 }
 
+/// Ring memory whose slots are one array: slot `i` starts `i * slot_size` bytes after slot 0.
+/// Chunks ([`WriteChunk::as_mut_slices`], [`ReadChunk::as_slices`]) hand out slices of it.
+///
+/// # Safety
+/// Implementors guarantee that [`slots_base`](ContiguousRingMemory::slots_base) points to
+/// `capacity * slot_size` bytes holding exactly the slots [`RingMemory::with_slot_mut`] and
+/// [`RingMemory::with_slot`] pass, valid for the lifetime of the value.
+pub unsafe trait ContiguousRingMemory: RingMemory {
+    /// The first byte of slot 0.
+    fn slots_base(&self) -> *mut u8;
+}
+
 /// Why a frame could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PushError {
@@ -184,6 +196,14 @@ impl<M: RingMemory> Producer<M> {
         }
     }
 
+    /// W1–W2 (spec §5.3): reserves up to `wanted` free slots, from the first position not yet
+    /// staged, for the caller to fill in place. The reservation changes nothing shared: dropped
+    /// without [`WriteChunk::commit`], it sends nothing. `len()` may be 0 (the ring is full).
+    pub fn write_chunk(&mut self, wanted: u64) -> WriteChunk<'_, M> {
+        let len = self.free_slots(wanted).min(wanted);
+        WriteChunk { producer: self, len }
+    }
+
     /// Stages and publishes one frame.
     ///
     /// # Errors
@@ -264,6 +284,14 @@ impl<M: RingMemory> Consumer<M> {
         result
     }
 
+    /// R1–R2 (spec §5.3): up to `wanted` published frames from the first one not yet consumed,
+    /// read in place; they stay owned by this consumer (I3) until [`ReadChunk::release`].
+    /// `len()` may be 0 (the ring is empty).
+    pub fn read_chunk(&mut self, wanted: u64) -> ReadChunk<'_, M> {
+        let len = self.available(wanted).min(wanted);
+        ReadChunk { consumer: self, len }
+    }
+
     /// Frames consumed but not yet released.
     pub fn unreleased(&self) -> u64 {
         self.next.wrapping_sub(self.released)
@@ -276,6 +304,165 @@ impl<M: RingMemory> Consumer<M> {
             // acquire load of head (P2) that lets it overwrite them.
             self.memory.head().store(self.next, Ordering::Release);
             self.released = self.next;
+        }
+    }
+}
+
+/// Slots `[next, next + len)` of a ring as at most two runs of the slot array: the run up to
+/// the array's end and the wrapped rest. Returns (first slot, slots in the first run).
+fn chunk_runs(next: u64, len: u64, capacity: u32) -> (usize, usize) {
+    let first = slot_of(next, capacity);
+    let in_first = (len as usize).min(capacity as usize - first);
+    (first, in_first)
+}
+
+/// Reserved input slots, filled in place and published by [`commit`](WriteChunk::commit)
+/// (spec §5.3, W1–W3). Made by [`Producer::write_chunk`].
+pub struct WriteChunk<'a, M: RingMemory> {
+    producer: &'a mut Producer<M>,
+    len: u64,
+}
+
+impl<M: RingMemory> WriteChunk<'_, M> {
+    /// Slots reserved.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no slot was free.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes per slot: the stride of the chunk's messages, header included.
+    pub fn slot_size(&self) -> usize {
+        self.producer.memory.slot_size()
+    }
+
+    /// Runs `f` on the whole slot (header and payload) of the chunk's message `index`.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    pub fn with_slot_mut<R>(&mut self, index: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        assert!(index < self.len(), "chunk index {index} out of {} reserved slots", self.len);
+        let p = &*self.producer;
+        let slot = slot_of(p.next.wrapping_add(index as u64), p.memory.capacity());
+        // SAFETY: (I2) the reservation is at most free_slots() long, so the position lies in
+        // [tail, head + capacity): released by the consumer and not readable before publish.
+        unsafe { p.memory.with_slot_mut(slot, f) }
+    }
+
+    /// W3: publishes the first `count` slots as the caller left them, with one store of `tail`
+    /// (P4; staged frames before the chunk go with it). Returns `count`.
+    ///
+    /// # Panics
+    /// If `count > len()`.
+    pub fn commit(self, count: usize) -> usize {
+        assert!(count <= self.len(), "commit of {count} slots from a chunk of {}", self.len);
+        // Wrapping, as stage_with (spec §7).
+        self.producer.next = self.producer.next.wrapping_add(count as u64);
+        self.producer.publish();
+        count
+    }
+}
+
+impl<M: ContiguousRingMemory> WriteChunk<'_, M> {
+    /// The reserved slots as two runs of whole slots, in position order: the run up to the
+    /// slot array's end and the wrapped rest (empty when the chunk does not wrap).
+    pub fn as_mut_slices(&mut self) -> (&mut [u8], &mut [u8]) {
+        let p = &*self.producer;
+        let size = p.memory.slot_size();
+        let (first, in_first) = chunk_runs(p.next, self.len, p.memory.capacity());
+        let base = p.memory.slots_base();
+        // SAFETY: (I2) every reserved slot is owned by this producer (see with_slot_mut); the
+        // two runs are disjoint parts of the slot array (ContiguousRingMemory), borrowed
+        // mutably through `&mut self` for as long as the slices live.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(base.add(first * size), in_first * size),
+                std::slice::from_raw_parts_mut(base, (self.len as usize - in_first) * size),
+            )
+        }
+    }
+
+    /// Writes `header` into every reserved slot (W4's stamp; the payloads are untouched).
+    pub fn stamp(&mut self, header: FrameHeader) {
+        let size = self.slot_size();
+        let (a, b) = self.as_mut_slices();
+        for slot in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)) {
+            header.write_to(slot);
+        }
+    }
+}
+
+/// Published output frames read in place, handed back by [`release`](ReadChunk::release)
+/// (spec §5.3, R1–R3). Made by [`Consumer::read_chunk`].
+pub struct ReadChunk<'a, M: RingMemory> {
+    consumer: &'a mut Consumer<M>,
+    len: u64,
+}
+
+impl<M: RingMemory> ReadChunk<'_, M> {
+    /// Frames in the chunk.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether no frame was published.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes per slot: the stride of the chunk's frames.
+    pub fn slot_size(&self) -> usize {
+        self.consumer.memory.slot_size()
+    }
+
+    /// Runs `f` on the whole slot (header and payload) of the chunk's frame `index`.
+    ///
+    /// # Panics
+    /// If `index >= len()`.
+    pub fn with_slot<R>(&self, index: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+        assert!(index < self.len(), "chunk index {index} out of {} frames", self.len);
+        let c = &*self.consumer;
+        let slot = slot_of(c.next.wrapping_add(index as u64), c.memory.capacity());
+        // SAFETY: (I3) the position lies in [head, tail) with tail acquired (available()).
+        unsafe { c.memory.with_slot(slot, f) }
+    }
+
+    /// The header of frame `index` (its `length` is as found: check it against the slot).
+    pub fn header(&self, index: usize) -> FrameHeader {
+        self.with_slot(index, FrameHeader::read_from)
+    }
+
+    /// R3: consumes the first `count` frames and hands every consumed slot back with one store
+    /// of `head` (C4). Returns `count`.
+    ///
+    /// # Panics
+    /// If `count > len()`.
+    pub fn release(self, count: usize) -> usize {
+        assert!(count <= self.len(), "release of {count} frames from a chunk of {}", self.len);
+        self.consumer.next = self.consumer.next.wrapping_add(count as u64);
+        self.consumer.release();
+        count
+    }
+}
+
+impl<M: ContiguousRingMemory> ReadChunk<'_, M> {
+    /// The chunk's frames as two runs of whole slots, in position order (see
+    /// [`WriteChunk::as_mut_slices`]).
+    pub fn as_slices(&self) -> (&[u8], &[u8]) {
+        let c = &*self.consumer;
+        let size = c.memory.slot_size();
+        let (first, in_first) = chunk_runs(c.next, self.len, c.memory.capacity());
+        let base = c.memory.slots_base();
+        // SAFETY: (I3) the frames are published and owned by this consumer until release,
+        // which takes `self` by value, so no slice outlives the ownership.
+        unsafe {
+            (
+                std::slice::from_raw_parts(base.add(first * size), in_first * size),
+                std::slice::from_raw_parts(base, (self.len as usize - in_first) * size),
+            )
         }
     }
 }

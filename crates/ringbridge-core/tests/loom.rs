@@ -317,3 +317,68 @@ fn h7_k7_no_lost_room_wakeup() {
 fn h7_k7_ring_before_release_loses_the_wakeup() {
     room_wakeup(false);
 }
+
+/// §5.3 (W3 with R1–R3): chunks of two and one frames through a ring of two slots, written and
+/// read in place through `WriteChunk::with_slot_mut` / `ReadChunk::with_slot`, published and
+/// released with one index store each: every slot changes hands without a race, a chunk never
+/// shows a frame before its commit, and the frames arrive whole and in order. The producer
+/// first reserves a chunk and drops it uncommitted, which must send nothing.
+#[test]
+fn w3_r3_chunks_transfer() {
+    loom::model(|| {
+        let ring = LoomRing::new(2);
+        let mut tx = Producer::new(ring.clone());
+        let mut rx = Consumer::new(ring.clone());
+        let producer = thread::spawn(move || {
+            {
+                let mut c = tx.write_chunk(2);
+                assert_eq!(c.len(), 2);
+                c.with_slot_mut(0, |slot| slot.fill(0xEE));
+                // Dropped uncommitted.
+            }
+            let mut seq = 0u64;
+            for want in [2u64, 1] {
+                loop {
+                    let mut c = tx.write_chunk(want);
+                    if c.len() as u64 == want {
+                        for i in 0..c.len() {
+                            let (header, payload) = frame(seq + i as u64);
+                            c.with_slot_mut(i, |slot| {
+                                let mut h = header;
+                                h.length = payload.len() as u32;
+                                h.write_to(slot);
+                                slot[FRAME_HEADER_BYTES..].copy_from_slice(&payload);
+                            });
+                        }
+                        seq += c.commit(want as usize) as u64;
+                        break;
+                    }
+                    drop(c);
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut seq = 0u64;
+        while seq < 3 {
+            let c = rx.read_chunk(u64::MAX);
+            if c.is_empty() {
+                drop(c);
+                thread::yield_now();
+                continue;
+            }
+            for i in 0..c.len() {
+                let (want_header, want_payload) = frame(seq + i as u64);
+                c.with_slot(i, |slot| {
+                    let h = FrameHeader::read_from(slot);
+                    assert_eq!(h.correlation_id, want_header.correlation_id, "chunk frame {i}: wrong frame");
+                    assert_eq!(&slot[FRAME_HEADER_BYTES..], &want_payload[..], "chunk frame {i}: payload");
+                });
+            }
+            let n = c.len();
+            seq += c.release(n) as u64;
+        }
+        producer.join().unwrap();
+        assert_eq!(ring.0.head.load(Ordering::Relaxed), 3);
+        assert_eq!(ring.0.tail.load(Ordering::Relaxed), 3);
+    });
+}

@@ -608,7 +608,14 @@ impl Kernel for CudaKernel {
         }
         // The last bridge step: replies the kernel published before it stopped.
         if let Some(l) = self.link.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if let Some(Launch { runtime, .. }) = &self.gpu {
+                let _ = runtime.gpu.ctx.bind_to_thread();
+            }
+            // Settled first, so no span is held back for copies in flight; the bridge publishes
+            // in stream order, so the replies are the host's once it settled again.
+            let _ = l.settle();
             let _ = l.pump(&self.region);
+            let _ = l.settle();
         }
         self.module.take();
         self.link.lock().unwrap_or_else(|e| e.into_inner()).take();

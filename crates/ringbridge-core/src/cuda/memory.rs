@@ -50,6 +50,26 @@ impl HostRegistration {
         self.device_ptr
     }
 
+    /// Writes `value` to the registered 8-byte word at `offset` in stream order, after the
+    /// work enqueued on `stream` before it has landed (`cuStreamWriteValue64` with its default
+    /// memory barrier): the dma bridge publishes the host's `output_tail` this way, after the
+    /// copies out, without waiting for them (spec §11).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] (`cuStreamWriteValue64`).
+    ///
+    /// # Safety
+    /// - The registration's context is current on this thread; `stream` belongs to it.
+    /// - `offset` is a multiple of 8 and `offset + 8 <= self.len()`; the word is written only
+    ///   through the stream (or atomically) while the write may be pending.
+    pub unsafe fn write_u64_async(&self, stream: &CudaStream, offset: usize, value: u64) -> Result<(), Error> {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= self.len, "word at {offset} of a registration of {}", self.len);
+        let flags = sys::CUstreamWriteValue_flags::CU_STREAM_WRITE_VALUE_DEFAULT;
+        // SAFETY: forwarded from the caller: an aligned word of this live registration.
+        unsafe { raw::stream_write_value64(stream.cu_stream(), self.device_ptr + offset as u64, value, flags) }
+            .map_err(cuda_err("cuStreamWriteValue64"))
+    }
+
     /// Bytes registered.
     pub fn len(&self) -> usize {
         self.len

@@ -5,7 +5,9 @@
 //! One step: take the host's newly published input `[sent, input_tail)` (C2 as the host ring's
 //! consumer), copy it to the kernel's slots, publish the kernel's input tail after the copies;
 //! then take the kernel's newly published output `[copied, kernel tail)`, copy it to the host's
-//! slots, wait for the copies, publish the host's `output_tail` (P4 as the host ring's producer).
+//! slots and publish the host's `output_tail` after the copies (P4 as the host ring's
+//! producer). A transport may do both publishes in stream order (dma): the step then never
+//! waits for a copy, and [`BridgeCopies::settle`] waits for what is still in flight.
 #![forbid(unsafe_code)]
 
 use super::{slot_runs, Region};
@@ -19,6 +21,35 @@ pub struct BridgeCursor {
     pub sent: u64,
     /// Output positions copied back and published to the host.
     pub copied: u64,
+    /// What the steps did, for the benchmark's account of where time goes.
+    pub stats: BridgeStats,
+}
+
+/// Counters of a bridge's steps (plain integers: one thread steps a bridge).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BridgeStats {
+    /// Steps taken.
+    pub steps: u64,
+    /// Input spans published (each one or two copies and one tail write).
+    pub spans_in: u64,
+    /// Output spans published.
+    pub spans_out: u64,
+    /// Output spans held back for copies in flight (see `hold_back`).
+    pub held: u64,
+    /// Largest input span, in slots.
+    pub max_in: u64,
+    /// Largest output span, in slots.
+    pub max_out: u64,
+}
+
+impl std::fmt::Display for BridgeStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "steps {} spans_in {} spans_out {} held {} max_in {} max_out {}",
+            self.steps, self.spans_in, self.spans_out, self.held, self.max_in, self.max_out
+        )
+    }
 }
 
 /// A transport's copies. [`bridge_step`] calls `copy_in` only for host input slots in
@@ -44,11 +75,17 @@ pub trait BridgeCopies {
     /// # Errors
     /// A failed copy.
     fn copy_out(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error>;
-    /// Waits until the copies out have landed in host memory.
+    /// Publishes the host ring's `output_tail` (P4 as its producer), ordered after the copies
+    /// out: a release store once they landed, or a write the copy engine performs after them.
+    ///
+    /// # Errors
+    /// A failed write or wait.
+    fn publish_out(&mut self, region: &Region, tail: u64) -> Result<(), Error>;
+    /// Waits until every copy and publish enqueued so far has landed.
     ///
     /// # Errors
     /// A failed wait.
-    fn finish_out(&mut self) -> Result<(), Error>;
+    fn settle(&mut self) -> Result<(), Error>;
 }
 
 /// One bridge step (see the module). Returns whether anything moved.
@@ -59,6 +96,7 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     let cb = region.control();
     let l = *region.layout();
     let mut moved = false;
+    cursor.stats.steps += 1;
     // ORDERING: (C2, bridge as the host ring's consumer) acquire pairs with the host's release
     // of input_tail (P4): the slots copied below are complete.
     let tail = cb.input_tail.value.load(Ordering::Acquire);
@@ -68,21 +106,36 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
             copies.copy_in(region, run.first * size, run.count * size)?;
         }
         copies.publish_in(region, tail)?;
+        cursor.stats.spans_in += 1;
+        cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(cursor.sent));
         cursor.sent = tail;
         moved = true;
     }
     let done = copies.kernel_output_tail(region);
-    if done != cursor.copied {
+    let held = done != cursor.copied && hold_back(region, cursor, done);
+    cursor.stats.held += u64::from(held);
+    if done != cursor.copied && !held {
         let size = l.output.slot_size as usize;
         for run in slot_runs(cursor.copied, done, l.output.capacity) {
             copies.copy_out(region, run.first * size, run.count * size)?;
         }
-        copies.finish_out()?;
-        // ORDERING: (P4, bridge as the host ring's producer) release: the copied slots happen
-        // before the host's acquire of output_tail (C2).
-        cb.output_tail.value.store(done, Ordering::Release);
+        copies.publish_out(region, done)?;
+        cursor.stats.spans_out += 1;
+        cursor.stats.max_out = cursor.stats.max_out.max(done.wrapping_sub(cursor.copied));
         cursor.copied = done;
         moved = true;
     }
     Ok(moved)
+}
+
+/// Whether to let a small output span wait for the copies in flight: copies have a fixed cost
+/// per operation on the copy engine, so while earlier spans are still landing (the host's
+/// `output_tail`, which the transport publishes after them, is behind what was enqueued) a span
+/// under an eighth of the ring waits and grows. A shallow queue meets no copy in flight and
+/// goes at once, one slot if that is all there is; a deep one moves in large copies.
+fn hold_back(region: &Region, cursor: &BridgeCursor, done: u64) -> bool {
+    let capacity = u64::from(region.layout().output.capacity);
+    // Relaxed: only a hint; the span's bytes are ordered by publish_out, not by this load.
+    let landed = region.control().output_tail.value.load(Ordering::Relaxed);
+    landed != cursor.copied && done.wrapping_sub(cursor.copied) < (capacity / 8).max(1)
 }

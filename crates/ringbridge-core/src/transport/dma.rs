@@ -10,8 +10,10 @@
 //! same stream, so the kernel's acquire of that word (C2) finds the slots complete; the kernel
 //! reads slots bypassing L1 (`ld.global.cg`). Replies: the kernel publishes its output tail to a
 //! mapped mirror with `st.release.sys` after `__threadfence_system()`; the bridge reads it with
-//! an acquire, copies the slots out, waits for the copy, then publishes the host ring's
-//! `output_tail` (P4). The control block itself stays in the registered region.
+//! an acquire, copies the slots out, then has the copy engine write the host ring's
+//! `output_tail` (P4) into the registered control block with `cuStreamWriteValue64` on the same
+//! stream: neither direction ever waits, so copies of both directions and of several spans are
+//! in flight at once. The control block itself stays in the registered region.
 
 use std::sync::Arc;
 
@@ -32,7 +34,8 @@ pub struct DmaLink {
     mirror: PinnedBuffer,
     /// Host → device copies and the input tail word; never waited for.
     in_stream: Arc<CudaStream>,
-    /// Device → host copies; synchronised before each publish to the host.
+    /// Device → host copies and the host's output tail word; never waited for while the
+    /// kernel runs (settled before the memory is freed).
     out_stream: Arc<CudaStream>,
     cursor: BridgeCursor,
 }
@@ -71,6 +74,20 @@ impl DmaLink {
     }
 }
 
+impl Drop for DmaLink {
+    fn drop(&mut self) {
+        // Copies and tail writes may still be in flight (the bridge never waits): let them land
+        // before the device rings, the mirror and the registration they touch are freed.
+        // Errors have nowhere to go here; the context records them.
+        let ctx = self.in_stream.context();
+        ctx.record_err(ctx.bind_to_thread());
+        let _ = BridgeCopies::settle(self);
+        if std::env::var_os("RINGBRIDGE_BRIDGE_STATS").is_some() {
+            eprintln!("# dma bridge: {}", self.cursor.stats);
+        }
+    }
+}
+
 impl Link for DmaLink {
     fn name(&self) -> &'static str {
         "dma"
@@ -85,6 +102,10 @@ impl Link for DmaLink {
         let moved = bridge_step(region, &mut cursor, self);
         self.cursor = cursor;
         moved
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        BridgeCopies::settle(self)
     }
 }
 
@@ -123,7 +144,18 @@ impl BridgeCopies for DmaLink {
         unsafe { self.device.copy_to_host_async(&self.out_stream, l.input.bytes() + off, dst) }
     }
 
-    fn finish_out(&mut self) -> Result<(), Error> {
+    fn publish_out(&mut self, _region: &Region, tail: u64) -> Result<(), Error> {
+        // ORDERING: (P4, bridge as the host ring's producer) the write-value's default memory
+        // barrier orders the copies enqueued before it on out_stream ahead of the word: a host
+        // acquire of output_tail (C2) that sees `tail` sees the slots. The bridge never waits.
+        // SAFETY: OUTPUT_TAIL is an aligned word of the registered control block, written by
+        // nobody else on this transport (I1: the bridge is the host ring's producer); the
+        // context is bound (`Link::pump`'s contract) and out_stream is of it.
+        unsafe { self.registration.write_u64_async(&self.out_stream, offsets::OUTPUT_TAIL, tail) }
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        self.in_stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))?;
         self.out_stream.synchronize().map_err(cuda_err("cuStreamSynchronize"))
     }
 }

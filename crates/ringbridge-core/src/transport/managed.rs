@@ -75,6 +75,10 @@ impl Link for ManagedLink {
         self.cursor = cursor;
         moved
     }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        BridgeCopies::settle(self)
+    }
 }
 
 impl BridgeCopies for ManagedLink {
@@ -115,8 +119,15 @@ impl BridgeCopies for ManagedLink {
         Ok(())
     }
 
-    fn finish_out(&mut self) -> Result<(), Error> {
+    fn publish_out(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
         // CPU copies are complete when copy_nonoverlapping returns.
+        // ORDERING: (P4, bridge as the host ring's producer) release: the copied slots happen
+        // before the host's acquire of output_tail (C2).
+        region.control().output_tail.value.store(tail, Ordering::Release);
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
         Ok(())
     }
 }

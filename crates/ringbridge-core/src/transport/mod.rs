@@ -14,7 +14,7 @@ use crate::isolate::shm::SharedMemory;
 use crate::protocol::{
     align_up, offsets, ControlBlock, KernelState, RegionLayout, RingConfig, MAGIC, REGION_ALIGN, TERMINATE_NONE, VERSION,
 };
-use crate::ring::RingMemory;
+use crate::ring::{ContiguousRingMemory, RingMemory};
 use crate::sync::{AtomicU64, Ordering};
 use crate::Error;
 
@@ -39,6 +39,15 @@ pub trait Link: Send {
     /// # Errors
     /// A failed copy ([`Error::Cuda`]).
     fn pump(&mut self, region: &Region) -> Result<bool, Error>;
+    /// Waits until the copies and index writes earlier pumps enqueued have landed (a bridge
+    /// that publishes in stream order returns from `pump` before they do). Same calling
+    /// contract as `pump`.
+    ///
+    /// # Errors
+    /// A failed wait ([`Error::Cuda`]).
+    fn settle(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// A run of consecutive slots of a ring: `count` slots from slot `first`.
@@ -438,5 +447,13 @@ unsafe impl RingMemory for RegionRing {
         // producer does not write it until the consumer releases it.
         let bytes = unsafe { std::slice::from_raw_parts(self.slot_ptr(slot), self.slot_size()) };
         f(bytes)
+    }
+}
+
+// SAFETY: the slot array is `capacity * slot_size` bytes inside the region from slot 0 on
+// (the layout), the same bytes `with_slot_mut`/`with_slot` hand out.
+unsafe impl ContiguousRingMemory for RegionRing {
+    fn slots_base(&self) -> *mut u8 {
+        self.slot_ptr(0)
     }
 }
