@@ -2,6 +2,7 @@
 // slots. The CPU backend runs everywhere; the CUDA variants run only with RINGBRIDGE_GPU=1 and
 // are listed as skipped with the reason elsewhere, never passed.
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 
@@ -523,6 +524,16 @@ test('example chunk runs and checks its replies (npm run example -- examples/chu
   const { stdout } = await promisify(execFile)(process.execPath, [join(__dirname, '..', 'examples', 'chunk.js')], { timeout: 60_000 })
   t.log(stdout.trim().split('\n').slice(-1)[0])
   t.regex(stdout, /wrong replies: 0/)
+})
+
+test("README's chunk section is the tested example, verbatim", (t) => {
+  const root = join(__dirname, '..')
+  const source = readFileSync(join(root, 'examples/chunk.ts'), 'utf8')
+  const cut = source.slice(source.indexOf('// snippet-start\n') + '// snippet-start\n'.length, source.indexOf('  // snippet-end')).trimEnd()
+  const dedented = cut.split('\n').map((l) => (l.startsWith('  ') ? l.slice(2) : l)).join('\n')
+  const block = /<!-- snippet: examples\/chunk\.ts -->\n```ts\n([\s\S]*?)\n```/.exec(readFileSync(join(root, 'README.md'), 'utf8'))
+  t.truthy(block, 'README lacks the chunk snippet block')
+  t.is(block![1], dedented)
 })
 
 for (const transport of ['mapped', 'dma'] as const) {

@@ -5,7 +5,8 @@
  */
 import { Worker } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks'
-import { Runtime, f64, struct, u32 } from '../index'
+import { Runtime, bytes, f64, struct, u32 } from '../index'
+import { streamChunks } from './gpu'
 
 const Msg = struct({ seq: u32, pad: u32, value: f64 })
 const STREAM = 200_000
@@ -62,11 +63,37 @@ async function main(): Promise<void> {
   }
   const rbP50 = p50('ringbridge await request()')
   const wkP50 = p50('worker_threads postMessage round trip')
+  // Raw 48-byte payloads in 64-byte slots: packed batches (one copy each way) beside chunks (in
+  // place; `full`: every payload written and every reply checked, else a sample, see gpu.ts).
+  const raw: [string, number, string][] = []
+  for (const cap of [4096, 65_536]) {
+    const RAW = 4_000_000
+    let k = await runtime.launch({ handler: 'echo', input: bytes(48), output: bytes(48), capacity: cap, slotSize: 64 })
+    const packed = new Uint8Array(48 * 8192)
+    const into = new Uint8Array(48 * cap)
+    let sent = 0
+    let got = 0
+    t = performance.now()
+    while (got < RAW) {
+      if (sent < RAW) sent += k.trySendPacked(packed, 48, Math.min(8192, RAW - sent))
+      got += k.tryReceivePacked(into, 48)
+    }
+    raw.push([`${k.backend}_stream_packed64_cap${cap}`, RAW / ((performance.now() - t) / 1000) / 1e6, 'M_msg_per_s'])
+    await k.terminate()
+    for (const full of [false, true]) {
+      k = await runtime.launch({ handler: 'echo', input: bytes(48), output: bytes(48), capacity: cap, slotSize: 64 })
+      const rate = await streamChunks(k, RAW, full, `chunks cap ${cap}`)
+      raw.push([`${k.backend}_stream_chunk64_${full ? 'full_' : ''}cap${cap}`, rate / 1e6, 'M_msg_per_s'])
+      await k.terminate()
+    }
+  }
+
   const lines: [string, number, string][] = [
     [`${kernel.backend}_request_p50`, rbP50, 'us'],
     ['worker_postmessage_rtt_p50', wkP50, 'us'],
     [`${kernel.backend}_stream_echo_24B`, ringRate / 1e6, 'M_msg_per_s'],
     ['worker_postmessage_stream_24B_batch512', workerRate / 1e6, 'M_msg_per_s'],
+    ...raw,
     ['ratio_request_p50_vs_worker', rbP50 / wkP50, 'x'],
     ['ratio_stream_vs_worker', ringRate / workerRate, 'x'],
   ]

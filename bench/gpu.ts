@@ -1,16 +1,75 @@
 /**
  * GPU figures of the CUDA backend from JavaScript, one `name value unit` line each, to set
  * beside `ringbench.cu` run in the same GPU session: `await request()` round trip per transport
- * and streaming echo of 64-byte slots (48-byte payloads) fed by packed batches.
+ * and streaming echo of 64-byte slots (48-byte payloads) fed by packed batches, then by chunks
+ * (`reserve`/`commit`, `receiveChunk`/`release`: in place, PROTOCOL.md §5.3).
  * Without a GPU it prints a skip line.
  */
 import { performance } from 'node:perf_hooks'
-import { Runtime, bytes } from '../index'
+import { Runtime, bytes, type RingKernel } from '../index'
 
 const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
 const quick = process.argv.includes('--quick')
 const ITERS = quick ? 500 : 20_000
 const STREAM = quick ? 200_000 : 5_000_000
+
+/** The pattern word of message `seq` (its first payload word is `seq`, the second this). */
+const patternOf = (seq: number) => Math.imul(seq ^ 0x5bd1e995, 0x27d4eb2d) >>> 0
+
+/**
+ * Streams `total` 48-byte messages through chunks and returns msg/s. `full`: every payload
+ * written (seq, pattern) and every reply checked. Otherwise the input slots are filled once,
+ * before the loop, with a pattern of the slot (the echo kernel leaves input slots as they are),
+ * and a sample of the replies is checked: every 4096th and the last of each chunk.
+ */
+export async function streamChunks(k: RingKernel<Uint8Array, Uint8Array>, total: number, full: boolean, what: string): Promise<number> {
+  const SIZE = 48
+  const cap = k.capacity
+  const slotOf = (c: { first: Uint8Array; second: Uint8Array; firstCount: number; slotSize: number; payloadOffset: number }, i: number) =>
+    (i < c.firstCount ? c.first.byteOffset + i * c.slotSize : c.second.byteOffset + (i - c.firstCount) * c.slotSize) + c.payloadOffset
+  // The first reservation covers the whole (empty) ring: fill every slot's payload once.
+  const all = k.reserve(cap)
+  if (all.count !== cap) throw new Error(`${what}: expected an empty ring of ${cap}, got ${all.count} free`)
+  const view = new DataView(all.first.buffer)
+  for (let i = 0; i < cap; i++) view.setUint32(slotOf(all, i) + 4, patternOf(i), true)
+  k.receiveChunk(0) // replies stay in the ring for the chunks below
+  let sent = 0
+  let got = 0
+  const start = performance.now()
+  let last = start
+  while (got < total) {
+    if (sent < total) {
+      const c = k.reserve(total - sent)
+      if (full) {
+        for (let i = 0; i < c.count; i++) {
+          const at = slotOf(c, i)
+          view.setUint32(at, sent + i, true)
+          view.setUint32(at + 4, patternOf(sent + i), true)
+        }
+      }
+      sent += c.commit(c.count, { size: SIZE })
+    }
+    const r = k.receiveChunk(cap)
+    const n = r.count
+    if (n > 0) {
+      const rv = new DataView(r.first.buffer)
+      for (let i = full ? 0 : (got % 4096 === 0 ? 0 : 4096 - (got % 4096)); i < n; i += full ? 1 : 4096) checkReply(r, rv, i, got + i, full)
+      checkReply(r, rv, n - 1, got + n - 1, full)
+      r.release()
+      got += n
+    }
+    const now = performance.now()
+    if (n > 0) last = now
+    else if (now - last > 30_000) throw new Error(`${what}: stalled at ${got}`)
+  }
+  return total / ((performance.now() - start) / 1000)
+
+  function checkReply(r: ReturnType<typeof k.receiveChunk>, rv: DataView, i: number, seq: number, full: boolean): void {
+    const at = slotOf(r, i)
+    const ok = r.lengthAt(i) === SIZE && (full ? rv.getUint32(at, true) === seq && rv.getUint32(at + 4, true) === patternOf(seq) : rv.getUint32(at + 4, true) === patternOf(seq % cap))
+    if (!ok) throw new Error(`${what}: reply ${seq} is wrong (length ${r.lengthAt(i)}${r.isErrorAt(i) ? `, ${r.errorAt(i)?.message}` : ''})`)
+  }
+}
 
 function pct(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
@@ -60,10 +119,20 @@ async function main(): Promise<void> {
     console.log(`js_stream_echo64_${transport}_cap65536_packed ${rate.toExponential(3)} msg/s`)
     await k.terminate()
   }
+  for (const transport of ['dma', 'mapped'] as const) {
+    for (const cap of [1 << 20, 65_536]) {
+      for (const full of [false, true]) {
+        const k = await rt.launch({ handler: 'echo', input: bytes(48), output: bytes(48), capacity: cap, slotSize: 64, transport })
+        const rate = await streamChunks(k, quick ? STREAM : 4 * STREAM, full, `${transport} cap ${cap}`)
+        console.log(`js_stream_chunk64_${full ? 'full_' : ''}${transport}_cap${cap} ${rate.toExponential(3)} msg/s`)
+        await k.terminate()
+      }
+    }
+  }
   await rt.close()
 }
 
-main().catch((err) => {
+if (require.main === module) main().catch((err) => {
   console.error(err)
   process.exitCode = 1
 })

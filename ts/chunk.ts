@@ -101,7 +101,7 @@ export class SendChunk {
    * @param options `size`: payload bytes of every message (default: the size last given to
    *   {@link set}, else {@link maxPayload}); `typeId` (default: the kernel's `typeId`).
    * @returns `count`.
-   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a count that is not an integer from 0 to {@link count}, a bad `typeId`, or a chunk already committed or stale; `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE` for a `size` over {@link maxPayload}.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a count that is not an integer from 0 to {@link SendChunk.count}, a bad `typeId`, or a chunk already committed or stale; `ERR_RINGBRIDGE_MESSAGE_TOO_LARGE` for a `size` over {@link maxPayload}.
    * @throws {RingbridgeError} `ERR_RINGBRIDGE_CLOSED` after terminate.
    */
   commit(count: number = this.count, options?: CommitOptions): number {
@@ -361,7 +361,7 @@ export class ReceiveChunk {
    * (R3), waking a kernel that waits for room. Replies after `count` stay in the ring for the
    * next chunk. A chunk releases once; its views must not be read afterwards.
    * @param count how many replies, from the first (default: all).
-   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a count that is not an integer from 0 to {@link count}, or a chunk already released.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a count that is not an integer from 0 to {@link ReceiveChunk.count}, or a chunk already released.
    */
   release(count: number = this.count): void {
     if (this.count === 0 && count === 0) return
