@@ -60,6 +60,12 @@
 #define RB_RING_ROUND_PASSES 4
 #endif  // RB_RING_ROUND_PASSES
 
+#ifndef RB_RING_CLAIMS_PER_BLOCK
+/// A grid round is cut into about this many claims per block: more balance the blocks' load,
+/// fewer cost fewer CAS rounds on rb_grid.claim_pos.
+#define RB_RING_CLAIMS_PER_BLOCK 2
+#endif  // RB_RING_CLAIMS_PER_BLOCK
+
 #ifndef RB_RING_LOCAL_PASSES
 /// With B > 1, a round of at most this many passes of block 0 is handled by block 0 alone: the
 /// grid hand-off costs more than it saves on a few hundred messages. 0 sends every round of a
@@ -633,9 +639,10 @@ RB_DEVICE void rb_poller_exit(rb_control_block* cb, rb_poller& p, rb_block_op* o
 /// @param p the poller (round_start, round_n set)
 RB_DEVICE void rb_start_grid_round(rb_poller& p) {
   const uint32_t n = p.round_n;
-  // About two chunks per block, whole passes of a block.
+  // About RB_RING_CLAIMS_PER_BLOCK chunks per block, whole passes of a block.
   const uint32_t pass = p.pass;
-  const uint32_t per_block = (n + 2u * gridDim.x - 1u) / (2u * gridDim.x);
+  const uint32_t claims = RB_RING_CLAIMS_PER_BLOCK * gridDim.x;
+  const uint32_t per_block = (n + claims - 1u) / claims;
   const uint32_t chunk = (per_block + pass - 1u) / pass * pass;
   rb_st_relaxed_gpu_u64(&rb_grid.round_start, p.round_start);
   rb_st_relaxed_gpu_u64(&rb_grid.out_delta, p.delta);

@@ -86,7 +86,7 @@ if [[ $mode == reliability ]]; then
   step js gpu suites
   # Up to 180 s, less where that would leave the sanitizers under 150 s (never under 60 s).
   js_limit=$(( budget - SECONDS - 150 )); (( js_limit > 180 )) && js_limit=180; (( js_limit < 60 )) && js_limit=60
-  bounded $js_limit js_gpu.txt "ava gpu.spec gpu-user.spec route.spec" node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/gpu-user.spec.js __test__/route.spec.js
+  bounded $js_limit js_gpu.txt "ava gpu.spec gpu-user.spec route.spec chunk.spec" node node_modules/ava/entrypoints/cli.mjs __test__/gpu.spec.js __test__/gpu-user.spec.js __test__/route.spec.js __test__/chunk.spec.js
   step sanitizers
   # --error-exitcode: a sanitizer finding exits 86 (SANITIZER-ERRORS), apart from a test's own
   # failure. The trap tests are left out: their trap is the point, and a sanitizer reports it.
@@ -118,11 +118,19 @@ if [[ $mode == stream ]]; then
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ps .gpu/anchors/persistent_stream.cu -lcuda -lpthread && timeout 100 /tmp/ps 100000000 1048576 1) 2>&1 | grep -vE "^#   " | tee -a "$O/anchors.txt"
   step rust stream
   RINGBRIDGE_BRIDGE_STATS=1 timeout 150 .gpu-run/bin/gpu --bench --stream 2>&1 | tee "$O/rust_bench.txt"
+  # STREAM_TUNE="A;B": the same figures again with each set of kernel tuning defines (NVRTC -D).
+  IFS=';' read -ra tunes <<< "${STREAM_TUNE:-}"
+  for t in "${tunes[@]}"; do
+    echo "--- tuning $t" | tee -a "$O/rust_bench.txt"
+    RINGBRIDGE_NVRTC_DEFINES="$t" RINGBRIDGE_BRIDGE_STATS=1 timeout 100 .gpu-run/bin/gpu --bench --stream 2>&1 | grep -E "chunk|echo64|dma bridge" | tee -a "$O/rust_bench.txt"
+  done
   step chunk tests
   timeout 150 .gpu-run/bin/chunks --ignored --nocapture --test-threads=1 2>&1 | grep -E "CHUNKS|test result|panicked|^test " | tee "$O/chunk_tests.txt"
   if [[ ${STREAM_JS:-0} == 1 ]]; then
     step js bench
     timeout 150 node bench/gpu.js 2>&1 | tee "$O/js_bench.txt"
+    step js chunk tests
+    RINGBRIDGE_GPU_MESSAGES=10000000 timeout 150 node node_modules/ava/entrypoints/cli.mjs __test__/chunk.spec.js 2>&1 | tail -15 | tee "$O/js_chunk_tests.txt"
   fi
   step sanitizers
   command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin

@@ -98,7 +98,9 @@ pub fn compile(source: &str, name: &str, headers: &[(&str, &str)], arch: (i32, i
     let text_ptrs: Vec<*const c_char> = header_texts.iter().map(|c| c.as_ptr()).collect();
     let name_ptrs: Vec<*const c_char> = header_names.iter().map(|c| c.as_ptr()).collect();
     let target = if cubin { "sm" } else { "compute" };
-    let options = vec![format!("--gpu-architecture={target}_{}{}", arch.0, arch.1), "-std=c++17".to_owned(), "-default-device".to_owned()];
+    let mut options =
+        vec![format!("--gpu-architecture={target}_{}{}", arch.0, arch.1), "-std=c++17".to_owned(), "-default-device".to_owned()];
+    options.extend(tuning_defines().into_iter().map(|d| format!("-D{d}")));
     let mut raw = std::ptr::null_mut();
     // SAFETY: every pointer is a live NUL-terminated string for the duration of the call; the
     // two header arrays have the same length.
@@ -160,6 +162,27 @@ pub fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ringbridge"))
 }
 
+/// The kernels' tuning macros to override (`RB_RING_ROUND_PASSES=16`, …: the `#ifndef` block
+/// at the top of `kernels/ring_kernel.cu`), from `RINGBRIDGE_NVRTC_DEFINES`, comma-separated:
+/// a benchmark's knob for trying settings on a GPU in one run. Each must be `NAME` or
+/// `NAME=VALUE` of ASCII letters, digits and `_`; anything else is ignored with a warning.
+fn tuning_defines() -> Vec<String> {
+    let Ok(text) = std::env::var("RINGBRIDGE_NVRTC_DEFINES") else { return Vec::new() };
+    let ok = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'=');
+    text.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter(|d| {
+            let keep = ok(d);
+            if !keep {
+                eprintln!("ringbridge: RINGBRIDGE_NVRTC_DEFINES: ignoring {d:?} (expected NAME or NAME=VALUE)");
+            }
+            keep
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// FNV-1a, 64-bit: a stable file name for a cache key (the full key is stored beside the image
 /// and compared on load, so a collision is a miss, never a wrong kernel).
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -175,6 +198,9 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub fn compile_cached(source: &str, name: &str, headers: &[(&str, &str)], arch: (i32, i32)) -> Result<Image, Error> {
     let (major, minor) = version()?;
     let mut key = format!("ringbridge-nvrtc-cache-v1\nnvrtc {major}.{minor}\narch {}.{}\nname {name}\n", arch.0, arch.1);
+    for d in tuning_defines() {
+        key.push_str(&format!("define {d}\n"));
+    }
     for (n, t) in headers {
         key.push_str(&format!("header {n} {}\n{t}\n", t.len()));
     }
