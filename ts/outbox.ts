@@ -108,7 +108,7 @@ export class Outbox<TIn> {
     const firstId = this.nextId
     try {
       for (let i = 0; i < staged; i++) this.stage(messages[i] as TIn, firstId + i, `messages[${i}]`)
-      rest = messages.slice(staged).map((m, i) => ({ id: firstId + staged + i, bytes: this.encode(m, `messages[${staged + i}]`) }))
+      rest = this.#encodeMany(messages, staged, firstId)
     } catch (e) {
       this.#in.next = this.#in.published // unstage: nothing of the batch was published
       throw e
@@ -118,11 +118,39 @@ export class Outbox<TIn> {
     const counts: Record<SendOutcome, number> = { sent: staged, queued: 0, dropped: 0, undelivered: 0 }
     if (rest.length === 0) return Promise.resolve(counts)
     // Offer every message now, in order: awaiting each before offering the next let a send()
-    // made meanwhile slip into the middle of the batch.
-    return Promise.all(rest.map((q) => this.enqueue(q, 'sendBatch'))).then((outcomes) => {
+    // made meanwhile slip into the middle of the batch. Outcomes decided now are counted now;
+    // only messages that wait (blocked, or displaceable under drop-oldest) get a promise.
+    const waiting: Promise<SendOutcome>[] = []
+    for (const q of rest) {
+      const o = this.#offer(q, 'sendBatch')
+      if (typeof o === 'string') counts[o]++
+      else waiting.push(o)
+    }
+    this.#host.pump()
+    if (waiting.length === 0) return Promise.resolve(counts)
+    return Promise.all(waiting).then((outcomes) => {
       for (const o of outcomes) counts[o]++
       return counts
     })
+  }
+
+  /**
+   * Encodes `messages[from..]` for the send queue into one buffer (a view of it each): one
+   * allocation per batch, not one per message.
+   */
+  #encodeMany(messages: readonly TIn[], from: number, firstId: number): Queued[] {
+    const n = messages.length - from
+    if (n <= 0) return []
+    const max = this.#in.maxPayload
+    const buffer = new Uint8Array(n * max)
+    const view = new DataView(buffer.buffer)
+    const out: Queued[] = new Array(n)
+    for (let i = 0; i < n; i++) {
+      const at = i * max
+      const length = this.#input.encode(view, at, messages[from + i] as TIn, max, `messages[${from + i}]`)
+      out[i] = { id: firstId + from + i, bytes: buffer.subarray(at, at + length) }
+    }
+    return out
   }
 
   /** Stages up to `count` raw payloads of `size` bytes from `packed` (checked by the caller) with one publish; never queues. */
@@ -142,6 +170,16 @@ export class Outbox<TIn> {
    */
   enqueue(item: Queued, what: string): Promise<SendOutcome> {
     this.#checkOpen(what)
+    const o = this.#offer(item, what)
+    this.#host.pump()
+    return typeof o === 'string' ? Promise.resolve(o) : o
+  }
+
+  /**
+   * {@link enqueue} without the pump: the outcome when it is decided now, else a promise of it
+   * (a message that waits behind a full queue, or one a later offer may displace).
+   */
+  #offer(item: Queued, what: string): SendOutcome | Promise<SendOutcome> {
     // Under `block`, a message waiting for room stays ahead of every later one: later messages
     // wait in line behind it instead of taking the room it waits for.
     if (this.#blocked.length === 0) {
@@ -152,11 +190,8 @@ export class Outbox<TIn> {
       if (this.queue.policy === 'drop-oldest') decided = new Promise<SendOutcome>((resolve) => (item.outcome = resolve))
       const r = this.queue.offer(item)
       if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') this.#dropped(r.dropped)
-      if (r.status === 'dropped-newest') return Promise.resolve('dropped')
-      if (r.status !== 'full') {
-        this.#host.pump()
-        return decided ?? Promise.resolve('queued')
-      }
+      if (r.status === 'dropped-newest') return 'dropped'
+      if (r.status !== 'full') return decided ?? 'queued'
       if (this.queue.policy === 'reject') {
         return Promise.reject(
           new RingbridgeError('ERR_RINGBRIDGE_FULL', `${what}: the input ring and the send queue are full (${this.queue.capacity} queued, policy 'reject'); not sent`, {
@@ -165,10 +200,7 @@ export class Outbox<TIn> {
         )
       }
     }
-    return new Promise<SendOutcome>((resolve, reject) => {
-      this.#blocked.push({ item, what, resolve, reject })
-      this.#host.pump()
-    })
+    return new Promise<SendOutcome>((resolve, reject) => this.#blocked.push({ item, what, resolve, reject }))
   }
 
   /** Takes a message that has not reached the ring out of the send queue or the blocked line. */
