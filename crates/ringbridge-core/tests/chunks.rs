@@ -120,7 +120,12 @@ fn stream_and_drain(backend: &str, transport: &str, capacity: u32, slot: u32, to
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 24 },
+        // Miri isolates file access.
+        failure_persistence: if cfg!(miri) { None } else { Some(Box::new(proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"))) },
+        ..ProptestConfig::default()
+    })]
 
     /// Random chunk sizes, wrapping every ring, on capacities 2, 4 and 16: no loss,
     /// duplication, reordering or tearing.
@@ -129,7 +134,7 @@ proptest! {
         capacity in prop::sample::select(vec![2u32, 4, 16]),
         sizes in prop::collection::vec(1u64..40, 1..12),
         take in 1u64..20,
-        total in 1u64..3000,
+        total in 1u64..(if cfg!(miri) { 60 } else { 3000 }),
     ) {
         stream_and_drain("cpu", "auto", capacity, 64, total, &sizes, take);
     }
@@ -137,8 +142,11 @@ proptest! {
 
 #[test]
 fn cpu_a_million_messages_through_capacities_2_and_4() {
+    // RINGBRIDGE_CHUNK_CPU_MESSAGES cuts it for the sanitizer runs (ThreadSanitizer in CI).
+    let env = std::env::var("RINGBRIDGE_CHUNK_CPU_MESSAGES").ok().and_then(|v| v.parse().ok());
+    let total = if cfg!(miri) { 300 } else { env.unwrap_or(1_000_000) };
     for capacity in [2, 4] {
-        stream_and_drain("cpu", "auto", capacity, 32, 1_000_000, &[capacity as u64], u64::MAX);
+        stream_and_drain("cpu", "auto", capacity, 32, total, &[capacity as u64], u64::MAX);
     }
 }
 
