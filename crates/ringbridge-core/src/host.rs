@@ -402,6 +402,34 @@ impl SendHalf<'_> {
 
 impl<'a> SendHalf<'a> {
     /// Reserves up to `wanted` input slots to fill in place (spec §5.3); see [`SendChunk`].
+    ///
+    /// ```
+    /// use ringbridge_core::{host::Session, protocol::{FrameHeader, RingConfig}};
+    ///
+    /// let ring = RingConfig { capacity: 8, slot_size: 64 };
+    /// let mut session = Session::launch("cpu", "echo", ring, ring)?;
+    /// let (mut tx, mut rx) = session.halves();
+    /// // Fill five slots in place (header and payload) and publish them with one store.
+    /// let mut chunk = tx.write_chunk(5);
+    /// chunk.stamp(FrameHeader { length: 48, type_id: 1, flags: 0, correlation_id: 0 });
+    /// let size = chunk.slot_size();
+    /// let (first, wrapped) = chunk.as_mut_slices();
+    /// for (i, slot) in first.chunks_exact_mut(size).chain(wrapped.chunks_exact_mut(size)).enumerate() {
+    ///     slot[16] = i as u8; // the payload starts after the 16-byte header
+    /// }
+    /// chunk.commit(5);
+    /// // Read the five echoes in place and release them with one store.
+    /// let mut got = Vec::new();
+    /// while got.len() < 5 {
+    ///     let replies = rx.read_chunk(u64::MAX);
+    ///     let (a, b) = replies.as_slices();
+    ///     got.extend(a.chunks_exact(size).chain(b.chunks_exact(size)).map(|slot| slot[16]));
+    ///     let n = replies.len();
+    ///     replies.release(n);
+    /// }
+    /// assert_eq!(got, [0, 1, 2, 3, 4]);
+    /// # Ok::<(), ringbridge_core::Error>(())
+    /// ```
     pub fn write_chunk(&mut self, wanted: u64) -> SendChunk<'_> {
         SendChunk { chunk: self.tx.write_chunk(wanted), kernel: self.kernel, region: self.region }
     }
