@@ -270,9 +270,49 @@ export class Inbox<TOut> {
     return entry
   }
 
-  /** Up to `max` replies ready now; throws the first error reply if it comes before any value. */
-  takeMany(max: number): TOut[] {
-    const out: TOut[] = []
+  /**
+   * Decodes ordinary replies straight from the ring into `out` (up to `max` in all) when none is
+   * queued ahead of them and the reply queue's policy is `block`: the streaming fast path of `tryReceiveMany`, with no reply entry, queue
+   * node or frame object per reply. Stops at the first frame the general path must see (an error,
+   * multi-reply or skip frame, a corrupt one, the reply to a pending request, one the schema
+   * refuses) and leaves it in the ring; releases what it took (C4, D2).
+   */
+  pullDirect(out: TOut[], max: number): void {
+    if (out.length >= max || this.#packedReader || this.chunks?.claims || this.#skipFrames) return
+    // Under a dropping or rejecting reply queue, replies pass through the queue's policy (the
+    // pump applies it); under `block` the pump would only queue them for this reader.
+    if (this.replies.policy !== 'block') return
+    if (this.replies.length > 0 || this.#overflowed > 0 || this.receivers.length > 0 || this.expired.size > 0) return
+    const ring = this.#out
+    const pending = this.pending
+    const claimed = pending.size === 0 ? () => false : (id: number) => pending.has(id)
+    let available = ring.available(max - out.length)
+    let n = 0
+    while (available > 0 && out.length < max) {
+      const offset = ring.plainFrame(claimed)
+      if (offset < 0) break
+      let value: TOut
+      try {
+        value = this.#output.decode(ring.view, offset, ring.plainLength)
+      } catch {
+        break // the general path turns it into the error reply it is
+      }
+      out.push(value)
+      ring.advance()
+      n++
+      if (--available === 0 && out.length < max) available = ring.available(max - out.length)
+    }
+    if (n > 0) {
+      this.replied += n
+      this.#host.release()
+    }
+  }
+
+  /**
+   * Up to `max` replies ready now, appended to `out`; throws the first error reply if it comes
+   * before any value (in `out` too).
+   */
+  takeMany(max: number, out: TOut[] = []): TOut[] {
     while (out.length < max) {
       if (this.overflowDue()) {
         // The overflow error comes before the replies that survived it, as in receive().

@@ -27,6 +27,22 @@ export interface Queued {
 /** A message waiting for room in a full send queue under `block`; `what` names its caller. */
 type Blocked = Waiter<SendOutcome> & { item: Queued; what: string }
 
+/**
+ * `messages[i]` in a batch's error texts, made into a string only when an error needs it (the
+ * codecs take any value whose `toString` is the path): no string per message.
+ */
+class BatchPath {
+  #i = 0
+  /** This object, standing for `messages[i]`. */
+  at(i: number): string {
+    this.#i = i
+    return this as unknown as string
+  }
+  toString(): string {
+    return `messages[${this.#i}]`
+  }
+}
+
 /** The input ring's producer, with the send queue in front of it. */
 export class Outbox<TIn> {
   readonly queue: MessageQueue<Queued>
@@ -76,7 +92,7 @@ export class Outbox<TIn> {
 
   /** H2: encodes `message` straight into the next input slot (not yet published). */
   stage(message: TIn, id: number, path?: string): void {
-    this.#in.stage(this.#typeId, id, (view, offset, capacity) => this.#input.encode(view, offset, message, capacity, path))
+    this.#in.stageMessage(this.#typeId, id, this.#input, message, path)
   }
 
   /** Encodes `message` into bytes of its own, for the send queue. */
@@ -107,7 +123,8 @@ export class Outbox<TIn> {
     let rest: Queued[] = []
     const firstId = this.nextId
     try {
-      for (let i = 0; i < staged; i++) this.stage(messages[i] as TIn, firstId + i, `messages[${i}]`)
+      const path = new BatchPath()
+      for (let i = 0; i < staged; i++) this.stage(messages[i] as TIn, firstId + i, path.at(i))
       rest = this.#encodeMany(messages, staged, firstId)
     } catch (e) {
       this.#in.next = this.#in.published // unstage: nothing of the batch was published
@@ -145,9 +162,10 @@ export class Outbox<TIn> {
     const buffer = new Uint8Array(n * max)
     const view = new DataView(buffer.buffer)
     const out: Queued[] = new Array(n)
+    const path = new BatchPath()
     for (let i = 0; i < n; i++) {
       const at = i * max
-      const length = this.#input.encode(view, at, messages[from + i] as TIn, max, `messages[${from + i}]`)
+      const length = this.#input.encode(view, at, messages[from + i] as TIn, max, path.at(from + i))
       out[i] = { id: firstId + from + i, bytes: buffer.subarray(at, at + length) }
     }
     return out

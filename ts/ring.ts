@@ -180,6 +180,21 @@ export class InputRing extends RingEnd {
   }
 
   /**
+   * {@link stage} for a schema's message without a closure per message, the header written as
+   * words: the path of sendBatch and the send queue. A throw from `encode` stages nothing.
+   */
+  stageMessage<T>(typeId: number, correlationId: number, codec: { encode(view: DataView, offset: number, value: T, capacity: number, path?: string): number }, message: T, path?: string): void {
+    if (this.next >= POSITION_LIMIT) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
+    }
+    const at = this.slotAt(this.next)
+    this.touched('a message sent on this kernel (send, trySend, request, sendBatch or the send queue)')
+    const length = codec.encode(this.view, at + FRAME_HEADER_BYTES, message, this.maxPayload, path)
+    writeFrameHeaderWords(this.u32, at / 4, length, typeId, correlationId)
+    this.next++
+  }
+
+  /**
    * Something other than a chunk commit is about to write slots (or a chunk was reserved):
    * chunks reserved before are stale, and the stamped run ends (W4: any other write restarts it).
    */
@@ -346,6 +361,27 @@ export class OutputRing extends RingEnd {
     }
     return count
   }
+
+  /**
+   * The next frame as a plain value of the streaming fast path, without building a
+   * {@link FrameRef}: its payload's byte offset when it is an ordinary reply (no error or
+   * multi-reply flag, a length that fits the slot) whose correlation id `isClaimed` does not
+   * claim, else -1 (the caller leaves it to the general path). Its length is then in
+   * {@link plainLength}. The caller checked {@link available}.
+   */
+  plainFrame(isClaimed: (correlationId: number) => boolean): number {
+    const at = this.slotAt(this.next)
+    const w = at / 4
+    const u32 = this.u32
+    const length = u32[w + FRAME_WORD.length]!
+    if (length > this.maxPayload || frameFlagsOfWords(u32, w) !== 0) return -1
+    if (isClaimed(u32[w + FRAME_WORD.correlationLow]! + u32[w + FRAME_WORD.correlationHigh]! * 4294967296)) return -1
+    this.plainLength = length
+    return at + FRAME_HEADER_BYTES
+  }
+
+  /** The payload length of the frame {@link plainFrame} accepted last. */
+  plainLength = 0
 
   /** Consumes the frame returned by the last {@link peek}. */
   advance(): void {
