@@ -5,7 +5,7 @@
  */
 export { Runtime, type BackendName, type RuntimeOptions } from './ts/runtime'
 export { RingKernel } from './ts/kernel'
-export { ReceiveChunk, SendChunk } from './ts/chunk'
+export { ChunkSlots, ReceiveChunk, SendChunk } from './ts/chunk'
 export {
   KERNEL_ERROR_NAMES,
   type CommitOptions,

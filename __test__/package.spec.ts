@@ -43,6 +43,7 @@ const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as
 
 const VALUE_EXPORTS = [
   'BACKPRESSURE_POLICIES',
+  'ChunkSlots',
   'ERROR_CODES',
   'KERNEL_ERROR_NAMES',
   'MessageQueue',

@@ -34,6 +34,51 @@ function checkCount(what: string, count: number, held: number): void {
 }
 
 /**
+ * The slots of a chunk, as views into a ring's own memory: what a {@link SendChunk} and a
+ * {@link ReceiveChunk} share. Message `i` of the chunk is slot `i`: in {@link first} for
+ * `i < firstCount`, else slot `i - firstCount` of {@link second}.
+ * @example
+ * ```ts
+ * // The byte offset of message i's payload, and the view it lies in, for either kind of chunk.
+ * function payloadOf(chunk: ChunkSlots, i: number): [Uint8Array, number] {
+ *   return i < chunk.firstCount
+ *     ? [chunk.first, i * chunk.slotSize + chunk.payloadOffset]
+ *     : [chunk.second, (i - chunk.firstCount) * chunk.slotSize + chunk.payloadOffset]
+ * }
+ * const [view, at] = payloadOf(kernel.reserve(16), 0)
+ * view[at] = 42
+ * ```
+ */
+export abstract class ChunkSlots {
+  /** Slots in the chunk: one message each. */
+  readonly count: number
+  /** Slots in {@link first}; `count - firstCount` are in {@link second}. */
+  readonly firstCount: number
+  /** Bytes per slot, header included. */
+  readonly slotSize: number
+  /** Where a payload starts in its slot: after the 16-byte frame header. */
+  readonly payloadOffset: number = FRAME_HEADER_BYTES
+  /** Most payload bytes a message may have (`slotSize - 16`). */
+  readonly maxPayload: number
+  /** Slots `[0, firstCount)` of the chunk, whole (`firstCount * slotSize` bytes), in the ring's memory. */
+  readonly first: Uint8Array
+  /** Slots `[firstCount, count)`, whole, from the ring's start: the part that wrapped (empty if none did). */
+  readonly second: Uint8Array
+
+  /** @internal */
+  constructor(ring: InputRing | OutputRing, count: number) {
+    this.count = count
+    this.slotSize = ring.slotSize
+    this.maxPayload = ring.maxPayload
+    const start = ring.next
+    this.firstCount = Math.min(count, ring.capacity - (start % ring.capacity))
+    const buffer = ring.bytes.buffer
+    this.first = new Uint8Array(buffer, ring.slotAt(start), this.firstCount * this.slotSize)
+    this.second = new Uint8Array(buffer, ring.slotsOffset, (count - this.firstCount) * this.slotSize)
+  }
+}
+
+/**
  * Free input slots reserved by {@link RingKernel.reserve}, to fill in place and send with one
  * {@link SendChunk.commit}. The slots are views into the ring's own memory: `first` holds slots
  * `[0, firstCount)` of the chunk, `second` the rest where the range wraps around the ring's end
@@ -55,21 +100,7 @@ function checkCount(what: string, count: number, held: number): void {
  * chunk.commit(chunk.count, { size: 48 }) // one publish for all of them
  * ```
  */
-export class SendChunk {
-  /** Slots reserved: how many messages this chunk can send (0 when the ring is full or messages are queued ahead). */
-  readonly count: number
-  /** Slots in {@link first}; `count - firstCount` are in {@link second}. */
-  readonly firstCount: number
-  /** Bytes per slot, header included. */
-  readonly slotSize: number
-  /** Where a payload starts in its slot: after the 16-byte frame header. */
-  readonly payloadOffset: number = FRAME_HEADER_BYTES
-  /** Most payload bytes a message may have (`slotSize - 16`). */
-  readonly maxPayload: number
-  /** Slots `[0, firstCount)` of the chunk, whole (`firstCount * slotSize` bytes), in the ring's memory. */
-  readonly first: Uint8Array
-  /** Slots `[firstCount, count)`, whole, from the ring's start: the part that wrapped (empty if none did). */
-  readonly second: Uint8Array
+export class SendChunk extends ChunkSlots {
   readonly #writer: ChunkWriter
   readonly #generation: number
   #done = false
@@ -78,17 +109,10 @@ export class SendChunk {
 
   /** @internal */
   constructor(writer: ChunkWriter, ring: InputRing, count: number, generation: number) {
+    super(ring, count)
     this.#writer = writer
     this.#generation = generation
-    this.count = count
-    this.slotSize = ring.slotSize
-    this.maxPayload = ring.maxPayload
     this.#size = ring.maxPayload
-    const start = ring.next
-    this.firstCount = Math.min(count, ring.capacity - (start % ring.capacity))
-    const buffer = ring.bytes.buffer
-    this.first = new Uint8Array(buffer, ring.slotAt(start), this.firstCount * this.slotSize)
-    this.second = new Uint8Array(buffer, ring.slotsOffset, (count - this.firstCount) * this.slotSize)
   }
 
   /**
@@ -246,21 +270,7 @@ export class ChunkWriter {
  * chunk.release() // hands every slot back with one store
  * ```
  */
-export class ReceiveChunk {
-  /** Replies in the chunk. */
-  readonly count: number
-  /** Replies in {@link first}; `count - firstCount` are in {@link second}. */
-  readonly firstCount: number
-  /** Bytes per output slot, header included. */
-  readonly slotSize: number
-  /** Where a payload starts in its slot: after the 16-byte frame header. */
-  readonly payloadOffset: number = FRAME_HEADER_BYTES
-  /** Most payload bytes a reply may have (`slotSize - 16`); a longer length field is a corrupt frame. */
-  readonly maxPayload: number
-  /** Slots `[0, firstCount)`, whole, in the output ring's memory. */
-  readonly first: Uint8Array
-  /** Slots `[firstCount, count)`, whole, from the ring's start (empty if the range did not wrap). */
-  readonly second: Uint8Array
+export class ReceiveChunk extends ChunkSlots {
   readonly #reader: ChunkReader
   readonly #ring: OutputRing
   readonly #u32: Uint32Array
@@ -272,19 +282,11 @@ export class ReceiveChunk {
 
   /** @internal */
   constructor(reader: ChunkReader, ring: OutputRing, count: number) {
+    super(ring, count)
     this.#reader = reader
     this.#ring = ring
     this.#u32 = ring.u32
-    this.count = count
-    this.slotSize = ring.slotSize
-    this.maxPayload = ring.maxPayload
-    const start = ring.next
-    this.firstCount = Math.min(count, ring.capacity - (start % ring.capacity))
-    const buffer = ring.bytes.buffer
-    const at = ring.slotAt(start)
-    this.first = new Uint8Array(buffer, at, this.firstCount * this.slotSize)
-    this.second = new Uint8Array(buffer, ring.slotsOffset, (count - this.firstCount) * this.slotSize)
-    this.#w1 = at / 4
+    this.#w1 = this.first.byteOffset / 4
     this.#w2 = ring.slotsOffset / 4
     this.#slotWords = this.slotSize / 4
     this.#held = count > 0
