@@ -1,5 +1,7 @@
 //! Ring throughput without a kernel: one thread staging, publishing, popping and releasing 64-byte
-//! messages in batches of 1, 64 and 1024, and a producer thread streaming to a consumer thread.
+//! messages in batches of 1, 64 and 1024; the same through chunks (spec §5.3: slots filled and
+//! read in place, one index store per chunk), in the same process as the per-message baseline;
+//! and a producer thread streaming to a consumer thread.
 
 use std::hint::{black_box, spin_loop};
 use std::sync::Arc;
@@ -75,6 +77,49 @@ fn single_thread(c: &mut Criterion) {
     group.finish();
 }
 
+/// One round through chunks: reserve `batch` slots, write each one's sequence number in place,
+/// commit; read them in place, release. Returns the sum of the sequence numbers read.
+fn chunk_round(tx: &mut Producer<RegionRing>, rx: &mut Consumer<RegionRing>, first: u64, batch: u64) -> u64 {
+    let mut w = tx.write_chunk(batch);
+    let size = w.slot_size();
+    let (a, b) = w.as_mut_slices();
+    for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
+        slot[16..24].copy_from_slice(&(first + i as u64).to_le_bytes());
+    }
+    w.commit(batch as usize);
+    let r = rx.read_chunk(batch);
+    let (a, b) = r.as_slices();
+    let sum = a.chunks_exact(size).chain(b.chunks_exact(size)).map(|slot| u64::from_le_bytes(slot[16..24].try_into().unwrap())).sum();
+    r.release(batch as usize);
+    sum
+}
+
+fn chunks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("push_pop/chunks");
+    for batch in [64u64, 1024] {
+        let (mut tx, mut rx) = ring();
+        {
+            let mut w = tx.write_chunk(u64::from(CAPACITY));
+            w.stamp(FrameHeader { length: MESSAGE as u32, type_id: 1, flags: 0, correlation_id: 0 });
+        }
+        // Correctness first: a chunk arrives whole and in order, wrapping the ring.
+        for k in 0..3 {
+            let first = k * batch;
+            assert_eq!(chunk_round(&mut tx, &mut rx, first, batch), (first..first + batch).sum::<u64>(), "batch {batch}, round {k}");
+        }
+        group.throughput(Throughput::Elements(batch));
+        let mut next = 3 * batch;
+        group.bench_function(BenchmarkId::from_parameter(batch), |b| {
+            b.iter(|| {
+                let sum = chunk_round(&mut tx, &mut rx, next, batch);
+                next += batch;
+                black_box(sum)
+            })
+        });
+    }
+    group.finish();
+}
+
 /// Streams `messages` from a producer thread to this thread, in publishes of [`STREAM_BATCH`];
 /// returns the time from start to the last pop. Fails if a frame arrives out of order.
 fn stream(messages: u64) -> Duration {
@@ -137,6 +182,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = single_thread, two_threads
+    targets = single_thread, chunks, two_threads
 }
 criterion_main!(benches);
