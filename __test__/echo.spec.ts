@@ -2,7 +2,7 @@
 // at tiny capacities, and all-or-nothing batches.
 import test, { type ExecutionContext } from 'ava'
 
-import { Runtime, struct, u32, type LaunchOptions, type RingKernel } from '../index'
+import { Runtime, bytes, struct, u32, type LaunchOptions, type RingKernel } from '../index'
 import { within, launchOn as launch } from './helpers'
 
 const Msg = struct({ seq: u32, check: u32 })
@@ -137,4 +137,17 @@ test('sendBatch with one invalid message sends nothing', async (t) => {
   while (got.length < 2) got.push(...(await within(k.receiveBatch(2, { timeoutMs: 5000 }), 6000, `receive reply ${got.length}`)))
   t.deepEqual(got, [msg(100), msg(101)])
   t.is(k.stats().sent, 2)
+})
+
+// Regression (found measuring 4 KiB chunks on an H100): a variable-size output schema got
+// 256-byte output slots even with `slotSize: 4096`, so every echo over 240 bytes came back as a
+// REPLY_TOO_LARGE error frame. The output slot now follows `slotSize` for such schemas.
+test('a bytes() echo with slotSize 4096 answers 4 KiB requests with 4 KiB replies', async (t) => {
+  const k = await launch(t, { handler: 'echo', input: bytes(4080), output: bytes(4080), capacity: 8, slotSize: 4096 })
+  const big = new Uint8Array(4080).map((_, i) => (i * 7) & 0xff)
+  const reply = await within(k.request(big, { timeoutMs: 5000 }), 6000, '4 KiB request')
+  t.deepEqual(reply, big)
+  const small = await launch(t, { handler: 'echo', input: bytes(4080), output: bytes(4080), capacity: 8, slotSize: 4096, outputSlotSize: 256 })
+  const e = await t.throwsAsync(small.request(big, { timeoutMs: 5000 }))
+  t.is((e as { code?: string }).code, 'ERR_RINGBRIDGE_KERNEL_ERROR', 'an explicit smaller output slot still refuses what does not fit')
 })

@@ -56,14 +56,17 @@
 
 #ifndef RB_RING_ROUND_PASSES
 /// Most passes of the whole grid in one round: caps a round at B * groups * UNROLL * PASSES
-/// messages, so a round is published while the host still has work queued behind it.
-#define RB_RING_ROUND_PASSES 4
+/// messages, so a round is published while the host still has work queued behind it. 16 (a
+/// round of up to 270 K 64-byte messages on 132 SMs) measured 0.97x the launch pipeline with
+/// chunks on an H100 where 4 gave 0.93x, and 563 M against 346 M msg/s on a 64 K-slot ring
+/// (bench/results/2026-12-07-h100-throughput.md).
+#define RB_RING_ROUND_PASSES 16
 #endif  // RB_RING_ROUND_PASSES
 
 #ifndef RB_RING_CLAIMS_PER_BLOCK
 /// A grid round is cut into about this many claims per block: more balance the blocks' load,
-/// fewer cost fewer CAS rounds on rb_grid.claim_pos.
-#define RB_RING_CLAIMS_PER_BLOCK 2
+/// fewer cost fewer CAS rounds on rb_grid.claim_pos (one measured best, with ROUND_PASSES 16).
+#define RB_RING_CLAIMS_PER_BLOCK 1
 #endif  // RB_RING_CLAIMS_PER_BLOCK
 
 #ifndef RB_RING_LOCAL_PASSES

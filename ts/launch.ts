@@ -54,6 +54,16 @@ function slotFor(schema: Schema<unknown>, given: number | undefined, name: strin
 }
 
 /**
+ * The output slot of a variable-size output schema when none is given: the input's `slotSize`
+ * when that is given, so a reply as large as the request it answers fits (an echo of 4 KiB
+ * messages with `slotSize: 4096` used to get 256-byte output slots, and every reply over 240
+ * bytes came back as a REPLY_TOO_LARGE error frame). Otherwise the schema decides (slotFor).
+ */
+function variableOutputSlot(options: LaunchOptions<any, any>): number | undefined {
+  return options.output?.size === undefined ? options.slotSize : undefined
+}
+
+/**
  * A built-in handler's message shapes against the launch's schemas, where both are fixed: a
  * mismatch is an error at launch, never replies that decode to garbage (or fail) at run time.
  */
@@ -165,7 +175,7 @@ function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, d
     inputCapacity: capacity,
     inputSlotSize: slotFor(options.input, options.slotSize, 'slotSize'),
     outputCapacity: options.outputCapacity ?? capacity,
-    outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(MIN_SLOT_SIZE, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize, 'outputSlotSize'),
+    outputSlotSize: multiBytes > 0 && options.outputSlotSize === undefined ? Math.max(MIN_SLOT_SIZE, nextPow2(multiBytes + FRAME_HEADER_BYTES)) : slotFor(options.output, options.outputSlotSize ?? variableOutputSlot(options), 'outputSlotSize'),
     maxReplies: user ? maxReplies : undefined,
   }
   let layout

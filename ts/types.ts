@@ -93,7 +93,7 @@ export interface LaunchOptions<TIn, TOut> {
   outputCapacity?: number
   /** Input slot bytes, header included, a power of two from 32 (default: fits the input schema; 256 for `bytes()`). */
   slotSize?: number
-  /** Output slot bytes (default: fits the output schema; 256 for `bytes()`). */
+  /** Output slot bytes (default: fits a fixed-size output schema; for a variable-size one such as `bytes()`, `slotSize` when given, else 256). */
   outputSlotSize?: number
   /** Message type id written in every frame, 0..65535 (default 1). */
   typeId?: number
