@@ -285,7 +285,7 @@ export class Inbox<TOut> {
     if (this.replies.length > 0 || this.#overflowed > 0 || this.receivers.length > 0 || this.expired.size > 0) return
     const ring = this.#out
     const pending = this.pending
-    const claimed = pending.size === 0 ? () => false : (id: number) => pending.has(id)
+    const claimed = pending.size === 0 ? undefined : (id: number) => pending.has(id)
     let available = ring.available(max - out.length)
     let n = 0
     while (available > 0 && out.length < max) {

@@ -365,17 +365,17 @@ export class OutputRing extends RingEnd {
   /**
    * The next frame as a plain value of the streaming fast path, without building a
    * {@link FrameRef}: its payload's byte offset when it is an ordinary reply (no error or
-   * multi-reply flag, a length that fits the slot) whose correlation id `isClaimed` does not
-   * claim, else -1 (the caller leaves it to the general path). Its length is then in
+   * multi-reply flag, a length that fits the slot) whose correlation id `isClaimed` (when given)
+   * does not claim, else -1 (the caller leaves it to the general path). Its length is then in
    * {@link plainLength}. The caller checked {@link available}.
    */
-  plainFrame(isClaimed: (correlationId: number) => boolean): number {
+  plainFrame(isClaimed: ((correlationId: number) => boolean) | undefined): number {
     const at = this.slotAt(this.next)
     const w = at / 4
     const u32 = this.u32
     const length = u32[w + FRAME_WORD.length]!
     if (length > this.maxPayload || frameFlagsOfWords(u32, w) !== 0) return -1
-    if (isClaimed(u32[w + FRAME_WORD.correlationLow]! + u32[w + FRAME_WORD.correlationHigh]! * 4294967296)) return -1
+    if (isClaimed !== undefined && isClaimed(u32[w + FRAME_WORD.correlationLow]! + u32[w + FRAME_WORD.correlationHigh]! * 4294967296)) return -1
     this.plainLength = length
     return at + FRAME_HEADER_BYTES
   }
