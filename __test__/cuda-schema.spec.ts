@@ -102,7 +102,7 @@ test('launch checks the user-kernel options, and the cpu backend says a CUDA han
   t.regex(cpu!.message, /a CUDA handler \(source, entry\) on the cpu backend.*expected the cuda backend/)
 })
 
-nvrtcTest('a user kernel over the generated structs compiles for sm_90 with NVRTC', (t) => {
+nvrtcTest('a user kernel over the generated structs compiles for sm_90 with NVRTC', async (t) => {
   const source = `
 __device__ uint32_t mirror(const rb_input& in, rb_output& out, rb_context& ctx) {
   out = in;
@@ -110,43 +110,70 @@ __device__ uint32_t mirror(const rb_input& in, rb_output& out, rb_context& ctx) 
   if (in.flag && in.u8 == 0) { ctx.detail = in.u32; return 300; }
   return 0;
 }`
-  const r = compileKernel({ input: Every, output: Every, source, entry: 'mirror' }, [9, 0])
+  const r = await compileKernel({ input: Every, output: Every, source, entry: 'mirror' }, [9, 0])
   t.true(r.kind === 'cubin' && r.bytes > 10_000, JSON.stringify(r))
 })
 
-nvrtcTest('NVRTC errors in a user kernel name handler.cu and the line in the source', (t) => {
+nvrtcTest('NVRTC errors in a user kernel name handler.cu and the line in the source', async (t) => {
   const source = `__device__ uint32_t f(const rb_input& in, rb_output& out, rb_context&) {
   out.no_such_field = in.u32;
   return 0;
 }`
-  const err = t.throws(() => compileKernel({ input: Every, output: Every, source, entry: 'f' }))
+  const err = await t.throwsAsync(compileKernel({ input: Every, output: Every, source, entry: 'f' }))
   t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
   t.regex(err!.message, /handler\.cu\(2\): error/)
   t.regex(err!.message, /no_such_field/)
 })
 
-nvrtcTest('a handler declared over other types than the launch\'s schemas fails at compile, never at run time', (t) => {
+nvrtcTest('a handler declared over other types than the launch\'s schemas fails at compile, never at run time', async (t) => {
   const Sample = struct({ x: f32 }, { name: 'Sample' })
   const source = '__device__ uint32_t f(const Particle& in, rb_output& out, rb_context&) { out = in.x; return 0; }'
-  const err = t.throws(() => compileKernel({ input: Sample, output: f32, source, entry: 'f' }))
+  const err = await t.throwsAsync(compileKernel({ input: Sample, output: f32, source, entry: 'f' }))
   t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
   t.regex(err!.message, /handler\.cu\(1\): error: identifier "Particle" is undefined/)
   // The same handler over the schema it was written for compiles.
   const Particle = struct({ x: f32 }, { name: 'Particle' })
-  t.is(compileKernel({ input: Particle, output: f32, source, entry: 'f' }).kind, 'cubin')
+  t.is((await compileKernel({ input: Particle, output: f32, source, entry: 'f' })).kind, 'cubin')
 })
 
-nvrtcTest('a handler that pushes several replies compiles with maxReplies, and the single-reply signature then does not', (t) => {
+nvrtcTest('a handler that pushes several replies compiles with maxReplies, and the single-reply signature then does not', async (t) => {
   const In = struct({ n: u32 })
   const Out = struct({ i: u32, n: u32 })
   const fan = `__device__ uint32_t fan(const rb_input& in, rb_replies& out, rb_context&) {
   for (uint32_t i = 0; i < in.n; ++i) { rb_output r; r.i = i; r.n = in.n; if (!out.push(r)) break; }
   return 0;
 }`
-  t.is(compileKernel({ input: In, output: Out, source: fan, entry: 'fan', maxReplies: 4 }).kind, 'cubin')
+  t.is((await compileKernel({ input: In, output: Out, source: fan, entry: 'fan', maxReplies: 4 })).kind, 'cubin')
   const single = '__device__ uint32_t one(const rb_input& in, rb_output& out, rb_context&) { out.i = in.n; return 0; }'
-  const err = t.throws(() => compileKernel({ input: In, output: Out, source: single, entry: 'one', maxReplies: 4 }))
+  const err = await t.throwsAsync(compileKernel({ input: In, output: Out, source: single, entry: 'one', maxReplies: 4 }))
   t.is(codeOf(err), 'ERR_RINGBRIDGE_COMPILE')
+})
+
+// Issue #14 item 3: NVRTC runs on the libuv pool. A cold compile (a source no cache holds) takes
+// about a second; timers must keep firing meanwhile (the synchronous compile let none through).
+nvrtcTest('timers keep firing during a cold compile', async (t) => {
+  const source = `// cold ${process.pid} ${Date.now()} ${Math.random()}
+__device__ uint32_t cold(const rb_input& in, rb_output& out, rb_context&) { out = in; return 0; }`
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 5)
+  const started = Date.now()
+  try {
+    const r = await compileKernel({ input: u32, output: u32, source, entry: 'cold' })
+    const ms = Date.now() - started
+    t.false(r.cached, 'a source no cache holds compiles cold')
+    t.true(ms >= 100, `a cold compile took ${ms} ms`)
+    // A blocked event loop lets at most one tick through; a free one about ms / 5.
+    t.true(ticks >= Math.floor(ms / 5 / 4), `${ticks} timer ticks in a ${ms} ms compile`)
+  } finally {
+    clearInterval(timer)
+  }
+})
+
+test('compileKernel rejects bad arguments (a promise, never a throw)', async (t) => {
+  const p = compileKernel(null as never)
+  t.true(p instanceof Promise)
+  t.is(codeOf(await t.throwsAsync(p)), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  t.is(codeOf(await t.throwsAsync(compileKernel({ input: u32, output: u32, source: 's', entry: 'e' }, [9] as never))), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
 })
 
 test('maxReplies is checked', async (t) => {

@@ -157,7 +157,7 @@ export function cudaHeader(input: Schema<unknown>, output: Schema<unknown>): str
  * ```ts
  * const k: KernelSource = { input: u32, output: u32, entry: 'twice', source: `
  *   __device__ uint32_t twice(const rb_input& in, rb_output& out, rb_context&) { out = 2 * in; return 0; }` }
- * compileKernel(k)
+ * await compileKernel(k)
  * ```
  */
 export interface KernelSource {
@@ -177,7 +177,7 @@ export interface KernelSource {
  * What {@link compileKernel} produced.
  * @example
  * ```ts
- * const { kind, bytes } = compileKernel({ input: u32, output: u32, source, entry: 'f' })
+ * const { kind, bytes } = await compileKernel({ input: u32, output: u32, source, entry: 'f' })
  * ```
  */
 export interface CompiledKernel {
@@ -191,18 +191,20 @@ export interface CompiledKernel {
 
 /**
  * Compiles a user kernel with NVRTC for a GPU architecture, without a GPU — a check for CI and
- * editors, and a warm-up of the disk cache the launch uses.
+ * editors, and a warm-up of the disk cache the launch uses. NVRTC runs off the JavaScript
+ * thread (a cold compile takes about a second): timers and I/O go on meanwhile.
+ * @returns a promise of what was compiled; argument errors reject too.
  * @param arch compute capability `[major, minor]` (default `[9, 0]`, Hopper)
  * @throws {RingbridgeError} `ERR_RINGBRIDGE_COMPILE` with NVRTC's log (lines as in `source`, file
  * `handler.cu`); `ERR_RINGBRIDGE_BACKEND_UNAVAILABLE` when NVRTC cannot be loaded.
  * @example
  * ```ts
  * const Pair = struct({ a: f32, b: f32 })
- * compileKernel({ input: Pair, output: f32, entry: 'add', source: `
+ * await compileKernel({ input: Pair, output: f32, entry: 'add', source: `
  *   __device__ uint32_t add(const rb_input& in, rb_output& out, rb_context&) { out = in.a + in.b; return 0; }` })
  * ```
  */
-export function compileKernel(kernel: KernelSource, arch: [number, number] = [9, 0]): CompiledKernel {
+export async function compileKernel(kernel: KernelSource, arch: [number, number] = [9, 0]): Promise<CompiledKernel> {
   if (kernel === null || typeof kernel !== 'object') {
     throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `compileKernel: expected { input, output, source, entry }, got ${describe(kernel)}`)
   }
@@ -214,7 +216,7 @@ export function compileKernel(kernel: KernelSource, arch: [number, number] = [9,
   }
   const header = cudaHeader(kernel.input, kernel.output)
   try {
-    return native.compileUserKernel(kernel.source, kernel.entry, header, kernel.maxReplies ?? 0, arch[0], arch[1]) as CompiledKernel
+    return (await native.compileUserKernelAsync(kernel.source, kernel.entry, header, kernel.maxReplies ?? 0, arch[0], arch[1])) as CompiledKernel
   } catch (e) {
     throw fromNative(e)
   }

@@ -1,6 +1,7 @@
 //! Node binding of ringbridge: converts, validates and forwards to `ringbridge-core`. Private to
 //! the package; the TypeScript facade in `ts/` is the public API.
 
+mod compile;
 mod error;
 mod ring;
 mod sab;
@@ -112,34 +113,6 @@ pub struct CompiledKernel {
     pub bytes: u32,
     /// Whether it came from the disk cache.
     pub cached: bool,
-}
-
-/// Compiles a user kernel (the ring kernel with the handler `entry` of `source`, over the
-/// generated `schema_header`) for compute capability `major.minor` with NVRTC; no GPU needed.
-#[napi]
-pub fn compile_user_kernel(
-    source: String,
-    entry: String,
-    schema_header: String,
-    max_replies: f64,
-    major: i32,
-    minor: i32,
-) -> error::Result<CompiledKernel> {
-    // f64, checked: napi's u32 conversion would wrap a maxReplies of 2^32 + 1 to 1 (issue #2).
-    let max_replies = error::checked_u32("maxReplies", max_replies)?;
-    let user = ringbridge_core::backend::user::UserKernel { source, entry, schema_header, max_replies };
-    if !ringbridge_core::cuda::nvrtc::nvrtc_present() {
-        return Err(error::to_js(ringbridge_core::Error::BackendUnavailable {
-            backend: "cuda",
-            reason: "NVRTC (libnvrtc.so.13) could not be loaded: install the CUDA toolkit or the nvidia-cuda-nvrtc wheel and put it on LD_LIBRARY_PATH".into(),
-        }));
-    }
-    let image = user.compile((major, minor)).map_err(error::to_js)?;
-    Ok(CompiledKernel {
-        kind: if image.kind == ringbridge_core::cuda::nvrtc::ImageKind::Cubin { "cubin".into() } else { "ptx".into() },
-        bytes: image.bytes.len() as u32,
-        cached: image.cached,
-    })
 }
 
 /// Runs this process as a kernel host (process isolation): serves one kernel over the control
