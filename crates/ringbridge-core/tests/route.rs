@@ -174,11 +174,17 @@ fn terminate_in_flight(backend: &str, transport: &str) {
     for drain in [true, false] {
         let mut s = echo_route(backend, &[transport, transport, transport], 64);
         for i in 0..150u64 {
-            s.try_send(1, i, &i.to_le_bytes()).unwrap_or_else(|e| panic!("send {i}: {e:?}"));
-            // 64 slots per ring, three rings: fill them all without waiting (the stages move
-            // 64 messages along meanwhile; Miri's interpreted stages need longer).
-            if i % 64 == 63 {
-                std::thread::sleep(Duration::from_millis(if cfg!(miri) { 500 } else { 5 }));
+            // 64 slots per ring, three rings: 150 messages fit once the stages have moved the
+            // first ones along. How long that takes depends on the machine (a loaded 2-core CI
+            // runner, Miri's interpreted stages), so wait for room, bounded, instead of a fixed
+            // sleep (5 ms was too short on a busy runner: "send 64: Full").
+            let deadline = Instant::now() + LIMIT;
+            loop {
+                match s.try_send(1, i, &i.to_le_bytes()) {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() >= deadline => panic!("send {i}: {e:?} for {LIMIT:?}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                }
             }
         }
         let t = Instant::now();
