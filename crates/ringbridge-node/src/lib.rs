@@ -2,6 +2,7 @@
 //! the package; the TypeScript facade in `ts/` is the public API.
 
 mod compile;
+mod doctor;
 mod error;
 mod ring;
 mod sab;

@@ -8,7 +8,9 @@
 //! Nothing here is called before [`driver::open`] has checked that `libcuda` can be loaded:
 //! cudarc's dynamic loading panics on a missing library, and a panic must never cross into JS.
 
+pub mod diagnose;
 pub mod driver;
+pub mod locate;
 pub mod memory;
 pub mod module;
 pub mod nvrtc;

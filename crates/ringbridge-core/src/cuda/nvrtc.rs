@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use cudarc::nvrtc::sys;
 
+use super::locate;
 use crate::Error;
 
 /// What NVRTC produced.
@@ -34,10 +35,38 @@ pub struct Image {
     pub options: Vec<String>,
 }
 
-/// Whether `libnvrtc` can be loaded.
+/// Whether `libnvrtc` can be loaded: first by full path from the places of [`locate`] (once per
+/// process), then by name as cudarc opens it.
 pub fn nvrtc_present() -> bool {
+    locate::ensure_loaded();
     // SAFETY: only tries to open the library.
     unsafe { sys::is_culib_present() }
+}
+
+/// The file of the libnvrtc cudarc opened (`dladdr` of `nvrtcVersion`); `None` when NVRTC
+/// cannot be loaded.
+pub fn loaded_path() -> Option<PathBuf> {
+    if !nvrtc_present() {
+        return None;
+    }
+    // SAFETY: the library loads (above), so `culib` returns it rather than panicking; the symbol
+    // is only looked up, never called here.
+    let lib = unsafe { sys::culib() };
+    // SAFETY: as above; the pointer is only passed to dladdr.
+    let sym = unsafe { lib.get::<unsafe extern "C" fn()>(b"nvrtcVersion\0") }.ok()?;
+    locate::file_of(*sym as *const std::ffi::c_void)
+}
+
+/// Why NVRTC is missing: the places searched, for an error message.
+fn not_found_reason() -> String {
+    let lookup = locate::ensure_loaded();
+    let looked: Vec<String> = lookup.places.iter().map(|p| p.dir.display().to_string()).collect();
+    let failed: Vec<String> = lookup.failures.iter().map(|(p, e)| format!("{} ({e})", p.display())).collect();
+    format!(
+        "NVRTC (libnvrtc.so.13 or .12) could not be loaded: looked in {}{}, then by name through the loader; set CUDA_PATH, add CUDA's lib64 to LD_LIBRARY_PATH or `pip install nvidia-cuda-nvrtc` (see `npx ringbridge doctor` and docs/NVRTC.md)",
+        looked.join(", "),
+        if failed.is_empty() { String::new() } else { format!("; found but failed to load: {}", failed.join("; ")) }
+    )
 }
 
 /// NVRTC's version (major, minor).
@@ -46,10 +75,7 @@ pub fn nvrtc_present() -> bool {
 /// [`Error::BackendUnavailable`] when libnvrtc cannot be loaded.
 pub fn version() -> Result<(i32, i32), Error> {
     if !nvrtc_present() {
-        return Err(Error::BackendUnavailable {
-            backend: "cuda",
-            reason: "NVRTC (libnvrtc.so.13 or .12) could not be loaded; add CUDA's lib64 to LD_LIBRARY_PATH".into(),
-        });
+        return Err(Error::BackendUnavailable { backend: "cuda", reason: not_found_reason() });
     }
     let (mut major, mut minor) = (0, 0);
     // SAFETY: writes two ints; the library is loaded.
