@@ -38,7 +38,7 @@ test('a supported platform whose platform package is missing names the package t
   mkdirSync(path.join(dir, 'ts'))
   for (const f of ['binding.js', 'native.js']) copyFileSync(path.join(root, 'ts', f), path.join(dir, 'ts', f))
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as Record<string, unknown>
-  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, optionalDependencies: pkg.optionalDependencies }))
+  writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, napi: pkg.napi, optionalDependencies: pkg.optionalDependencies }))
   const r = runNode(['-e', "require('./ts/binding.js')"], dir)
   t.not(r.status, 0)
   const abi = `linux-${process.arch}-gnu`

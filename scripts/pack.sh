@@ -90,23 +90,19 @@ if ((HOST_ONLY)); then
   # Only the host's package was built: validate it alone (a napi config listing its target).
   cfg=$OUT/napi-host.json
   node -e "const p=require('./package.json'); require('fs').writeFileSync(process.argv[1], JSON.stringify({...p.napi, targets: process.argv.slice(2)}))" "$cfg" "${TARGETS[@]}"
-  npx napi pre-publish --dry-run -p npm -c "$cfg"
+  npx napi pre-publish --dry-run -p npm -c "$cfg" 2>&1 | { grep -v 'NAPI-RS config file will be used' || true; }
 else
   npx napi pre-publish --dry-run -p npm
 fi
-# The root must list every platform package at its own version.
+echo "napi pre-publish --dry-run: ok (${TARGETS[*]})"
+# Each platform package at the root's version.
 node -e "
   const p = require('./package.json')
-  const want = Object.fromEntries(p.napi.targets.map((t) => [t, null]))
-  const deps = p.optionalDependencies || {}
   const abis = { 'x86_64-unknown-linux-gnu': 'linux-x64-gnu', 'aarch64-unknown-linux-gnu': 'linux-arm64-gnu' }
-  for (const t of Object.keys(want)) {
-    const dep = p.name + '-' + abis[t]
-    if (deps[dep] !== p.version) { console.error('optionalDependencies.' + dep + ' is ' + deps[dep] + ', want ' + p.version); process.exit(1) }
+  for (const t of p.napi.targets) {
     const sub = require('./npm/' + abis[t] + '/package.json')
-    if (sub.name !== dep || sub.version !== p.version) { console.error('npm/' + abis[t] + ': ' + sub.name + '@' + sub.version + ', want ' + dep + '@' + p.version); process.exit(1) }
+    if (sub.name !== p.name + '-' + abis[t] || sub.version !== p.version) { console.error('npm/' + abis[t] + ': ' + sub.name + '@' + sub.version + ', want ' + p.name + '-' + abis[t] + '@' + p.version); process.exit(1) }
   }
-  console.log('optionalDependencies: ' + JSON.stringify(deps))
 "
 
 # --- pack --------------------------------------------------------------------------------------
@@ -126,6 +122,17 @@ npm pack --dry-run --json --ignore-scripts 2>/dev/null |
 first_abi=$(abi_of "${TARGETS[0]}")
 cp "$OUT/build-$first_abi/native.js" "$STAGE/ts/native.js"
 cp "$OUT/build-$first_abi/native.d.ts" "$STAGE/ts/native.d.ts"
+# The root's optionalDependencies: every platform package, pinned to the root's version. As with
+# `napi pre-publish` (which writes them at release time), they are not in the checkout's
+# package.json: packages that are not on the registry yet would put `npm ci` out of sync.
+node -e "
+  const fs = require('fs'), f = process.argv[1], p = JSON.parse(fs.readFileSync(f, 'utf8'))
+  const abis = { 'x86_64-unknown-linux-gnu': 'linux-x64-gnu', 'aarch64-unknown-linux-gnu': 'linux-arm64-gnu' }
+  p.optionalDependencies = { ...p.optionalDependencies }
+  for (const t of p.napi.targets) p.optionalDependencies[p.name + '-' + abis[t]] = p.version
+  fs.writeFileSync(f, JSON.stringify(p, null, 2) + '\\n')
+  console.log('root optionalDependencies: ' + JSON.stringify(p.optionalDependencies))
+" "$STAGE/package.json"
 (cd "$STAGE" && npm pack --silent --ignore-scripts --pack-destination "$DIST" >/dev/null)
 ROOT_TGZ=$DIST/$NAME-$VERSION.tgz
 
@@ -234,7 +241,7 @@ for t in "${TARGETS[@]}"; do
   # tarballs, so npm resolves them as it would from the registry (os/cpu/libc filters included).
   node -e "
     const [dir, root, dist, name, version] = process.argv.slice(1)
-    const p = require(require('path').join(root, 'package.json'))
+    const p = require(require('path').join(root, 'target/pack/stage-root/package.json'))
     const overrides = {}
     for (const dep of Object.keys(p.optionalDependencies)) {
       const tgz = dist + '/' + dep + '-' + version + '.tgz'

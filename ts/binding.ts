@@ -29,18 +29,29 @@ function describeTarget(abi: string): string {
   return `${platform}-${arch}`
 }
 
-/** The platform packages the root package lists (`ringbridge-linux-x64-gnu` → `linux-x64-gnu`). */
+/** Rust target → napi-rs's platform-arch-abi (`aarch64-unknown-linux-gnu` → `linux-arm64-gnu`). */
+function abiOfTriple(triple: string): string | undefined {
+  const m = /^(x86_64|aarch64)-unknown-linux-(gnu|musl)$/.exec(triple)
+  return m ? `linux-${m[1] === 'x86_64' ? 'x64' : 'arm64'}-${m[2]}` : undefined
+}
+
+/**
+ * The platform packages: the root's `optionalDependencies` (`ringbridge-linux-x64-gnu` →
+ * `linux-x64-gnu`; a packed package has them), else `napi.targets` (a checkout).
+ */
 function supportedTargets(): { name: string; version: string; targets: string[] } {
   try {
     const pkg = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as {
       name?: string
       version?: string
       optionalDependencies?: Record<string, string>
+      napi?: { targets?: string[] }
     }
     const name = pkg.name ?? 'ringbridge'
-    const targets = Object.keys(pkg.optionalDependencies ?? {})
+    let targets = Object.keys(pkg.optionalDependencies ?? {})
       .filter((dep) => dep.startsWith(`${name}-`))
       .map((dep) => dep.slice(name.length + 1))
+    if (targets.length === 0) targets = (pkg.napi?.targets ?? []).map(abiOfTriple).filter((t): t is string => !!t)
     return { name, version: pkg.version ?? '', targets: targets.length > 0 ? targets : FALLBACK_TARGETS }
   } catch {
     return { name: 'ringbridge', version: '', targets: FALLBACK_TARGETS }
