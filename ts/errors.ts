@@ -42,7 +42,9 @@ export const ERROR_CODES = [
 export type RingbridgeErrorCode = (typeof ERROR_CODES)[number]
 
 /**
- * An error raised by ringbridge at run time (closed kernel, full queue, kernel error…).
+ * An error raised by ringbridge at run time (closed kernel, full queue, kernel error…). A
+ * cancelled wait (`ERR_RINGBRIDGE_ABORTED`) is its subclass `AbortError`, named `AbortError`
+ * as Node's own cancellations are.
  * @example
  * ```ts
  * try {
@@ -67,6 +69,34 @@ export class RingbridgeError extends Error {
 }
 
 /**
+ * A cancelled wait (`ERR_RINGBRIDGE_ABORTED`: its `AbortSignal` aborted): a
+ * {@link RingbridgeError} named `AbortError`, as Node names its own cancellations, so code that
+ * tells a cancellation from a failure by `e.name === 'AbortError'` needs nothing of ours. `cause`
+ * is the signal's reason.
+ * @example
+ * ```ts
+ * const ac = new AbortController()
+ * setTimeout(() => ac.abort(new Error('user left')), 100)
+ * try {
+ *   await kernel.request(1, { signal: ac.signal })
+ * } catch (e) {
+ *   if ((e as Error).name === 'AbortError') console.log('cancelled:', (e as Error).cause) // e.code: ERR_RINGBRIDGE_ABORTED
+ *   else throw e
+ * }
+ * ```
+ */
+export class AbortError extends RingbridgeError {
+  /** Always `ERR_RINGBRIDGE_ABORTED`. */
+  declare readonly code: 'ERR_RINGBRIDGE_ABORTED'
+
+  /** `message` names the call; `options.cause` is the signal's reason. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_RINGBRIDGE_ABORTED', message, options)
+    this.name = 'AbortError'
+  }
+}
+
+/**
  * A value of the wrong type (a message field, an option).
  * @example
  * ```ts
@@ -80,8 +110,11 @@ export class RingbridgeError extends Error {
 export class RingbridgeTypeError extends TypeError {
   /** The stable code. */
   readonly code: RingbridgeErrorCode
-  constructor(code: RingbridgeErrorCode, message: string) {
-    super(message)
+  /**
+   * @param options.cause what led to it (a module that failed to load, say), as `error.cause`.
+   */
+  constructor(code: RingbridgeErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'RingbridgeTypeError'
     this.code = code
   }

@@ -19,7 +19,7 @@ import { MessageChannel } from 'node:worker_threads'
 import { ChunkReader, ChunkWriter, type ReceiveChunk, type SendChunk } from './chunk'
 import type { Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './errors'
-import type { WorkerRunner } from './handler'
+import { withModuleHandler, type WorkerRunner } from './handler'
 import { Host } from './host'
 import { Inbox } from './inbox'
 import { abortLaunch, checkLaunch, launchNative, launchNativeAsync, mapKernel, stageBuffers, stageMemory, type NativeKernel, type SharedInput, type StageShape } from './launch'
@@ -33,6 +33,12 @@ import type { CommitOptions, KernelHostStatus, KernelState, KernelStats, LaunchO
 import { abortedError, bound, waitLimit, type Entry, type Waiter } from './wait'
 
 const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED', `${what}: the kernel is terminated`)
+
+// `await using` looks up `Symbol.asyncDispose`: Node has it from 20.4 (18.18); on an older Node
+// it is defined here as Node defines it, `Symbol.for('nodejs.asyncDispose')`, so that the
+// classes below and the streams of Node agree on the symbol. Before the classes: their method
+// names are computed when they are defined.
+;(Symbol as { asyncDispose?: symbol }).asyncDispose ??= Symbol.for('nodejs.asyncDispose')
 
 /**
  * A launched ring kernel: send messages, receive replies, make requests, control its life.
@@ -49,8 +55,16 @@ const closedError = (what: string) => new RingbridgeError('ERR_RINGBRIDGE_CLOSED
  * console.log(await k.request(8)) // 8
  * await k.terminate()
  * ```
+ * @example
+ * A kernel is `AsyncDisposable`: `await using` terminates it (drain) when the block ends.
+ * ```ts
+ * {
+ *   await using k = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+ *   console.log(await k.request(8)) // 8
+ * } // k.terminate() here, however the block is left
+ * ```
  */
-export class RingKernel<TIn, TOut> {
+export class RingKernel<TIn, TOut> implements AsyncDisposable {
   /** The backend running this kernel (`cpu` or `cuda`). */
   readonly backend: string
   /** Why that backend was chosen. */
@@ -99,9 +113,11 @@ export class RingKernel<TIn, TOut> {
    * @internal Use `Runtime.launch` or `Runtime.launchRoute`. Under `process` isolation the
    * kernel host starts off the JS thread (`launchAsync`): the event loop runs meanwhile.
    */
-  static async open<TIn, TOut>(options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void): Promise<RingKernel<TIn, TOut>> {
+  static async open<TIn, TOut>(given: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void): Promise<RingKernel<TIn, TOut>> {
+    // `cpu: { filename, export }` is checked here and stands in as a function from now on.
+    const options = Array.isArray(given) ? given.map((o) => withModuleHandler(o)) : withModuleHandler(given as LaunchOptions<TIn, TOut>)
     const { stages } = checkLaunch(options, backend, device)
-    if (stages[0]!.isolation !== 'process') return new RingKernel<TIn, TOut>(options, backend, device, onClosed)
+    if (stages[0]!.isolation !== 'process') return RingKernel.#started(new RingKernel<TIn, TOut>(options, backend, device, onClosed))
     const bell: { ref?: WeakRef<RingKernel<any, any>> } = {}
     const doorbell = () => {
       const kernel = bell.ref?.deref()
@@ -111,6 +127,23 @@ export class RingKernel<TIn, TOut> {
     const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages })
     bell.ref = new WeakRef(k)
     return k
+  }
+
+  /**
+   * A kernel with a JS handler is handed out once its worker has built the handler (loaded its
+   * module): a module that fails to load, or whose export is not a function, fails the launch
+   * (the kernel is stopped).
+   */
+  static async #started<K extends RingKernel<any, any>>(kernel: K): Promise<K> {
+    const worker = kernel.#worker
+    if (worker === undefined) return kernel
+    try {
+      await worker.ready
+    } catch (e) {
+      kernel.dispose()
+      throw e
+    }
+    return kernel
   }
 
   /** @internal `launched`: a kernel `open` launched off the JS thread, with its checked stages. */
@@ -192,7 +225,19 @@ export class RingKernel<TIn, TOut> {
 
   /**
    * For a JS handler (`cpu:`): the message of the first exception it threw that was not a
-   * `ctx.fail` (those messages were answered with HANDLER_FAULT error frames).
+   * `ctx.fail` (those messages were answered with HANDLER_FAULT error frames). Each such
+   * message's own rejection carries its exception too: its text at the end of the error's
+   * message, the exception itself (rebuilt from the worker: name, message, stack) as `cause`,
+   * and its message as `details.handlerError`.
+   * @example
+   * ```ts
+   * try {
+   *   await kernel.request(msg)
+   * } catch (e) {
+   *   console.error(e.message) // kernel rejected message 1: handler-fault (code 5, detail 0): ReferenceError: FACTOR is not defined
+   *   console.error(kernel.handlerFault) // FACTOR is not defined (the first one)
+   * }
+   * ```
    */
   get handlerFault(): string | undefined {
     return this.#worker?.lastFault
@@ -403,7 +448,7 @@ export class RingKernel<TIn, TOut> {
       const bytes = fast ? undefined : outbox.encode(message)
       if (fast) outbox.stage(message, id)
       const reply = new Promise<TOut>((resolve, reject) => {
-        const w: Waiter<TOut> = { resolve, reject, started: performance.now() }
+        const w: Waiter<TOut> = { resolve, reject: this.#worker ? (e) => reject(this.#explain(e)) : reject, started: performance.now() }
         if (limit.timeoutMs !== undefined || limit.signal !== undefined) {
           w.disarm = bound(limit, (why) => {
             if (!pending.delete(id)) return
@@ -440,11 +485,11 @@ export class RingKernel<TIn, TOut> {
       if (limit.signal?.aborted) throw abortedError('receive', limit.signal)
       this.#host.pump()
       const now = this.#inbox.takeReply()
-      if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(now.error)
+      if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(this.#explain(now.error))
       if (this.#host.closed) return Promise.reject(closedError('receive'))
       const receivers = this.#inbox.receivers
       return new Promise<TOut>((resolve, reject) => {
-        const w: Waiter<TOut> = { resolve, reject }
+        const w: Waiter<TOut> = { resolve, reject: this.#worker ? (e) => reject(this.#explain(e)) : reject }
         if (limit.timeoutMs !== undefined || limit.signal !== undefined) {
           w.disarm = bound(limit, (why) => {
             const i = receivers.indexOf(w)
@@ -471,11 +516,15 @@ export class RingKernel<TIn, TOut> {
     if (max !== Infinity && (!Number.isInteger(max) || max < 0)) badOption('tryReceiveMany max', 'a non-negative integer or Infinity', max)
     // Replies already queued come first; then, with nothing queued ahead, straight from the
     // ring (no queue entry per reply); the pump afterwards routes what the fast path left.
-    const out = this.#inbox.takeMany(max)
-    this.#inbox.pullDirect(out, max)
-    this.#host.pump()
-    if (out.length < max && this.#inbox.replies.length > 0) this.#inbox.takeMany(max, out)
-    return out
+    try {
+      const out = this.#inbox.takeMany(max)
+      this.#inbox.pullDirect(out, max)
+      this.#host.pump()
+      if (out.length < max && this.#inbox.replies.length > 0) this.#inbox.takeMany(max, out)
+      return out
+    } catch (e) {
+      throw this.#explain(e as Error)
+    }
   }
 
   /**
@@ -543,6 +592,29 @@ export class RingKernel<TIn, TOut> {
     if (mode !== 'drain' && mode !== 'abandon') return Promise.reject(new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `terminate mode: expected 'drain' or 'abandon', got ${String(mode)}`))
     this.#report ??= this.#terminate(mode)
     return this.#report
+  }
+
+  /**
+   * `await using`: terminates the kernel with the default mode (`drain`) and resolves when it
+   * has stopped. Idempotent; on a kernel already terminated (or disposed) it does nothing and
+   * never throws. If the terminate fails, the kernel is stopped at once ({@link RingKernel.dispose})
+   * and the error is thrown.
+   * @example
+   * ```ts
+   * async function sum(rt: Runtime, xs: number[]) {
+   *   await using k = await rt.launch({ input: u32, output: u32, cpu: (x: number) => x * 2 })
+   *   return (await Promise.all(xs.map((x) => k.request(x)))).reduce((a, b) => a + b, 0)
+   * } // k is terminated (drained) here, also when a request threw
+   * ```
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.#host.closed) return
+    try {
+      await this.terminate()
+    } catch (e) {
+      this.dispose()
+      throw e
+    }
   }
 
   /** Stops the kernel at once (abandon) and releases it; synchronous. Prefer {@link RingKernel.terminate}. */
@@ -623,6 +695,11 @@ export class RingKernel<TIn, TOut> {
   /** The fault that ended the kernel (a trapping GPU handler), if one did. */
   get fault(): Error | undefined {
     return this.#fault
+  }
+
+  /** A JS handler's HANDLER_FAULT error with the handler's own exception added ({@link WorkerRunner.explain}). */
+  #explain(e: Error): Error {
+    return this.#worker === undefined ? e : this.#worker.explain(e)
   }
 
   /** Polls the output ring for request `id`'s reply for at most `#spinMs`. */

@@ -46,8 +46,18 @@ export interface RuntimeOptions {
  * const k = await rt.launch({ handler: 'echo', input: bytes(), output: bytes() })
  * await rt.close()
  * ```
+ * @example
+ * A runtime is `AsyncDisposable`: `await using` closes it (terminating its kernels) when the
+ * block ends.
+ * ```ts
+ * {
+ *   await using rt = await Runtime.open()
+ *   await using k = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+ *   console.log(await k.request(7)) // 7
+ * } // k is terminated, then rt closed, however the block is left
+ * ```
  */
-export class Runtime {
+export class Runtime implements AsyncDisposable {
   /** The backend kernels run on. */
   readonly backend: string
   /** Why it was chosen (for `auto`, why the others were not). */
@@ -104,7 +114,9 @@ export class Runtime {
     if (this.#closed) throw new RingbridgeError('ERR_RINGBRIDGE_CLOSED', 'launch: the runtime is closed')
     const device = options?.device ?? this.devices[0]!
     if (!this.devices.includes(device)) badOption('device', `one of this runtime's devices (${this.devices.join(', ')})`, device)
-    const kernel: RingKernel<TIn, TOut> = await RingKernel.open<TIn, TOut>(options, this.backend, device, () => this.#kernels.delete(kernel))
+    // `kernel` is unset while `open` runs: a launch that fails stops its kernel (which calls back) first.
+    let kernel: RingKernel<TIn, TOut> | undefined = undefined
+    kernel = await RingKernel.open<TIn, TOut>(options, this.backend, device, () => kernel !== undefined && this.#kernels.delete(kernel))
     return this.#adopt(kernel, 'launch')
   }
 
@@ -144,7 +156,8 @@ export class Runtime {
       const device = o?.device ?? this.devices[0]!
       if (!this.devices.includes(device)) badOption(`route stage ${i}: device`, `one of this runtime's devices (${this.devices.join(', ')})`, device)
     }
-    const kernel: RingKernel<unknown, unknown> = await RingKernel.open<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!, () => this.#kernels.delete(kernel))
+    let kernel: RingKernel<unknown, unknown> | undefined = undefined
+    kernel = await RingKernel.open<unknown, unknown>(stages, this.backend, stages[0]?.device ?? this.devices[0]!, () => kernel !== undefined && this.#kernels.delete(kernel))
     return this.#adopt(kernel, 'launchRoute')
   }
 
@@ -175,6 +188,21 @@ export class Runtime {
     this.#closed = true
     await Promise.all([...this.#kernels].map((k) => k.terminate()))
     this.#kernels.clear()
+  }
+
+  /**
+   * `await using`: {@link Runtime.close} (every kernel terminated, draining each). Idempotent.
+   * @example
+   * ```ts
+   * async function main() {
+   *   await using rt = await Runtime.open({ backend: 'cpu' })
+   *   const k = await rt.launch({ handler: 'echo', input: u32, output: u32 })
+   *   return k.request(1)
+   * } // rt.close() here: k is terminated too
+   * ```
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
   }
 }
 

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Schema } from './codec'
+import type { RingbridgeError } from './errors'
 import type { cudaHeader } from './cuda'
 import type { JsHandler } from './handler'
 import type { LatencyPercentiles } from './histogram'
@@ -79,10 +80,30 @@ export interface LaunchOptions<TIn, TOut> {
    * A handler in JavaScript for the cpu backend (instead of `handler`): runs in a worker thread
    * over the same rings, so flows written for a CUDA handler (`source`) can be developed and
    * tested without a GPU. Give both `source` and `cpu` to run on whichever backend the runtime
-   * has. Rebuilt from its source text in the worker: it must not use outer variables; per-kernel
-   * state goes in `ctx.state`. `ctx.fail(code, detail)` answers with an error frame.
+   * has. `ctx.fail(code, detail)` answers with an error frame. Two forms:
+   * - a function: rebuilt from its source text in the worker, so it must not use outer
+   *   variables or imports; per-kernel state goes in `ctx.state`.
+   * - `{ filename, export? }`, as piscina takes its workers: the worker loads the module
+   *   (`require` for `.js`/`.cjs`, `import()` for `.mjs` or an ES module `.js`) and takes its
+   *   export `export` (default: `default`, else `module.exports` when that is a function), so
+   *   the handler may import modules and keep module state. `filename` is an absolute path or
+   *   a `file:` URL (a relative one is an error). A module that fails to load, or an export that
+   *   is not a function, fails the launch (`ERR_RINGBRIDGE_INVALID_ARGUMENT`, naming the file,
+   *   the export and what was found). It is called as the function form is: synchronously.
+   *
+   * A handler that throws answers with a HANDLER_FAULT error frame: the message's `request()`
+   * rejects with `ERR_RINGBRIDGE_KERNEL_ERROR` whose message ends with the exception's text, and
+   * whose `cause` is the exception.
+   * @example
+   * ```ts
+   * // scale.mjs: import { hostname } from 'node:os'
+   * //            const FACTOR = 3
+   * //            export function scale(x) { return x * FACTOR }
+   * const k = await rt.launch({ input: u32, output: u32, cpu: { filename: new URL('./scale.mjs', import.meta.url), export: 'scale' } })
+   * await k.request(2) // 6
+   * ```
    */
-  cpu?: JsHandler<TIn, TOut>
+  cpu?: JsHandler<TIn, TOut> | { filename: string | URL; export?: string }
   /** Schema of the messages sent. */
   input: Schema<TIn>
   /** Schema of the replies. */
@@ -157,7 +178,8 @@ export interface WaitOptions {
   /** Give up after this many ms with `ERR_RINGBRIDGE_TIMEOUT` (default: no limit). */
   timeoutMs?: number
   /**
-   * Cancels the wait with `ERR_RINGBRIDGE_ABORTED` (the signal's reason as `cause`). A message
+   * Cancels the wait with `ERR_RINGBRIDGE_ABORTED`: a {@link RingbridgeError} named `AbortError`
+   * (as Node names its own cancellations), the signal's reason as `cause`. A message
    * not yet in the input ring (waiting in the send queue or for room) is withdrawn and never
    * sent; one already in the ring cannot be taken back: its reply is counted as late.
    */

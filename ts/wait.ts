@@ -5,7 +5,7 @@
  * @internal
  * @module
  */
-import { RingbridgeError, badOption } from './errors'
+import { AbortError, badOption } from './errors'
 import type { WaitOptions } from './types'
 
 /** The longest timer Node keeps: a longer `setTimeout` fires after 1 ms instead (with a warning). */
@@ -48,9 +48,13 @@ export function waitLimit(options: WaitOptions | undefined): WaitLimit {
   return { timeoutMs: t, signal }
 }
 
-/** `ERR_RINGBRIDGE_ABORTED` for `what`, the signal's reason as `cause`. */
-export function abortedError(what: string, signal: AbortSignal): RingbridgeError {
-  return new RingbridgeError('ERR_RINGBRIDGE_ABORTED', `${what}: aborted`, { cause: signal.reason })
+/**
+ * `ERR_RINGBRIDGE_ABORTED` for `what`, the signal's reason as `cause`: an {@link AbortError}
+ * (a {@link RingbridgeError} named `AbortError`, as Node's own cancellations are). Every
+ * aborted wait (send, request, receive, nextChunk) makes its error here.
+ */
+export function abortedError(what: string, signal: AbortSignal): AbortError {
+  return new AbortError(`${what}: aborted`, { cause: signal.reason })
 }
 
 /**

@@ -8,9 +8,13 @@
  * @internal
  * @module
  */
+import { extname } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { schemaFrom, type SchemaDescriptor } from './codec'
+import { describe } from './errors'
+import { FaultLog, faultText, type FaultText } from './handler'
 import { FIRST_HANDLER_CODE, FLAG, FRAME, FRAME_HEADER_BYTES, KERNEL_ERROR, STATE, TERMINATE, readCorrelationId, writeErrorRecord, writeFrameHeader } from './protocol'
 import { ControlBlockView } from './ring'
 
@@ -25,18 +29,104 @@ export interface RingShape {
   outSlot: number
 }
 
+/**
+ * Where the worker gets its handler: the source text of a function (rebuilt with `new
+ * Function`), or a module file to load (an absolute path) and the export to take from it.
+ */
+export type HandlerSpec = { source: string } | { filename: string; export: string | undefined }
+
 /** What the host hands the worker. */
 export interface WorkerKernelData extends RingShape {
   buffer: SharedArrayBuffer
   input: SchemaDescriptor
   output: SchemaDescriptor
-  handler: string
+  handler: HandlerSpec
+  /** The {@link FaultLog}'s buffer: the handler's exceptions, for the host to read. */
+  faults: SharedArrayBuffer
+}
+
+/**
+ * What the worker posts to the host: `bell` (a doorbell), `{ ready }` once the handler is built
+ * (before the first message), `{ loadError }` when it could not be (the worker then ends,
+ * its kernel terminated), `{ fault }` with the first handler exception's text.
+ */
+export type WorkerReport = 'bell' | { ready: true } | { loadError: string; cause?: FaultText } | { fault: string }
+
+/** `import()` as Node runs it: TypeScript would compile a literal `import()` to `require` here. */
+// eslint-disable-next-line @typescript-eslint/no-implied-eval
+const importModule = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>
+
+/**
+ * Loads a handler module and takes its export: `require` for `.js`/`.cjs` (and `import()` when
+ * that says ERR_REQUIRE_ESM), `import()` for `.mjs`; export `name` (default `default`, then the
+ * module itself if it is a function). Throws a {@link ModuleHandlerError} naming the file, the
+ * export and what was found when that is not a function.
+ */
+export async function loadHandlerModule(filename: string, name: string | undefined): Promise<Function> {
+  const path = filename.startsWith('file:') ? fileURLToPath(filename) : filename
+  let mod: unknown
+  if (extname(path) === '.mjs') mod = await importModule(pathToFileURL(path).href)
+  else {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      mod = require(path)
+    } catch (e) {
+      if ((e as { code?: unknown })?.code !== 'ERR_REQUIRE_ESM') throw e
+      mod = await importModule(pathToFileURL(path).href)
+    }
+  }
+  const exportName = name ?? 'default'
+  const exports = (mod !== null && (typeof mod === 'object' || typeof mod === 'function') ? mod : {}) as Record<string, unknown>
+  let fn = exports[exportName]
+  if (fn === undefined && exportName === 'default' && typeof mod === 'function') fn = mod
+  if (typeof fn !== 'function') {
+    const names = Object.keys(exports).filter((k) => k !== '__esModule')
+    const has = names.length === 0 ? 'it exports nothing' : `its exports: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', …' : ''}`
+    throw new ModuleHandlerError(`cpu: expected export "${exportName}" of ${path} to be a function (msg, ctx) => reply, found ${describe(fn)} (${has})`)
+  }
+  return fn as Function
+}
+
+/** A handler module whose export is not a function (the launch fails with its message). */
+export class ModuleHandlerError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ModuleHandlerError'
+  }
 }
 
 const MAX_BATCH = 1024
 const SLEEP_MS = 50
 
-function run(d: WorkerKernelData): void {
+/** Builds the handler the host described: from its source text, or from its module. */
+async function buildHandler(spec: HandlerSpec): Promise<Function> {
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  if ('source' in spec) return new Function(`return (${spec.source})`)() as Function
+  return loadHandlerModule(spec.filename, spec.export)
+}
+
+/** Builds the handler, says so (or why not: the kernel is then terminated), and runs. */
+async function main(d: WorkerKernelData): Promise<void> {
+  let handler: Function
+  try {
+    handler = await buildHandler(d.handler)
+  } catch (e) {
+    const cb = new ControlBlockView(d.buffer, d.base)
+    const text = faultText(e)
+    const where = 'filename' in d.handler ? d.handler.filename : 'the cpu handler'
+    const loadError = e instanceof ModuleHandlerError ? e.message : `cpu: cannot load ${where}: ${text.name}: ${text.message}`
+    // Terminated before anyone waits on the worker's exit event: a join sees it at once.
+    if (cb.load32('error_code') === KERNEL_ERROR.none) cb.store32('error_code', KERNEL_ERROR.handlerFault)
+    cb.store32('state', STATE.terminated)
+    parentPort!.postMessage({ loadError, cause: text } satisfies WorkerReport)
+    parentPort!.postMessage('bell' satisfies WorkerReport)
+    return
+  }
+  parentPort!.postMessage({ ready: true } satisfies WorkerReport)
+  run(d, handler as (msg: unknown, ctx: object) => unknown)
+}
+
+function run(d: WorkerKernelData, handler: (msg: unknown, ctx: object) => unknown): void {
   const cb = new ControlBlockView(d.buffer, d.base)
   const u32 = cb.u32
   const u64 = cb.u64
@@ -57,8 +147,7 @@ function run(d: WorkerKernelData): void {
   const dv = new DataView(d.buffer)
   const input = schemaFrom(d.input)
   const output = schemaFrom(d.output)
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  const handler = new Function(`return (${d.handler})`)() as (msg: unknown, ctx: object) => unknown
+  const faults = new FaultLog(d.faults)
   const state: Record<string, unknown> = {}
   const fail = (code: number, detail = 0): never => {
     if (!Number.isInteger(code) || code < FIRST_HANDLER_CODE || code > 0xffffffff) throw new RangeError(`ctx.fail: code ${code} is not an integer from ${FIRST_HANDLER_CODE} to 4294967295`)
@@ -140,7 +229,7 @@ function run(d: WorkerKernelData): void {
         written = output.encode(dv, out + FRAME_HEADER_BYTES, value, d.outSlot - FRAME_HEADER_BYTES, 'reply')
       } catch (e) {
         // A reply that does not fit its schema is the handler's fault, answered as such.
-        reportFault(e)
+        reportFault(e, correlation)
         writeError(out, KERNEL_ERROR.handlerFault, 0, typeId, correlation)
         return
       }
@@ -153,10 +242,17 @@ function run(d: WorkerKernelData): void {
     recordError(code)
   }
 
-  const reportFault = (e: unknown) => {
+  /**
+   * Records a handler exception for the message of `correlation` — in the fault log, before its
+   * error frame is written, so the host finds it with the frame — and posts the first one's
+   * text (`kernel.handlerFault`).
+   */
+  const reportFault = (e: unknown, correlation: bigint) => {
+    const text = faultText(e)
+    faults.write(correlation, text)
     if (reportedFault) return
     reportedFault = true
-    parentPort!.postMessage({ fault: String((e as { message?: unknown })?.message ?? e) })
+    parentPort!.postMessage({ fault: text.message } satisfies WorkerReport)
   }
 
   /**
@@ -212,7 +308,7 @@ function run(d: WorkerKernelData): void {
       if (typeof err?.kernelCode === 'number' && err.kernelCode >= FIRST_HANDLER_CODE) {
         return error(err.kernelCode, typeof err.detail === 'number' ? err.detail >>> 0 : 0) && ok
       }
-      reportFault(e)
+      reportFault(e, correlation)
       return error(KERNEL_ERROR.handlerFault, 0) && ok
     }
     return ok
@@ -250,4 +346,4 @@ function run(d: WorkerKernelData): void {
   bell()
 }
 
-if (parentPort !== null && workerData !== undefined) run(workerData as WorkerKernelData)
+if (parentPort !== null && workerData !== undefined) void main(workerData as WorkerKernelData)
