@@ -188,6 +188,36 @@ test('package.json: engines, entry points and napi targets are pinned', (t) => {
   t.true(Array.isArray(pkg.files) && pkg.files.includes('index.js') && pkg.files.includes('index.d.ts'), 'the entry points are published')
 })
 
+test('package.json: the exports map exposes the public API only (ESM and CJS) and the kernel-host entry', (t) => {
+  t.is(pkg.type, 'commonjs')
+  t.deepEqual(pkg.exports, {
+    '.': {
+      import: { types: './index.d.mts', default: './index.mjs' },
+      require: { types: './index.d.ts', default: './index.js' },
+    },
+    './kernel-host': { types: './ts/kernel-host.d.ts', default: './ts/kernel-host.js' },
+    './package.json': './package.json',
+  })
+  for (const file of ['index.mjs', 'index.d.mts']) {
+    t.true(pkg.files.includes(file), `${file} is published`)
+    t.true(existsSync(path.join(root, file)), `${file} exists`)
+  }
+  // The ESM entry re-exports exactly the CommonJS build's values (one implementation).
+  const esm = readFileSync(path.join(root, 'index.mjs'), 'utf8')
+  const list = /export\s*\{([^}]*)\}\s*from\s*'\.\/index\.js'/.exec(esm)
+  t.truthy(list, 'index.mjs re-exports from ./index.js')
+  t.deepEqual(list![1]!.split(',').map((s) => s.trim()).filter(Boolean).sort(), [...VALUE_EXPORTS].sort())
+  t.false(/^\s*import\s/m.test(esm.replace(/^\s*\/\/.*$/gm, '')), 'index.mjs imports nothing else')
+  t.is(readFileSync(path.join(root, 'index.d.mts'), 'utf8').replace(/^\/\/.*\n/gm, '').trim(), "export * from './index.js'")
+})
+
+test('ts/kernel-host: importing it does nothing; only running it as the main module serves', (t) => {
+  const host = require(path.join(root, 'ts', 'kernel-host.js')) as Record<string, unknown>
+  t.deepEqual(Object.keys(host), ['run'])
+  t.is(typeof host.run, 'function')
+  t.regex(readFileSync(path.join(root, 'ts', 'kernel-host.js'), 'utf8'), /\nif \(require\.main === module\)\s*run\(\);?\n/)
+})
+
 test('the package name resolves to the same module as index', (t) => {
   t.is(require(path.join(root, pkg.main as string)), require('../index'))
   t.deepEqual([...ringbridge.BACKPRESSURE_POLICIES], ['block', 'reject', 'drop-oldest', 'drop-newest'])
