@@ -30,12 +30,68 @@ test('every name the package exports has a usage example in its documentation (t
   t.deepEqual(missing.map((s) => s.name), [])
 })
 
-test('README quick start is the tested example, verbatim', (t) => {
+/** A snippet cut from inside a function, as the README shows it: the common indentation removed. */
+function dedent(code: string): string {
+  const lines = code.split('\n')
+  const indent = Math.min(...lines.filter((l) => l.trim()).map((l) => /^ */.exec(l)![0].length))
+  return lines.map((l) => l.slice(indent)).join('\n')
+}
+
+/** Every `<!-- snippet: path -->` block of the README: the file it names and the code it shows. */
+function readmeSnippets(): { file: string; code: string }[] {
   const readme = read('README.md')
-  const block = /<!-- snippet: examples\/quickstart\.ts -->\n```ts\n([\s\S]*?)\n```/.exec(readme)
-  t.truthy(block, 'README lacks the quickstart snippet block')
-  t.is(block![1], snippetOf(read('examples/quickstart.ts')))
+  return [...readme.matchAll(/<!-- snippet: (\S+) -->\n```\w*\n([\s\S]*?)\n```/g)].map((m) => ({ file: m[1]!, code: m[2]! }))
+}
+
+test('README quick start is the tested example, verbatim', (t) => {
+  const snippets = readmeSnippets()
+  const quickstart = snippets.find((s) => s.file === 'examples/quickstart.ts')
+  t.truthy(quickstart, 'README lacks the quickstart snippet block')
+  t.is(quickstart!.code, snippetOf(read('examples/quickstart.ts')))
 })
+
+test('every README snippet block is its example file, verbatim (ESM and CommonJS included)', (t) => {
+  const files = readmeSnippets().map((s) => s.file)
+  for (const f of ['examples/quickstart.mjs', 'examples/quickstart.cjs', 'examples/quickstart.ts']) t.true(files.includes(f), `README shows ${f}`)
+  for (const { file, code } of readmeSnippets()) t.is(code, dedent(snippetOf(read(file))), file)
+})
+
+test('README is for users first: what it is, install, platforms, ESM and CJS, then the rest, contributors last', (t) => {
+  const readme = read('README.md')
+  const at = (needle: string) => {
+    const i = readme.indexOf(needle)
+    t.true(i >= 0, `README has ${JSON.stringify(needle)}`)
+    return i
+  }
+  const order = [
+    at('**persistent ring kernel**'),
+    at('npm install ringbridge'),
+    at('## Supported platforms'),
+    at('<!-- snippet: examples/quickstart.mjs -->'),
+    at('<!-- snippet: examples/quickstart.cjs -->'),
+    at('## Quick start (TypeScript)'),
+    at('## Performance'),
+    at('## Contributing'),
+  ]
+  t.deepEqual(order, [...order].sort((a, b) => a - b))
+  // The contributor commands live in the contributor section.
+  const contributing = readme.slice(at('## Contributing'))
+  for (const cmd of ['npm install', 'npm start', 'npm test']) t.true(contributing.includes(cmd), cmd)
+  // The platform table names what the brief promises.
+  for (const s of ['Linux x64, glibc', 'Linux arm64, glibc', 'driver ≥ 580', 'CUDA 13.0']) at(s)
+})
+
+for (const [file, expected] of [
+  ['examples/quickstart.mjs', ['[ 12, 24, 36, 48 ]']],
+  ['examples/quickstart.cjs', ['{ key: 7, n: 1 }']],
+] as const) {
+  test(`README's ${file} runs (importing 'ringbridge' by name) and prints what the README says`, async (t) => {
+    const { stdout, stderr } = await run(process.execPath, [join(root, file)], { timeout: 30_000 })
+    t.deepEqual(stdout.trim().split('\n'), [...expected])
+    t.is(stderr, '')
+    for (const line of expected) t.true(read(file).includes(`// ${line}`), `${file} documents ${line}`)
+  })
+}
 
 test('quick start runs and prints what the README says', async (t) => {
   const { stdout } = await run(process.execPath, [join(root, 'examples/quickstart.js')], { timeout: 30_000 })
