@@ -29,6 +29,7 @@ export {
   RingProducer,
   compileKernel,
   cudaHeader,
+  AbortError,
   ERROR_CODES,
   RingbridgeError,
   RingbridgeRangeError,

@@ -50,6 +50,7 @@ export { RingProducer, type ProducerHandle, type SharedInputStats } from './ts/p
 export { type HandlerContext, type JsHandler } from './ts/handler'
 export { compileKernel, cudaHeader, type CompiledKernel, type KernelSource } from './ts/cuda'
 export {
+  AbortError,
   ERROR_CODES,
   RingbridgeError,
   RingbridgeRangeError,

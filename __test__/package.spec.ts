@@ -42,6 +42,7 @@ const root = path.resolve(__dirname, '..')
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as Record<string, any>
 
 const VALUE_EXPORTS = [
+  'AbortError',
   'BACKPRESSURE_POLICIES',
   'ChunkSlots',
   'ERROR_CODES',

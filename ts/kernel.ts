@@ -110,13 +110,16 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   #ready = false
 
   /**
-   * @internal Use `Runtime.launch` or `Runtime.launchRoute`. Under `process` isolation the
-   * kernel host starts off the JS thread (`launchAsync`): the event loop runs meanwhile.
+   * @internal Use `Runtime.launch` or `Runtime.launchRoute`. Under `process` isolation (the
+   * default) the kernel host starts off the JS thread (`launchAsync`): the event loop runs meanwhile.
    */
   static async open<TIn, TOut>(given: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void): Promise<RingKernel<TIn, TOut>> {
     // `cpu: { filename, export }` is checked here and stands in as a function from now on.
     const options = Array.isArray(given) ? given.map((o) => withModuleHandler(o)) : withModuleHandler(given as LaunchOptions<TIn, TOut>)
     const { stages } = checkLaunch(options, backend, device)
+    // In-process kernels still launch on the JS thread: moving them to the libuv pool (which the
+    // addon's launchAsync now supports, memory given) changed when the first doorbell reaches a
+    // cpu kernel, and a CUDA launch from a pool thread was not run on a GPU yet.
     if (stages[0]!.isolation !== 'process') return RingKernel.#started(new RingKernel<TIn, TOut>(options, backend, device, onClosed))
     const bell: { ref?: WeakRef<RingKernel<any, any>> } = {}
     const doorbell = () => {
@@ -124,9 +127,9 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
       if (kernel !== undefined && kernel.#ready) kernel.#host.pump()
     }
     const n = await launchNativeAsync(stages, Array.isArray(options), doorbell)
-    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages })
+    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages, memory: stages.map(() => undefined) })
     bell.ref = new WeakRef(k)
-    return k
+    return RingKernel.#started(k)
   }
 
   /**
@@ -152,7 +155,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     backend: string,
     device = 0,
     onClosed?: () => void,
-    launched?: { native: NativeKernel; doorbell: () => void; stages: StageShape[] },
+    launched?: { native: NativeKernel; doorbell: () => void; stages: StageShape[]; memory: (SharedArrayBuffer | undefined)[] },
   ) {
     this.#onClosed = onClosed
     const route = Array.isArray(options)
@@ -163,7 +166,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     const sendQueue = new MessageQueue<Queued>(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
     const replyQueue = new MessageQueue<Entry<TOut>>(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
 
-    const memory = stageMemory(stages)
+    const memory = launched?.memory ?? stageMemory(stages)
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)

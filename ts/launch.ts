@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path'
 
-import native from './binding'
+import native = require('./binding')
 import type { Schema } from './codec'
 import { cudaHeader } from './cuda'
 import { RingbridgeError, RingbridgeRangeError, RingbridgeTypeError, badOption, describe, fromNative } from './errors'
@@ -112,7 +112,7 @@ export function stageShape(options: LaunchOptions<unknown, unknown>, backend: st
 /** Validates one kernel's launch options (every public entry point's bad input gets a clear error). */
 function checkStage(options: LaunchOptions<unknown, unknown>, backend: string, device: number): StageShape {
   if (options === null || typeof options !== 'object') badOption('launch options', 'an object { handler, input, output, … }', options)
-  if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply', options.cpu)
+  if (options.cpu !== undefined && typeof options.cpu !== 'function') badOption('cpu', 'a function (msg, ctx) => reply, or { filename, export? } naming a module that exports one', options.cpu)
   const jsHandler = backend === 'cpu' && options.cpu !== undefined
   if (jsHandler && options.handler !== undefined) badOption('handler', 'nothing: the cpu handler replaces the built-in handler', options.handler)
   if (backend !== 'cpu' && options.cpu !== undefined && options.source === undefined) {
@@ -255,11 +255,16 @@ export function launchNative(memory: readonly (SharedArrayBuffer | undefined)[],
   }
 }
 
-/** Launches the native kernel (or route) in a kernel host, off the JS thread (`process` isolation). */
-export async function launchNativeAsync(stages: readonly StageShape[], route: boolean, doorbell: () => void): Promise<NativeKernel> {
+/**
+ * Launches the native kernel (or route) off the JS thread: in a kernel host (`process`
+ * isolation, `memory` all undefined), or in this process over `memory` (`thread` isolation:
+ * the regions are made on the JS thread, the launch — CUDA context, NVRTC, kernel — on the
+ * libuv pool).
+ */
+export async function launchNativeAsync(stages: readonly StageShape[], route: boolean, doorbell: () => void, memory: readonly (SharedArrayBuffer | undefined)[] = []): Promise<NativeKernel> {
   try {
-    const memories = stages.map(() => null)
-    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(null, stages[0]!.shape, doorbell))
+    const memories = stages.map((_, i) => (memory[i] ? new Uint8Array(memory[i]) : null))
+    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(memories[0] ?? null, stages[0]!.shape, doorbell))
   } catch (e) {
     throw fromNative(e)
   }

@@ -261,23 +261,56 @@ impl HostLaunch {
 
 /// A launch with its arguments checked: done (in this process), or a kernel host to start.
 enum Prepared {
-    Done(NativeKernel),
+    Local(LocalLaunch),
     Host(HostLaunch),
 }
 
+/// An in-process kernel (or route) whose regions are made (over the SharedArrayBuffers, on the
+/// JS thread) and whose launch — a CUDA context, an NVRTC compile on a cold cache, the kernel
+/// launch, a service thread — may run on any thread.
+struct LocalLaunch {
+    options: Vec<KernelOptions>,
+    users: Vec<Option<UserKernel>>,
+    regions: Vec<Arc<Region>>,
+    offsets: Vec<usize>,
+    route: bool,
+    notify: backend::Notify,
+}
+
+impl LocalLaunch {
+    fn run(mut self) -> Result<NativeKernel> {
+        // Checked in `prepare` already; built again here because a spec borrows its options.
+        let specs = self.options.iter().zip(&self.users).map(|(o, u)| spec_of(o, None, u.as_ref())).collect::<Result<Vec<_>>>()?;
+        let (kernel, launched) = if self.route {
+            backend::launch_route(&specs, self.regions, self.notify).map_err(to_js)?
+        } else {
+            let region = self.regions.pop().ok_or_else(|| invalid("a kernel needs its options"))?;
+            let (kernel, launched) = backend::launch(&specs[0], region, self.notify).map_err(to_js)?;
+            (kernel, vec![launched])
+        };
+        let stages = launched
+            .into_iter()
+            .zip(self.offsets)
+            .map(|(launched, offset)| Stage { region_offset: offset as u32, launched, shared: None })
+            .collect();
+        Ok(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Local(kernel)))), host: None, stages })
+    }
+}
+
 impl Prepared {
-    /// Finishes the launch on this thread.
+    /// Finishes the launch on this thread: the JS thread (the constructor, `route`) or the
+    /// libuv pool (`launchAsync`, `routeAsync`).
     fn run(self) -> Result<NativeKernel> {
         match self {
-            Prepared::Done(k) => Ok(k),
+            Prepared::Local(l) => l.run(),
             Prepared::Host(h) => h.run().map_err(to_js),
         }
     }
 }
 
-/// Checks a launch and does what must happen on the JS thread: in-process kernels launch here
-/// (their region may be a SharedArrayBuffer, their CUDA context this thread's); a kernel host
-/// gets its shared regions and requests, to start wherever the caller runs `Prepared::run`.
+/// Checks a launch and does what must happen on the JS thread: the regions (an in-process
+/// kernel's may be a SharedArrayBuffer) and, for a kernel host, its shared regions and
+/// requests. The launch itself happens wherever the caller runs `Prepared::run`.
 /// `route`: a route of `options.len()` stages (spec §14), else one kernel.
 fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorbell: Doorbell, route: bool) -> Result<Prepared> {
     if memories.len() != options.len() {
@@ -298,19 +331,8 @@ fn prepare(memories: Vec<Option<Uint8Array>>, options: Vec<KernelOptions>, doorb
     }
     let specs = options.iter().zip(&hosts).zip(&users).map(|((o, h), u)| spec_of(o, h.as_ref(), u.as_ref())).collect::<Result<Vec<_>>>()?;
     let Some(Some(command)) = hosts.first() else {
-        let (kernel, launched) = if route {
-            backend::launch_route(&specs, regions, notify_of(doorbell)).map_err(to_js)?
-        } else {
-            let region = regions.pop().ok_or_else(|| invalid("a kernel needs its options"))?;
-            let (kernel, launched) = backend::launch(&specs[0], region, notify_of(doorbell)).map_err(to_js)?;
-            (kernel, vec![launched])
-        };
-        let stages = launched
-            .into_iter()
-            .zip(offsets)
-            .map(|(launched, offset)| Stage { region_offset: offset as u32, launched, shared: None })
-            .collect();
-        return Ok(Prepared::Done(NativeKernel { runner: Arc::new(Mutex::new(Some(Runner::Local(kernel)))), host: None, stages }));
+        drop(specs);
+        return Ok(Prepared::Local(LocalLaunch { options, users, regions, offsets, route, notify: notify_of(doorbell) }));
     };
     if route {
         // Refused here, before a kernel host starts (the host checks again, in process).
@@ -416,9 +438,10 @@ impl NativeKernel {
         prepare(vec![memory], vec![options], doorbell, false)?.run()
     }
 
-    /// As the constructor, without blocking the JS thread while a kernel host starts and
-    /// launches: the host is started, and its launch report awaited, on the libuv pool. An
-    /// in-process kernel (`thread` isolation) launches on the JS thread as with the constructor.
+    /// As the constructor, without blocking the JS thread while the kernel launches: a kernel
+    /// host is started, and its launch report awaited, on the libuv pool; an in-process kernel
+    /// (`thread` isolation, over `memory`) is launched there too (its CUDA context, NVRTC compile
+    /// and kernel launch), its region made over `memory` on the JS thread first.
     /// Rejects with the constructor's errors (same `code` and message).
     #[napi(
         ts_args_type = "memory: Uint8Array | null, options: KernelOptions, doorbell: () => void",
