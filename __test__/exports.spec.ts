@@ -41,6 +41,17 @@ test.before(async () => {
       symlinkSync(from, to)
     }
   }
+  // The root package carries no binary: npm installs this platform's package beside it (the
+  // release writes it into optionalDependencies, scripts/pack.sh shows how). Made here from the
+  // checkout's npm/<abi>/package.json and its built .node.
+  const abi = `${process.platform}-${process.arch}-gnu`
+  const built = path.join(root, 'ts', `ringbridge.${abi}.node`)
+  const platformPkg = path.join(consumer, 'node_modules', `ringbridge-${abi}`)
+  if (existsSync(built) && existsSync(path.join(root, 'npm', abi, 'package.json'))) {
+    mkdirSync(platformPkg, { recursive: true })
+    copyFileSync(path.join(root, 'npm', abi, 'package.json'), path.join(platformPkg, 'package.json'))
+    copyFileSync(built, path.join(platformPkg, `ringbridge.${abi}.node`))
+  }
   writeFileSync(path.join(consumer, 'package.json'), JSON.stringify({ name: 'consumer', private: true }))
 })
 

@@ -187,6 +187,9 @@ test('package.json: engines, entry points and napi targets are pinned', (t) => {
   t.is(pkg.napi?.binaryName, 'ringbridge')
   t.deepEqual(pkg.napi?.targets, ['x86_64-unknown-linux-gnu', 'aarch64-unknown-linux-gnu'])
   t.true(Array.isArray(pkg.files) && pkg.files.includes('index.js') && pkg.files.includes('index.d.ts'), 'the entry points are published')
+  // The binary lives in the platform packages (npm/<abi>): a root package packed from a checkout
+  // must not carry the checkout's own build (linked against this machine's newer glibc).
+  t.false((pkg.files as string[]).some((f) => f.endsWith('.node')), 'the root package ships no .node')
 })
 
 test('package.json: the exports map exposes the public API only (ESM and CJS) and the kernel-host entry', (t) => {
