@@ -555,3 +555,31 @@ for (const transport of ['mapped', 'dma'] as const) {
     }
   })
 }
+
+// Replies that the event-loop pump moved into the reply queue before the first receiveChunk
+// cannot go back into the ring. That first call used to hand out the later replies as if they were the first
+// (a silent gap in the stream); it now says where the earlier ones are, once, and the next
+// call goes on in order.
+test('replies queued before the first receiveChunk are reported, not skipped; taken first, the rest follow in order', async (t) => {
+  const k = await launchEcho(t, 16)
+  const c = k.reserve(4)
+  fill(c, 4, 0, new DataView(c.first.buffer))
+  c.commit(4, { size: 8 })
+  await until(() => k.stats().processed === 4, 5000, '4 processed')
+  // A reader that is not chunks: the pump moves the replies into the reply queue.
+  t.deepEqual(k.tryReceiveMany(0), [])
+  await until(() => k.stats().depth.replyQueue === 4, 5000, 'the pump queued the 4 replies')
+  const e = t.throws(() => k.receiveChunk(8))
+  t.is(codeOf(e), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  t.regex(e!.message, /4 replies arrived before the first receiveChunk and went to the reply queue: take them first with tryReceiveMany\(\)/)
+  const early = k.tryReceiveMany()
+  t.deepEqual(early.map((b) => new DataView(b.buffer, b.byteOffset).getUint32(0, true)), [0, 1, 2, 3])
+  const d = k.reserve(4)
+  fill(d, 4, 4, new DataView(d.first.buffer))
+  d.commit(4, { size: 8 })
+  const r = await k.nextChunk(8, { timeoutMs: 5000 })
+  const view = new DataView(r.first.buffer)
+  t.deepEqual(Array.from({ length: r.count }, (_, i) => seqOf(r, i, view, 8)), [4, 5, 6, 7].slice(0, r.count))
+  r.release()
+  await within(k.terminate(), 10_000, 'terminate')
+})

@@ -392,7 +392,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    * terminated, replies still in the ring and not held by a chunk move to the reply queue
    * (`tryReceiveMany()` takes them), so that a drain can finish.
    * @param max most replies wanted, an integer from 0 to 2^32 (default: the ring's capacity).
-   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`; and once, on the first call, when replies had already gone to the reply queue (take them with `tryReceiveMany()` first: they are older than the ring's).
    * @example
    * ```ts
    * const replies = k.receiveChunk(1024)
@@ -424,12 +424,23 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     }
   }
 
-  /** The chunk reader; the inbox keeps replies in the ring for it from now on. */
+  /**
+   * The chunk reader; the inbox keeps replies in the ring for it from now on. Replies the pump
+   * had already moved into the reply queue cannot go back into the ring: the first call says so
+   * (once) instead of handing out later replies as if they were the first.
+   */
   #chunks(): ChunkReader {
     if (this.#chunkReader === undefined) {
       const inbox = this.#inbox
       inbox.keepForPackedReader()
       this.#chunkReader = inbox.chunks = new ChunkReader(this.#out, this.#host, (n) => (inbox.replied += n))
+      const queued = inbox.replies.length
+      if (queued > 0) {
+        throw new RingbridgeRangeError(
+          'ERR_RINGBRIDGE_INVALID_ARGUMENT',
+          `receiveChunk: ${queued} repl${queued === 1 ? 'y' : 'ies'} arrived before the first receiveChunk and went to the reply queue: take ${queued === 1 ? 'it' : 'them'} first with tryReceiveMany() (they come before the ring's), then receiveChunk again; call receiveChunk(0) before sending to keep every reply in the ring`,
+        )
+      }
     }
     return this.#chunkReader
   }
