@@ -117,9 +117,9 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     // `cpu: { filename, export }` is checked here and stands in as a function from now on.
     const options = Array.isArray(given) ? given.map((o) => withModuleHandler(o)) : withModuleHandler(given as LaunchOptions<TIn, TOut>)
     const { stages } = checkLaunch(options, backend, device)
-    // In-process kernels still launch on the JS thread: moving them to the libuv pool (which the
-    // addon's launchAsync now supports, memory given) changed when the first doorbell reaches a
-    // cpu kernel, and a CUDA launch from a pool thread was not run on a GPU yet.
+    // In-process kernels still launch on the JS thread: moving them to the libuv pool (the
+    // addon's launchAsync takes their memory) changed when the first doorbell reaches a cpu
+    // kernel, and a CUDA launch from a pool thread was not run on a GPU yet.
     if (stages[0]!.isolation !== 'process') return RingKernel.#started(new RingKernel<TIn, TOut>(options, backend, device, onClosed))
     const bell: { ref?: WeakRef<RingKernel<any, any>> } = {}
     const doorbell = () => {
@@ -127,7 +127,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
       if (kernel !== undefined && kernel.#ready) kernel.#host.pump()
     }
     const n = await launchNativeAsync(stages, Array.isArray(options), doorbell)
-    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages, memory: stages.map(() => undefined) })
+    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages })
     bell.ref = new WeakRef(k)
     return RingKernel.#started(k)
   }
@@ -155,7 +155,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     backend: string,
     device = 0,
     onClosed?: () => void,
-    launched?: { native: NativeKernel; doorbell: () => void; stages: StageShape[]; memory: (SharedArrayBuffer | undefined)[] },
+    launched?: { native: NativeKernel; doorbell: () => void; stages: StageShape[] },
   ) {
     this.#onClosed = onClosed
     const route = Array.isArray(options)
@@ -166,7 +166,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     const sendQueue = new MessageQueue<Queued>(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
     const replyQueue = new MessageQueue<Entry<TOut>>(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
 
-    const memory = launched?.memory ?? stageMemory(stages)
+    const memory = stageMemory(stages)
     // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
     // native finalizer can stop the thread.
     const self = new WeakRef(this)

@@ -255,16 +255,11 @@ export function launchNative(memory: readonly (SharedArrayBuffer | undefined)[],
   }
 }
 
-/**
- * Launches the native kernel (or route) off the JS thread: in a kernel host (`process`
- * isolation, `memory` all undefined), or in this process over `memory` (`thread` isolation:
- * the regions are made on the JS thread, the launch — CUDA context, NVRTC, kernel — on the
- * libuv pool).
- */
-export async function launchNativeAsync(stages: readonly StageShape[], route: boolean, doorbell: () => void, memory: readonly (SharedArrayBuffer | undefined)[] = []): Promise<NativeKernel> {
+/** Launches the native kernel (or route) in a kernel host, off the JS thread (`process` isolation). */
+export async function launchNativeAsync(stages: readonly StageShape[], route: boolean, doorbell: () => void): Promise<NativeKernel> {
   try {
-    const memories = stages.map((_, i) => (memory[i] ? new Uint8Array(memory[i]) : null))
-    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(memories[0] ?? null, stages[0]!.shape, doorbell))
+    const memories = stages.map(() => null)
+    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(null, stages[0]!.shape, doorbell))
   } catch (e) {
     throw fromNative(e)
   }
