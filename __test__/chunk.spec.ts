@@ -560,6 +560,36 @@ for (const transport of ['mapped', 'dma'] as const) {
 // cannot go back into the ring. That first call used to hand out the later replies as if they were the first
 // (a silent gap in the stream); it now says where the earlier ones are, once, and the next
 // call goes on in order.
+test('a chunk-only program finds every reply in its first receiveChunk, however the event loop turns fall', async (t) => {
+  // reserve() before any reader keeps replies in the ring (as receiveChunk(0) does): commits
+  // and turns of the event loop between them and the first receiveChunk move none into the
+  // reply queue. This used to depend on timing, and failed on a slow machine.
+  const k = await launchEcho(t, 16)
+  let seq = 0
+  for (let round = 0; round < 3; round++) {
+    const c = k.reserve(5) // 15 in all: the output ring (16) holds them
+    fill(c, c.count, seq, new DataView(c.first.buffer))
+    seq += c.commit(c.count, { size: 8 })
+    await until(() => k.stats().depth.outputRing === seq, 5000, 'replies in the ring')
+    await sleep(20)
+    t.is(k.stats().depth.replyQueue, 0)
+  }
+  const r = k.receiveChunk()
+  const view = new DataView(r.first.buffer)
+  t.deepEqual(Array.from({ length: r.count }, (_, i) => seqOf(r, i, view, 8)), Array.from({ length: seq }, (_, i) => i))
+  r.release()
+  // A queue reader coming first instead: replies go through the reply queue as before.
+  const k2 = await launchEcho(t, 16)
+  const c = k2.reserve(2)
+  fill(c, 2, 0, new DataView(c.first.buffer))
+  c.commit(2, { size: 8 })
+  const got = await k2.receiveBatch(2, { timeoutMs: 5000 })
+  while (got.length < 2) got.push(await k2.receive({ timeoutMs: 5000 }))
+  t.deepEqual(got.map((b) => new DataView(b.buffer, b.byteOffset).getUint32(0, true)), [0, 1])
+  await within(k.terminate(), 10_000, 'terminate')
+  await within(k2.terminate(), 10_000, 'terminate')
+})
+
 test('replies queued before the first receiveChunk are reported, not skipped; taken first, the rest follow in order', async (t) => {
   const k = await launchEcho(t, 16)
   const c = k.reserve(4)

@@ -63,6 +63,10 @@ export class Inbox<TOut> {
   #budget = DRAIN_BUDGET
   #resumeScheduled = false
   #packedReader = false
+  /** `#packedReader` is only implied by a `reserve()` (see {@link Inbox.keepForChunkSender}). */
+  #keepImplied = false
+  /** A reader of the reply queue (request, receive, tryReceiveMany) has been seen. */
+  #queueReaderSeen = false
   /**
    * The receive-chunk reader (`chunk.ts`), once a chunk was asked for: while it holds a chunk
    * or a `nextChunk()` waits, replies stay in the ring even when terminating.
@@ -337,6 +341,31 @@ export class Inbox<TOut> {
    */
   keepForPackedReader(): void {
     this.#packedReader = true
+    this.#keepImplied = false
+  }
+
+  /**
+   * A `reserve()` before anything has read the reply queue: replies stay in the ring, as after
+   * `receiveChunk(0)`, so that a chunk-only program finds them all in its first
+   * `receiveChunk()` however the event loop's turns fall (without this, whether the pump had
+   * already moved some into the reply queue depended on timing). The first queue reader
+   * ({@link Inbox.queueReader}) ends it: a chunk sender that reads replies by `request()` or
+   * `receive()` gets them there.
+   */
+  keepForChunkSender(): void {
+    if (this.#queueReaderSeen || this.#packedReader || this.replies.length > 0 || this.pending.size > 0) return
+    this.#packedReader = true
+    this.#keepImplied = true
+  }
+
+  /** Something reads the reply queue: an implied keep ({@link Inbox.keepForChunkSender}) ends. */
+  queueReader(): void {
+    if (this.#queueReaderSeen) return
+    this.#queueReaderSeen = true
+    if (this.#keepImplied) {
+      this.#keepImplied = false
+      this.#packedReader = false
+    }
   }
 
   /**

@@ -381,6 +381,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    * ```
    */
   reserve(max: number = this.capacity): SendChunk {
+    this.#inbox.keepForChunkSender()
     return this.#chunkWriter.reserve(max)
   }
 
@@ -391,8 +392,13 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    * ring for you: do not mix with `receive()`, `request()` and the like. When the kernel is
    * terminated, replies still in the ring and not held by a chunk move to the reply queue
    * (`tryReceiveMany()` takes them), so that a drain can finish.
+   *
+   * Replies stay in the ring from the first `receiveChunk()`, or from the first
+   * {@link RingKernel.reserve} made before anything read the reply queue; a program that only
+   * uses chunks therefore finds every reply here. (A `request()`, `receive()` or
+   * `tryReceiveMany()` before the first `receiveChunk()` ends what `reserve()` implied.)
    * @param max most replies wanted, an integer from 0 to 2^32 (default: the ring's capacity).
-   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`; and once, on the first call, when replies had already gone to the reply queue (take them with `tryReceiveMany()` first: they are older than the ring's).
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`; and once, on the first call, when replies had already gone to the reply queue — possible only after other sends or reads came first (take them with `tryReceiveMany()` first: they are older than the ring's).
    * @example
    * ```ts
    * const replies = k.receiveChunk(1024)
@@ -453,6 +459,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   request(message: TIn, options?: WaitOptions): Promise<TOut> {
     try {
       this.#checkOpen('request')
+      this.#inbox.queueReader()
       const limit = waitLimit(options)
       if (limit.signal?.aborted) throw abortedError('request', limit.signal)
       const outbox = this.#outbox
@@ -497,6 +504,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     try {
       const limit = waitLimit(options)
       if (limit.signal?.aborted) throw abortedError('receive', limit.signal)
+      this.#inbox.queueReader()
       this.#host.pump()
       const now = this.#inbox.takeReply()
       if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(this.#explain(now.error))
@@ -531,6 +539,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     // Replies already queued come first; then, with nothing queued ahead, straight from the
     // ring (no queue entry per reply); the pump afterwards routes what the fast path left.
     try {
+      this.#inbox.queueReader()
       const out = this.#inbox.takeMany(max)
       this.#inbox.pullDirect(out, max)
       this.#host.pump()
