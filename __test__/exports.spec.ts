@@ -227,3 +227,14 @@ for (const [file, expected] of [
     t.is(stdout.trim(), expected)
   })
 }
+
+test('runtime: bench --svg without the optional vega packages says what to install, exit 1, before any run', async (t) => {
+  // vega and vega-lite are optional peer dependencies: an installed ringbridge does not bring them.
+  t.false(existsSync(path.join(consumer, 'node_modules', 'vega')))
+  const bin = path.join(consumer, 'node_modules', 'ringbridge', 'bin', 'ringbridge.js')
+  const r = spawnSync(process.execPath, [bin, 'bench', '--backend', 'cpu', '--quick', '--svg', path.join(consumer, 'report.svg')], { cwd: consumer, encoding: 'utf8', timeout: 60_000 })
+  t.is(r.status, 1)
+  t.is(r.stdout, '', 'no figures: the bench did not run')
+  t.regex(r.stderr, /--svg needs vega and vega-lite, optional peer dependencies of ringbridge that are not installed here: run 'npm install --save-dev vega vega-lite'/)
+  t.false(existsSync(path.join(consumer, 'report.svg')))
+})

@@ -79,11 +79,17 @@ const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** di
 
 /** Runs the bench; prints; resolves with the exit code. */
 export async function bench(options: { backend: Backend; json: boolean; quick: boolean; svg?: string }): Promise<number> {
+  // Checked before the run: a missing plotting package should not cost a whole bench.
+  const plotting = options.svg === undefined ? undefined : await loadPlotting()
+  if (typeof plotting === 'string') {
+    console.error(`ringbridge: ${plotting}`)
+    return 1
+  }
   const bar = progress(process.stderr.isTTY === true)
   const { report, latencies } = await run(options, bar)
   bar.stop()
   if (options.svg !== undefined) {
-    writeFileSync(options.svg, await svgReport(report, latencies))
+    writeFileSync(options.svg, await svgReport(report, latencies, plotting))
     report.svg = options.svg
   }
   if (options.json) console.log(JSON.stringify(report, null, 2))
@@ -208,17 +214,46 @@ export async function streamChunks(k: RingKernel<Uint8Array, Uint8Array>, total:
   return (performance.now() - start) / 1000
 }
 
+/** The plotting libraries the SVG report is drawn with. */
+export interface Plotting {
+  vega: any
+  vl: any
+}
+
+/**
+ * Loads Vega and Vega-Lite, or says why not. They are optional peer dependencies (about 12 MB
+ * that only `--svg` uses), so a project that depends on ringbridge does not install them.
+ */
+export async function loadPlotting(): Promise<Plotting | string> {
+  // Both packages are ES modules; this file compiles to CommonJS, whose import() would become
+  // require(). A real dynamic import keeps them loadable on every Node.js >= 20.
+  const load = new Function('s', 'return import(s)') as (s: string) => Promise<any>
+  const missing: string[] = []
+  const loaded: Record<string, any> = {}
+  for (const name of ['vega', 'vega-lite']) {
+    try {
+      loaded[name] = await load(name)
+    } catch (e) {
+      const code = (e as { code?: string }).code
+      if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw e
+      missing.push(name)
+    }
+  }
+  if (missing.length > 0) {
+    return `--svg needs ${missing.join(' and ')}, optional peer dependencies of ringbridge that are not installed here: run 'npm install --save-dev vega vega-lite' in your project, or leave out --svg`
+  }
+  return { vega: loaded.vega, vl: loaded['vega-lite'] }
+}
+
 /**
  * The SVG report: a latency histogram of the round trips (up to p99.9, so one outlier does not
  * flatten it) above throughput against batch size, drawn by Vega-Lite/Vega in Node (no browser,
  * no canvas).
  */
-export async function svgReport(report: BenchReport, latencies: Float64Array): Promise<string> {
-  // Both packages are ES modules; this file compiles to CommonJS, whose import() would become
-  // require(). A real dynamic import keeps them loadable on every Node.js >= 20.
-  const load = new Function('s', 'return import(s)') as (s: string) => Promise<any>
-  const vega = await load('vega')
-  const vl = await load('vega-lite')
+export async function svgReport(report: BenchReport, latencies: Float64Array, plotting?: Plotting): Promise<string> {
+  const loaded = plotting ?? (await loadPlotting())
+  if (typeof loaded === 'string') throw new Error(loaded)
+  const { vega, vl } = loaded
   const sorted = latencies.slice().sort()
   const cap = pct(sorted, 0.999)
   const values = Array.from(sorted.filter((x) => x <= cap), (us) => ({ us }))
