@@ -195,3 +195,27 @@ gpuTest('isolation thread: a trap rejects with ERR_RINGBRIDGE_CUDA; thread launc
   const isolated = await rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'process' })
   t.is(await isolated.request(11), 11)
 })
+
+// Issue #14 item 3: an in-process launch (`isolation: 'thread'`) runs on the libuv pool, as a
+// kernel host's start does: its CUDA context, the mapped region's registration (pinning 1 GiB
+// takes a while) and the kernel launch leave the event loop free. On the JS thread a 5 ms timer
+// got at most one tick through the whole launch.
+gpuTest('isolation thread: timers keep firing while a kernel over a 1 GiB mapped region launches', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 5)
+  const started = Date.now()
+  let k: RingKernel<Uint8Array, Uint8Array>
+  try {
+    k = await rt.launch({ handler: 'echo', input: bytes(), output: bytes(), capacity: 1 << 18, slotSize: 4096, transport: 'mapped', isolation: 'thread' })
+  } finally {
+    clearInterval(timer)
+  }
+  const ms = Date.now() - started
+  t.log(`launch ${ms} ms, ${ticks} timer ticks`)
+  t.is(k.isolation, 'thread')
+  t.deepEqual([...(await k.request(Uint8Array.of(1, 2, 3), { timeoutMs: 10_000 }))], [1, 2, 3])
+  if (ms >= 50) t.true(ticks >= Math.floor(ms / 5 / 4), `${ticks} timer ticks in a ${ms} ms launch`)
+  await within(k.terminate(), 30_000, 'terminate')
+})

@@ -22,7 +22,7 @@ import { RingbridgeError, RingbridgeRangeError, badOption, fromNative } from './
 import { withModuleHandler, type WorkerRunner } from './handler'
 import { Host } from './host'
 import { Inbox } from './inbox'
-import { abortLaunch, checkLaunch, launchNative, launchNativeAsync, mapKernel, stageBuffers, stageMemory, type NativeKernel, type SharedInput, type StageShape } from './launch'
+import { abortLaunch, checkLaunch, launchNativeAsync, mapKernel, stageBuffers, stageMemory, type NativeKernel, type SharedInput, type StageShape } from './launch'
 import { Outbox, type Queued } from './outbox'
 import { producerHandle, sharedInputStats, type ProducerHandle } from './producer'
 import { ERROR_NAMES } from './protocol'
@@ -110,24 +110,28 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   #ready = false
 
   /**
-   * @internal Use `Runtime.launch` or `Runtime.launchRoute`. Under `process` isolation (the
-   * default) the kernel host starts off the JS thread (`launchAsync`): the event loop runs meanwhile.
+   * @internal Use `Runtime.launch` or `Runtime.launchRoute`. The launch runs off the JS thread
+   * (the addon's `launchAsync` on the libuv pool): a kernel host's start under `process`
+   * isolation, and under `thread` isolation the in-process launch over memory made here (a CUDA
+   * context, an NVRTC compile on a cold cache, the kernel launch, the service thread). The event
+   * loop runs meanwhile.
    */
   static async open<TIn, TOut>(given: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[], backend: string, device = 0, onClosed?: () => void): Promise<RingKernel<TIn, TOut>> {
     // `cpu: { filename, export }` is checked here and stands in as a function from now on.
     const options = Array.isArray(given) ? given.map((o) => withModuleHandler(o)) : withModuleHandler(given as LaunchOptions<TIn, TOut>)
     const { stages } = checkLaunch(options, backend, device)
-    // In-process kernels still launch on the JS thread: moving them to the libuv pool (the
-    // addon's launchAsync takes their memory) changed when the first doorbell reaches a cpu
-    // kernel, and a CUDA launch from a pool thread was not run on a GPU yet.
-    if (stages[0]!.isolation !== 'process') return RingKernel.#started(new RingKernel<TIn, TOut>(options, backend, device, onClosed))
+    // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
+    // native finalizer can stop the thread. It pumps only once the constructor is done: a bell
+    // that comes before (the kernel runs from the launch on) or after it threw must not call
+    // into a half-built object; the first pump re-checks the rings (H7), so none is missed.
     const bell: { ref?: WeakRef<RingKernel<any, any>> } = {}
     const doorbell = () => {
       const kernel = bell.ref?.deref()
       if (kernel !== undefined && kernel.#ready) kernel.#host.pump()
     }
-    const n = await launchNativeAsync(stages, Array.isArray(options), doorbell)
-    const k = new RingKernel<TIn, TOut>(options, backend, device, onClosed, { native: n, doorbell, stages })
+    const memory = stageMemory(stages)
+    const n = await launchNativeAsync(memory, stages, Array.isArray(options), doorbell)
+    const k = new RingKernel<TIn, TOut>(options, onClosed, { native: n, memory, stages, doorbell })
     bell.ref = new WeakRef(k)
     return RingKernel.#started(k)
   }
@@ -149,34 +153,22 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     return kernel
   }
 
-  /** @internal `launched`: a kernel `open` launched off the JS thread, with its checked stages. */
+  /** @internal `launched`: the kernel {@link RingKernel.open} launched, with its checked stages and their memory. */
   constructor(
     options: LaunchOptions<TIn, TOut> | readonly LaunchOptions<any, any>[],
-    backend: string,
-    device = 0,
-    onClosed?: () => void,
-    launched?: { native: NativeKernel; doorbell: () => void; stages: StageShape[] },
+    onClosed: (() => void) | undefined,
+    launched: { native: NativeKernel; memory: (SharedArrayBuffer | undefined)[]; stages: StageShape[]; doorbell: () => void },
   ) {
     this.#onClosed = onClosed
-    const route = Array.isArray(options)
-    const { list, stages } = launched ? { list: (route ? options : [options]) as readonly LaunchOptions<any, any>[], stages: launched.stages } : checkLaunch(options, backend, device)
+    const list = (Array.isArray(options) ? options : [options]) as readonly LaunchOptions<any, any>[]
+    const { stages, memory, doorbell } = launched
     const first = stages[0]!
     const { isolation, typeId, timeoutMs } = first
+    const device = first.shape.device ?? 0
     const opts = list[0] as LaunchOptions<TIn, TOut>
     const sendQueue = new MessageQueue<Queued>(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
     const replyQueue = new MessageQueue<Entry<TOut>>(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
-
-    const memory = stageMemory(stages)
-    // The doorbell holds the kernel only weakly, so a forgotten kernel can be collected and its
-    // native finalizer can stop the thread.
-    const self = new WeakRef(this)
-    const doorbell = launched?.doorbell ?? (() => {
-      // Not before the constructor is done: a bell that comes while it runs (or after it
-      // threw) must not call into a half-built object.
-      const kernel = self.deref()
-      if (kernel !== undefined && kernel.#ready) kernel.#host.pump()
-    })
-    this.#native = launched ? launched.native : launchNative(memory, stages, route, doorbell)
+    this.#native = launched.native
     let buffers: ArrayBufferLike[]
     try {
       buffers = stageBuffers(this.#native, memory)

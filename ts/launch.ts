@@ -245,21 +245,16 @@ export function stageMemory(stages: readonly StageShape[]): (SharedArrayBuffer |
   return stages.map((st) => (st.isolation === 'thread' ? new SharedArrayBuffer(Math.ceil(st.layout.totalBytes / REGION_PAGE) * REGION_PAGE + REGION_PAGE) : undefined))
 }
 
-/** Launches the native kernel (or route) over `memory` on the JS thread. */
-export function launchNative(memory: readonly (SharedArrayBuffer | undefined)[], stages: readonly StageShape[], route: boolean, doorbell: () => void): NativeKernel {
+/**
+ * Launches the native kernel (or route) off the JS thread (the addon's `launchAsync` /
+ * `routeAsync`, on the libuv pool): in a kernel host under `process` isolation, or in this
+ * process over `memory` (its regions are made over the SharedArrayBuffers first, on the JS
+ * thread).
+ */
+export async function launchNativeAsync(memory: readonly (SharedArrayBuffer | undefined)[], stages: readonly StageShape[], route: boolean, doorbell: () => void): Promise<NativeKernel> {
   try {
     const memories = memory.map((sab) => (sab ? new Uint8Array(sab) : null))
-    return route ? native.NativeKernel.route(memories, stages.map((st) => st.shape), doorbell) : new native.NativeKernel(memories[0]!, stages[0]!.shape, doorbell)
-  } catch (e) {
-    throw fromNative(e)
-  }
-}
-
-/** Launches the native kernel (or route) in a kernel host, off the JS thread (`process` isolation). */
-export async function launchNativeAsync(stages: readonly StageShape[], route: boolean, doorbell: () => void): Promise<NativeKernel> {
-  try {
-    const memories = stages.map(() => null)
-    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(null, stages[0]!.shape, doorbell))
+    return await (route ? native.NativeKernel.routeAsync(memories, stages.map((st) => st.shape), doorbell) : native.NativeKernel.launchAsync(memories[0]!, stages[0]!.shape, doorbell))
   } catch (e) {
     throw fromNative(e)
   }

@@ -377,12 +377,10 @@ impl Task for LaunchTask {
     }
 }
 
-/// `joinAsync`: waits for the kernel host on the libuv pool.
+/// `joinAsync`: stops the kernel (in this process or in its host) on the libuv pool.
 pub struct JoinTask {
     runner: RunnerSlot,
     limits: JoinLimits,
-    /// The outcome when the join already happened on the JS thread (in-process kernels).
-    done: Option<Result<()>>,
 }
 
 impl Task for JoinTask {
@@ -390,11 +388,8 @@ impl Task for JoinTask {
     type JsValue = ();
 
     fn compute(&mut self) -> napi::Result<Self::Output> {
-        if let Some(done) = self.done.take() {
-            return Ok(done);
-        }
         // The lock is held for the whole join: a synchronous `join` (dispose) sees it busy and
-        // waits its own limit, then kills the host. Another join that ran first leaves None.
+        // waits (an in-process kernel) or waits its own limit, then kills the host. Another join that ran first leaves None.
         let mut slot = lock(&self.runner);
         let outcome = slot.take().map_or(Ok(()), |r| r.join(self.limits).map_err(to_js));
         drop(slot);
@@ -624,14 +619,14 @@ impl NativeKernel {
     /// the host's death (`ERR_RINGBRIDGE_KERNEL_ERROR`, "the kernel host process died (…)"), or
     /// `ERR_RINGBRIDGE_TIMEOUT` naming the pid and the state after `limitMs` (default 20000)
     /// without a report, or once the host was seen stopped for `stoppedLimitMs` (default 1000);
-    /// the host is killed then. An in-process kernel is joined on the JS thread, as by `join`.
-    /// Idempotent: a later join (either kind) resolves at once.
+    /// the host is killed then. An in-process kernel is joined on the pool too (its CUDA
+    /// teardown: stream syncs, unregistering and freeing its memory). Its region over JS memory
+    /// may be dropped there: napi-rs hands the release of the view's reference back to the JS
+    /// thread. Idempotent: a later join (either kind) resolves at once.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn join_async(&self, limit_ms: Option<u32>, stopped_limit_ms: Option<u32>) -> AsyncTask<JoinTask> {
         let limits = limits_of(limit_ms, stopped_limit_ms, JoinLimits::default());
-        // In this process the join (and the drop of a region over JS memory) stays on this thread.
-        let done = self.host.is_none().then(|| lock(&self.runner).take().map_or(Ok(()), |r| r.join(limits).map_err(to_js)));
-        AsyncTask::new(JoinTask { runner: Arc::clone(&self.runner), limits, done })
+        AsyncTask::new(JoinTask { runner: Arc::clone(&self.runner), limits })
     }
 }
 
