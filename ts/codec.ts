@@ -249,6 +249,25 @@ export const bool: Schema<boolean> = scalar(
   (d, o) => d.getUint8(o) !== 0,
 )
 
+/**
+ * The scalar kinds a generated struct codec checks, writes and reads inline (see
+ * {@link structCodec}), as source snippets over `v` (the value), `view` and `O` (the byte
+ * offset). `ok` accepts exactly a subset of what the kind's check accepts; a value it refuses
+ * goes through the check itself, which throws the usual error (or accepts it). 64-bit kinds
+ * (bigint) keep their check and accessors as calls.
+ */
+const SCALAR_SOURCE = new Map<Schema<unknown>, { ok: string; set: string; get: string }>([
+  [u8, { ok: "typeof v === 'number' && (v & 0xff) === v", set: 'view.setUint8(O, v)', get: 'view.getUint8(O)' }],
+  [u16, { ok: "typeof v === 'number' && (v & 0xffff) === v", set: 'view.setUint16(O, v, true)', get: 'view.getUint16(O, true)' }],
+  [u32, { ok: "typeof v === 'number' && (v >>> 0) === v", set: 'view.setUint32(O, v, true)', get: 'view.getUint32(O, true)' }],
+  [i8, { ok: "typeof v === 'number' && ((v << 24) >> 24) === v", set: 'view.setInt8(O, v)', get: 'view.getInt8(O)' }],
+  [i16, { ok: "typeof v === 'number' && ((v << 16) >> 16) === v", set: 'view.setInt16(O, v, true)', get: 'view.getInt16(O, true)' }],
+  [i32, { ok: "typeof v === 'number' && (v | 0) === v", set: 'view.setInt32(O, v, true)', get: 'view.getInt32(O, true)' }],
+  [f32, { ok: "typeof v === 'number'", set: 'view.setFloat32(O, v, true)', get: 'view.getFloat32(O, true)' }],
+  [f64, { ok: "typeof v === 'number'", set: 'view.setFloat64(O, v, true)', get: 'view.getFloat64(O, true)' }],
+  [bool, { ok: "typeof v === 'boolean'", set: 'view.setUint8(O, v ? 1 : 0)', get: 'view.getUint8(O) !== 0' }],
+])
+
 function fixedOf<T>(schema: Schema<T>, where: string): Fixed<T> {
   if (schema === null || typeof schema !== 'object' || typeof schema.encode !== 'function') {
     throw new RingbridgeTypeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${where}: expected a schema (u32, f32, array(...), struct({...})), got ${describe(schema)}`)
@@ -462,12 +481,20 @@ function structCodec(
   const ops = parts.map((p) => SCALAR_OPS.get(p.schema))
   // Names and numbers only enter the source as JSON literals and integers.
   const key = (i: number) => JSON.stringify(parts[i]!.name)
-  const lines = parts.map((p, i) => [
-    `v = value[${key(i)}]; if (v === undefined && !(${key(i)} in value)) missing(path, ${i})`,
-    ops[i] ? `W[${i}](view, base + ${p.offset}, C[${i}](v, P[${i}].of(path)))` : `S[${i}].encode(view, base + ${p.offset}, v, ${p.schema.size}, P[${i}].of(path))`,
-  ])
-  const read = (p: (typeof parts)[number], i: number) =>
-    ops[i] ? `R[${i}](view, base + ${p.offset})` : `S[${i}].decode(view, base + ${p.offset}, ${p.schema.size})`
+  // The common kinds inline (SCALAR_SOURCE): a fast test, the full check only when it fails.
+  const inline = parts.map((p) => SCALAR_SOURCE.get(p.schema))
+  const at = (snippet: string, offset: number) => snippet.replace('O', `base + ${offset}`)
+  const write = (p: (typeof parts)[number], i: number) => {
+    const src = inline[i]
+    if (src) return `if (!(${src.ok})) v = C[${i}](v, P[${i}].of(path)); ${at(src.set, p.offset)}`
+    return ops[i] ? `W[${i}](view, base + ${p.offset}, C[${i}](v, P[${i}].of(path)))` : `S[${i}].encode(view, base + ${p.offset}, v, ${p.schema.size}, P[${i}].of(path))`
+  }
+  const lines = parts.map((p, i) => [`v = value[${key(i)}]; if (v === undefined && !(${key(i)} in value)) missing(path, ${i})`, write(p, i)])
+  const read = (p: (typeof parts)[number], i: number) => {
+    const src = inline[i]
+    if (src) return at(src.get, p.offset)
+    return ops[i] ? `R[${i}](view, base + ${p.offset})` : `S[${i}].decode(view, base + ${p.offset}, ${p.schema.size})`
+  }
   // __proto__ as a plain key would set the reply's prototype; computed, it is a field.
   const literalKey = (i: number) => (parts[i]!.name === '__proto__' ? `[${key(i)}]` : key(i))
   const source = `"use strict"
@@ -476,7 +503,15 @@ return {
     if (path === undefined) path = 'message'
     if (${size} > capacity) tooLarge(path, ${size}, capacity)
     if (value === null || typeof value !== 'object') notObject(path, value)
-    checkKeys(value, path)
+    // The keys in field order and no others, tested inline (a call per message cost more than
+    // the loop); anything else goes to checkKeys, which throws for an unexpected field.
+    let n = 0
+    let ordered = true
+    for (const k in value) {
+      if (k !== K[n]) ordered = false
+      n++
+    }
+    if (!ordered || n !== ${parts.length}) checkKeys(value, path)
     let v
     ${lines.flat().join('\n    ')}
     return ${size}
@@ -487,13 +522,14 @@ return {
   },
 }`
   // eslint-disable-next-line @typescript-eslint/no-implied-eval
-  const make = new Function('C', 'W', 'R', 'S', 'P', 'tooLarge', 'notObject', 'checkKeys', 'missing', 'checkLength', source)
+  const make = new Function('C', 'W', 'R', 'S', 'P', 'K', 'tooLarge', 'notObject', 'checkKeys', 'missing', 'checkLength', source)
   return make(
     ops.map((o) => o?.check),
     ops.map((o) => o?.write),
     ops.map((o) => o?.read),
     parts.map((p) => p.schema),
     paths,
+    parts.map((p) => p.name),
     fail.tooLarge,
     fail.notObject,
     fail.checkKeys,
