@@ -432,8 +432,12 @@ test('header stamping counts: the input ring writes each slot once per run of on
   t.is(stamp(2, 20), 2, 'a new size')
   t.is(stamp(4, 20), 2)
   t.is(stamp(4, 20), 0)
-  ring.stage(1, 77, () => 5)
+  ring.stageMessage(1, 77, { encode: () => 5 }, undefined)
   t.is(stamp(1, 20), 1, 'a per-message stage ended the run')
+  t.is(stamp(4, 20), 3)
+  t.is(stamp(4, 20), 0)
+  ring.stageFrames(new Uint8Array(64), 0, 1) // the send queue's flush
+  t.is(stamp(1, 20), 1, 'frames from the send queue ended the run')
   t.is(stamp(4, 20), 3)
   t.is(stamp(4, 20), 0)
   t.is(stamp(0, 20), 0)

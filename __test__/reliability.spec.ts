@@ -331,3 +331,20 @@ test("item 14: the reply queue's overflow error names its capacity, and every re
   t.is(k.stats().dropped.reply, dropped)
   t.log(`${received} received, ${dropped} dropped in ${errors} errors`)
 })
+
+// receiveBatch waited for one reply, then took the rest with tryReceiveMany, which throws when an
+// error reply comes first: the reply it had waited for was lost. It now returns that reply (and
+// any after it up to the error); the next receive reports the error.
+test('receiveBatch keeps the reply it waited for when an error reply follows it', async (t) => {
+  // 40-byte messages do not fit the 32-byte output slots: the kernel answers REPLY_TOO_LARGE.
+  const k = (await launchOn(t, { handler: 'echo', input: bytes(), output: bytes(), capacity: 4, slotSize: 64, outputSlotSize: 32 })) as RingKernel<Uint8Array, Uint8Array>
+  await within(k.deactivate(), 5000, 'deactivate')
+  const batch = k.receiveBatch(16, { timeoutMs: 10_000 })
+  await within(k.sendBatch([Uint8Array.of(7), new Uint8Array(40), Uint8Array.of(9)]), 5000, 'send')
+  await within(k.activate(), 5000, 'activate')
+  const first = await within(batch, 10_000, 'receiveBatch')
+  t.deepEqual(first.map((b) => [...b]), [[7]])
+  t.is(codeOf(await t.throwsAsync(k.receiveBatch(16, { timeoutMs: 10_000 }))), 'ERR_RINGBRIDGE_KERNEL_ERROR')
+  t.deepEqual((await k.receiveBatch(16, { timeoutMs: 10_000 })).map((b) => [...b]), [[9]])
+  await within(k.terminate(), 10_000, 'terminate')
+})

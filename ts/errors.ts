@@ -186,6 +186,8 @@ export function describe(v: unknown): string {
       return 'undefined'
     case 'function':
       return 'a function'
+    case 'symbol':
+      return `a symbol (${String(v)})`
     default:
       return v instanceof Uint8Array ? `a Uint8Array of ${v.length} bytes` : `an object (${Object.prototype.toString.call(v)})`
   }

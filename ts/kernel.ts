@@ -186,7 +186,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
         this.#report = Promise.resolve(this.#finish('abandon'))
       })
       this.#inbox = new Inbox(this.#host, this.#out, (list[list.length - 1] as LaunchOptions<unknown, TOut>).output, replyQueue, this.#shared !== undefined)
-      this.#outbox = new Outbox(this.#host, this.#in, mapped.inputBytes, opts.input, typeId, sendQueue, (what) => this.#checkOpen(what), (id, error) => this.#inbox.settle(id, { ok: false, error }))
+      this.#outbox = new Outbox(this.#host, this.#in, opts.input, typeId, sendQueue, (what) => this.#checkOpen(what), (id, error) => this.#inbox.settle(id, { ok: false, error }))
       this.#host.attach(this.#inbox, this.#outbox)
       this.#input = opts.input
       this.#typeId = typeId
@@ -283,7 +283,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
       if (limit.signal?.aborted) throw abortedError('send', limit.signal)
       if (this.#outbox.trySend(message)) return Promise.resolve('sent')
       const id = this.#outbox.nextId++
-      const sent = this.#outbox.enqueue({ id, bytes: this.#outbox.encode(message) }, 'send')
+      const sent = this.#outbox.enqueue(this.#outbox.encode(message, id), 'send')
       if (limit.timeoutMs === undefined && limit.signal === undefined) return sent
       // Bounded: a message still waiting when the limit hits is withdrawn, never half-sent.
       return new Promise<SendOutcome>((resolve, reject) => {
@@ -458,7 +458,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
       const pending = this.#inbox.pending
       const id = outbox.nextId++
       const fast = outbox.queued === 0 && this.#in.free(1) > 0
-      const bytes = fast ? undefined : outbox.encode(message)
+      const queued = fast ? undefined : outbox.encode(message, id)
       if (fast) outbox.stage(message, id)
       const reply = new Promise<TOut>((resolve, reject) => {
         const w: Waiter<TOut> = { resolve, reject: this.#worker ? (e) => reject(this.#explain(e)) : reject, started: performance.now() }
@@ -479,7 +479,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
         pending.set(id, w)
       })
       if (fast) outbox.publish()
-      else outbox.enqueue({ id, bytes: bytes! }, `request ${id}`).catch((e: Error) => this.#inbox.settle(id, { ok: false, error: e }))
+      else outbox.enqueue(queued!, `request ${id}`).catch((e: Error) => this.#inbox.settle(id, { ok: false, error: e }))
       this.#host.pump()
       if (this.#spinMs > 0 && pending.has(id)) this.#spinFor(id)
       return reply
@@ -528,11 +528,16 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    */
   tryReceiveMany(max = Infinity): TOut[] {
     if (max !== Infinity && (!Number.isInteger(max) || max < 0)) badOption('tryReceiveMany max', 'a non-negative integer or Infinity', max)
+    return this.#takeInto([], max)
+  }
+
+  /** Appends the replies ready now to `out` until it holds `max`; throws as {@link RingKernel.tryReceiveMany}. */
+  #takeInto(out: TOut[], max: number): TOut[] {
     // Replies already queued come first; then, with nothing queued ahead, straight from the
     // ring (no queue entry per reply); the pump afterwards routes what the fast path left.
     try {
       this.#inbox.queueReader()
-      const out = this.#inbox.takeMany(max)
+      this.#inbox.takeMany(max, out)
       this.#inbox.pullDirect(out, max)
       this.#host.pump()
       if (out.length < max && this.#inbox.replies.length > 0) this.#inbox.takeMany(max, out)
@@ -552,7 +557,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     const now = this.tryReceiveMany(max)
     if (now.length > 0) return now
     const first = await this.receive(options)
-    return max > 1 ? [first, ...this.tryReceiveMany(max - 1)] : [first]
+    return max > 1 ? this.#takeInto([first], max) : [first]
   }
 
   /**

@@ -309,8 +309,6 @@ export interface MappedKernel {
   input: InputRing
   /** The output ring's consumer end (a route's last stage). */
   output: OutputRing
-  /** Bytes of the input ring's buffer (the send queue copies frames in). */
-  inputBytes: Uint8Array
   shared: SharedInput | undefined
   /** Wakes and joins the kernel's runner: the native kernel, or the worker of a JS handler. */
   runner: Runner
@@ -333,7 +331,6 @@ export function mapKernel(n: NativeKernel, buffers: readonly ArrayBufferLike[], 
   const { shape, layout } = first
   const input = new InputRing(buffer, { slotsOffset: base + layout.inputOffset, capacity: shape.inputCapacity, slotSize: shape.inputSlotSize }, cbs[0]!)
   const output = new OutputRing(buffers[buffers.length - 1]!, { slotsOffset: outBase + last.layout.outputOffset, capacity: last.shape.outputCapacity, slotSize: last.shape.outputSlotSize }, cbs[cbs.length - 1]!)
-  const inputBytes = new Uint8Array(buffer)
   let shared: SharedInput | undefined
   if (first.producers === 'shared') {
     const claim = new SharedArrayBuffer(8)
@@ -344,9 +341,9 @@ export function mapKernel(n: NativeKernel, buffers: readonly ArrayBufferLike[], 
   if (first.jsHandler) {
     const ringShape = { base, inputOffset: layout.inputOffset, outputOffset: layout.outputOffset, inCapacity: shape.inputCapacity, inSlot: shape.inputSlotSize, outCapacity: shape.outputCapacity, outSlot: shape.outputSlotSize }
     const w = new WorkerRunner(buffer as SharedArrayBuffer, ringShape, options.input, options.output, options.cpu!, cbs[0]!, doorbell)
-    return { cbs, input, output, inputBytes, shared, worker: w, runner: { wake: () => w.wake(), join: () => w.join(), joinAsync: async () => w.join() } }
+    return { cbs, input, output, shared, worker: w, runner: { wake: () => w.wake(), join: () => w.join(), joinAsync: async () => w.join() } }
   }
-  return { cbs, input, output, inputBytes, shared, worker: undefined, runner: { wake: () => n.wake(), join: () => n.join(), joinAsync: () => n.joinAsync() } }
+  return { cbs, input, output, shared, worker: undefined, runner: { wake: () => n.wake(), join: () => n.join(), joinAsync: () => n.joinAsync() } }
 }
 
 /** Stops a kernel whose launch failed after the native side started it. */

@@ -10,22 +10,31 @@
 import type { Schema } from './codec'
 import { RingbridgeError } from './errors'
 import type { Host } from './host'
-import { isSkipFrame } from './protocol'
+import { FRAME_HEADER_BYTES, isSkipFrame, writeFrameHeaderWords } from './protocol'
 import { Fifo, MessageQueue } from './queue'
 import type { InputRing } from './ring'
 import type { SendOutcome } from './types'
 import type { Waiter } from './wait'
 
-/** A message that did not fit the ring, encoded. */
+/**
+ * A message that did not fit the ring, encoded as the frame it will be: header and payload at
+ * `at` in `frame`, laid out as a ring slot. The messages of one batch share one buffer, a slot
+ * apart, so the flush copies a run of them with one copy per contiguous span of the ring.
+ */
 export interface Queued {
   id: number
-  bytes: Uint8Array
+  frame: Uint8Array
+  at: number
   /** Under a dropping policy: settles its sender's promise once the outcome is final. */
   outcome?: (o: SendOutcome) => void
 }
 
-/** A message waiting for room in a full send queue under `block`; `what` names its caller. */
-type Blocked = Waiter<SendOutcome> & { item: Queued; what: string }
+/**
+ * Messages waiting for room in a full send queue under `block`, in send order: one (a send, a
+ * request) or the rest of a batch, with one promise for all of them (a batch of thousands makes
+ * no promise per message). `items[next..]` still wait; `what` names the caller.
+ */
+type Blocked = Waiter<SendOutcome> & { items: Queued[]; next: number; what: string }
 
 /**
  * `messages[i]` in a batch's error texts, made into a string only when an error needs it (the
@@ -49,7 +58,6 @@ export class Outbox<TIn> {
   readonly #blocked = new Fifo<Blocked>()
   readonly #host: Host
   readonly #in: InputRing
-  readonly #bytes: Uint8Array
   readonly #input: Schema<TIn>
   readonly #typeId: number
   /** Throws `ERR_RINGBRIDGE_CLOSED` (and the like) for `what` once sends are refused. */
@@ -61,10 +69,9 @@ export class Outbox<TIn> {
   /** Messages published into the ring. */
   sent = 0
 
-  constructor(host: Host, input: InputRing, bytes: Uint8Array, schema: Schema<TIn>, typeId: number, queue: MessageQueue<Queued>, checkOpen: (what: string) => void, onDropped: (id: number, error: Error) => void) {
+  constructor(host: Host, input: InputRing, schema: Schema<TIn>, typeId: number, queue: MessageQueue<Queued>, checkOpen: (what: string) => void, onDropped: (id: number, error: Error) => void) {
     this.#host = host
     this.#in = input
-    this.#bytes = bytes
     this.#input = schema
     this.#typeId = typeId
     this.queue = queue
@@ -95,11 +102,9 @@ export class Outbox<TIn> {
     this.#in.stageMessage(this.#typeId, id, this.#input, message, path)
   }
 
-  /** Encodes `message` into bytes of its own, for the send queue. */
-  encode(message: TIn, path = 'message'): Uint8Array {
-    const scratch = new Uint8Array(this.#in.maxPayload)
-    const n = this.#input.encode(new DataView(scratch.buffer), 0, message, scratch.length, path)
-    return scratch.subarray(0, n)
+  /** Encodes `message` as frame `id` in a slot of its own, for the send queue. */
+  encode(message: TIn, id: number, path = 'message'): Queued {
+    return this.#encodeFrames([message], 0, id, path)[0]!
   }
 
   /** H3 + H4 of what is staged (the host's), counted as sent. */
@@ -137,36 +142,45 @@ export class Outbox<TIn> {
     // Offer every message now, in order: awaiting each before offering the next let a send()
     // made meanwhile slip into the middle of the batch. Outcomes decided now are counted now;
     // only messages that wait (blocked, or displaceable under drop-oldest) get a promise.
-    const waiting: Promise<SendOutcome>[] = []
-    for (const q of rest) {
-      const o = this.#offer(q, 'sendBatch')
+    const waiting: Promise<unknown>[] = []
+    for (let i = 0; i < rest.length; i++) {
+      if (this.#blocked.length > 0 || (this.queue.full && this.queue.policy === 'block')) {
+        // The rest waits for room behind a full queue, in order, as one.
+        const left = rest.length - i
+        waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
+        break
+      }
+      const o = this.#offer(rest[i]!, 'sendBatch')
       if (typeof o === 'string') counts[o]++
-      else waiting.push(o)
+      else waiting.push(o.then((outcome) => counts[outcome]++))
     }
     this.#host.pump()
     if (waiting.length === 0) return Promise.resolve(counts)
-    return Promise.all(waiting).then((outcomes) => {
-      for (const o of outcomes) counts[o]++
-      return counts
-    })
+    return Promise.all(waiting).then(() => counts)
   }
 
   /**
-   * Encodes `messages[from..]` for the send queue into one buffer (a view of it each): one
-   * allocation per batch, not one per message.
+   * Encodes `messages[from..]` for the send queue as frames, a slot apart in one buffer (one
+   * allocation per batch, not one per message); message `from + i` gets id `firstId + from + i`.
    */
   #encodeMany(messages: readonly TIn[], from: number, firstId: number): Queued[] {
+    return messages.length > from ? this.#encodeFrames(messages, from, firstId + from, new BatchPath()) : []
+  }
+
+  /** The frames of `messages[from..]`, ids from `firstId`; `path` names a message in errors (a batch's names each). */
+  #encodeFrames(messages: readonly TIn[], from: number, firstId: number, path: string | BatchPath): Queued[] {
     const n = messages.length - from
-    if (n <= 0) return []
+    const slot = this.#in.slotSize
     const max = this.#in.maxPayload
-    const buffer = new Uint8Array(n * max)
-    const view = new DataView(buffer.buffer)
+    const frame = new Uint8Array(n * slot)
+    const view = new DataView(frame.buffer)
+    const words = new Uint32Array(frame.buffer)
     const out: Queued[] = new Array(n)
-    const path = new BatchPath()
     for (let i = 0; i < n; i++) {
-      const at = i * max
-      const length = this.#input.encode(view, at, messages[from + i] as TIn, max, path.at(from + i))
-      out[i] = { id: firstId + from + i, bytes: buffer.subarray(at, at + length) }
+      const at = i * slot
+      const length = this.#input.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, typeof path === 'string' ? path : path.at(from + i))
+      writeFrameHeaderWords(words, at / 4, length, this.#typeId, firstId + i)
+      out[i] = { id: firstId + i, frame, at }
     }
     return out
   }
@@ -218,12 +232,18 @@ export class Outbox<TIn> {
         )
       }
     }
-    return new Promise<SendOutcome>((resolve, reject) => this.#blocked.push({ item, what, resolve, reject }))
+    return this.#block([item], 0, what)
+  }
+
+  /** Puts `items[from..]` in line behind a full queue; resolves `'queued'` once the last of them is queued. */
+  #block(items: Queued[], from: number, what: string): Promise<SendOutcome> {
+    return new Promise<SendOutcome>((resolve, reject) => this.#blocked.push({ items, next: from, what, resolve, reject }))
   }
 
   /** Takes a message that has not reached the ring out of the send queue or the blocked line. */
   withdraw(id: number): boolean {
-    const blocked = this.#blocked.remove((b) => b.item.id === id)
+    // Only a single message can be withdrawn (a batch has no time limit).
+    const blocked = this.#blocked.remove((b) => b.items.length === 1 && b.items[0]!.id === id)
     if (blocked) {
       blocked.resolve('queued') // its send() promise is settled by the caller's rejection instead
       return true
@@ -241,20 +261,30 @@ export class Outbox<TIn> {
   flush(): number {
     let n = 0
     for (;;) {
-      while (this.queue.length > 0 && this.#in.free(1) > 0) {
-        const q = this.queue.shift() as Queued
-        this.#in.stage(this.#typeId, q.id, (view, offset) => {
-          this.#bytes.set(q.bytes, view.byteOffset + offset)
-          return q.bytes.length
-        })
-        q.outcome?.('sent')
-        n++
+      const queue = this.queue
+      const slot = this.#in.slotSize
+      let room = queue.length > 0 ? this.#in.free(queue.length) : 0
+      while (room > 0 && queue.length > 0) {
+        // A run: the next messages of one batch, a slot apart in its buffer, copied at once.
+        const first = queue.shift() as Queued
+        first.outcome?.('sent')
+        let count = 1
+        for (let q = queue.peek(); q !== undefined && count < room && q.frame === first.frame && q.at === first.at + count * slot; q = queue.peek()) {
+          queue.shift()
+          q.outcome?.('sent')
+          count++
+        }
+        this.#in.stageFrames(first.frame, first.at, count)
+        n += count
+        room -= count
       }
       if (this.#blocked.length === 0 || this.queue.full) break
       // Blocked messages take the room in the order they were sent.
       while (this.#blocked.length > 0 && !this.queue.full) {
-        const b = this.#blocked.shift() as Blocked
-        this.queue.offer(b.item)
+        const b = this.#blocked.peek() as Blocked
+        while (b.next < b.items.length && !this.queue.full) this.queue.offer(b.items[b.next++]!)
+        if (b.next < b.items.length) break
+        this.#blocked.shift()
         b.resolve('queued')
       }
     }
@@ -280,7 +310,8 @@ export class Outbox<TIn> {
       undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
     }
     for (const q of this.queue.drain()) {
-      undelivered.push(this.#input.decode(new DataView(q.bytes.buffer, q.bytes.byteOffset, q.bytes.length), 0, q.bytes.length))
+      const view = new DataView(q.frame.buffer, q.frame.byteOffset + q.at)
+      undelivered.push(this.#input.decode(view, FRAME_HEADER_BYTES, view.getUint32(0, true)))
       q.outcome?.('undelivered')
     }
     return undelivered

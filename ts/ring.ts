@@ -164,24 +164,9 @@ export class InputRing extends RingEnd {
   }
 
   /**
-   * Stages one frame: `write(view, payloadOffset, maxPayload)` encodes the payload in place and
-   * returns its length. A throw from `write` stages nothing (the slot is not published).
-   * The caller checked {@link free}.
-   */
-  stage(typeId: number, correlationId: number, write: (view: DataView, offset: number, capacity: number) => number): void {
-    if (this.next >= POSITION_LIMIT) {
-      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
-    }
-    const at = this.slotAt(this.next)
-    this.touched('a message sent on this kernel (send, trySend, request, sendBatch or the send queue)')
-    const length = write(this.view, at + FRAME_HEADER_BYTES, this.maxPayload)
-    writeFrameHeader(this.view, at, length, typeId, 0, correlationId)
-    this.next++
-  }
-
-  /**
-   * {@link stage} for a schema's message without a closure per message, the header written as
-   * words: the path of sendBatch and the send queue. A throw from `encode` stages nothing.
+   * Stages one frame: `codec` encodes `message` straight into the slot's payload, the header
+   * written as words (no closure per message). A throw from `encode` stages nothing. The caller
+   * checked {@link free}.
    */
   stageMessage<T>(typeId: number, correlationId: number, codec: { encode(view: DataView, offset: number, value: T, capacity: number, path?: string): number }, message: T, path?: string): void {
     if (this.next >= POSITION_LIMIT) {
@@ -259,6 +244,28 @@ export class InputRing extends RingEnd {
       bytes.set(packed.subarray(i * size, i * size + size), at + FRAME_HEADER_BYTES)
       this.next++
     }
+  }
+
+  /**
+   * Stages `count` whole frames (headers written) laid out a slot apart in `frames` from byte
+   * `at`: one copy per contiguous span of the ring (two where it wraps). The send queue's flush;
+   * the caller checked {@link free}.
+   */
+  stageFrames(frames: Uint8Array, at: number, count: number): void {
+    if (this.next + count > POSITION_LIMIT) {
+      throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
+    }
+    this.touched('a message sent on this kernel (send, trySend, request, sendBatch or the send queue)')
+    const slot = this.slotSize
+    let done = 0
+    while (done < count) {
+      const index = (this.next + done) % this.capacity
+      const span = Math.min(count - done, this.capacity - index)
+      const from = at + done * slot
+      this.bytes.set(frames.subarray(from, from + span * slot), this.slots + index * slot)
+      done += span
+    }
+    this.next += count
   }
 
   /** Frames staged and not yet published. */
