@@ -47,19 +47,25 @@ async function main(): Promise<void> {
   await sender
   const ringRate = STREAM / ((performance.now() - t) / 1000)
 
-  // The same with a deep ring and big batches: what the struct path moves when batching is cheap.
-  const deep = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: 65_536 })
+  // The same with a deep ring and big batches: what the struct path moves when batching is
+  // cheap; replies taken up to the whole ring at a time, and 8192 at a time.
   const DEEP = 1_000_000
   const bigBatch = Array.from({ length: 8192 }, (_, k) => ({ seq: k, pad: 0, value: k }))
-  t = performance.now()
-  const deepSender = (async () => { for (let s = 0; s < DEEP; s += bigBatch.length) await deep.sendBatch(bigBatch) })()
-  for (let got = 0; got < DEEP; ) {
-    const replies = await deep.receiveBatch(65_536, { timeoutMs: 10_000 })
-    for (const r of replies) if (r.seq !== (got++ & 8191)) throw new Error(`deep struct stream: reply ${got - 1} out of order`)
+  const deepRate = async (receiveMax: number): Promise<number> => {
+    const deep = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: 65_536 })
+    const started = performance.now()
+    const deepSender = (async () => { for (let s = 0; s < DEEP; s += bigBatch.length) await deep.sendBatch(bigBatch) })()
+    for (let got = 0; got < DEEP; ) {
+      const replies = await deep.receiveBatch(receiveMax, { timeoutMs: 10_000 })
+      for (const r of replies) if (r.seq !== (got++ & 8191)) throw new Error(`deep struct stream: reply ${got - 1} out of order`)
+    }
+    await deepSender
+    const rate = DEEP / ((performance.now() - started) / 1000)
+    await deep.terminate()
+    return rate
   }
-  await deepSender
-  const deepRate = DEEP / ((performance.now() - t) / 1000)
-  await deep.terminate()
+  const deepWhole = await deepRate(65_536)
+  const deep8192 = await deepRate(8192)
 
   t = performance.now()
   await new Promise<void>((resolve) => {
@@ -106,7 +112,8 @@ async function main(): Promise<void> {
     [`${kernel.backend}_request_p50`, rbP50, 'us'],
     ['worker_postmessage_rtt_p50', wkP50, 'us'],
     [`${kernel.backend}_stream_echo_24B`, ringRate / 1e6, 'M_msg_per_s'],
-    [`${kernel.backend}_stream_echo_24B_cap65536_batch8192`, deepRate / 1e6, 'M_msg_per_s'],
+    [`${kernel.backend}_stream_echo_24B_cap65536_batch8192`, deepWhole / 1e6, 'M_msg_per_s'],
+    [`${kernel.backend}_stream_echo_24B_cap65536_batch8192_recv8192`, deep8192 / 1e6, 'M_msg_per_s'],
     ['worker_postmessage_stream_24B_batch512', workerRate / 1e6, 'M_msg_per_s'],
     ...raw,
     ['ratio_request_p50_vs_worker', rbP50 / wkP50, 'x'],
