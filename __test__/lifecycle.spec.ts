@@ -248,3 +248,32 @@ test('a process that launches kernels and returns without terminating exits by i
   t.is(out, 'reply 41\nrequest 42\ndone\n')
   t.true(Date.now() - started < 5000)
 })
+
+// Launches run on the libuv pool (issue #14 item 3), so a runtime can be closed while one is under
+// way: the launch must reject, and the kernel it made must not outlive the runtime — no thread
+// left running, no kernel host left behind.
+for (const isolation of ['thread', 'process'] as const) {
+  // Serial (AVA runs serial tests before the others): it counts this process's threads and children.
+  test.serial(`close() while a launch (${isolation} isolation) is under way: the launch rejects CLOSED and its kernel is stopped`, async (t) => {
+    const { readFileSync, readdirSync } = await import('node:fs')
+    const threads = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1])
+    const children = () => readdirSync('/proc/self/task').flatMap((task) => readFileSync(`/proc/self/task/${task}/children`, 'utf8').trim().split(/\s+/).filter(Boolean))
+    // Warm up: the libuv pool's threads exist from the first launch on.
+    const warm = await Runtime.open({ backend: 'cpu' })
+    await (await warm.launch({ handler: 'echo', input: u32, output: u32, isolation })).terminate()
+    await warm.close()
+    await until(() => children().length === 0, 10_000, 'the warm-up host exited')
+    const base = threads()
+    const rt = await Runtime.open({ backend: 'cpu' })
+    const launching = rt.launch({ handler: 'echo', input: u32, output: u32, isolation })
+    await rt.close()
+    const e = await t.throwsAsync(within(launching, 20_000, 'launch'))
+    t.is(codeOf(e), 'ERR_RINGBRIDGE_CLOSED')
+    t.regex(e!.message, /launch: the runtime was closed while the kernel launched \(it was stopped\)/)
+    t.deepEqual(rt.kernels, [])
+    // At once: the rejection comes after the kernel was stopped (joined), not whenever a
+    // finalizer would get to it.
+    t.true(threads() <= base, `${threads()} threads, ${base} before the launch`)
+    t.deepEqual(children(), [], 'no kernel host left')
+  })
+}
