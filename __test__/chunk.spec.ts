@@ -436,7 +436,7 @@ test('header stamping counts: the input ring writes each slot once per run of on
   t.is(stamp(1, 20), 1, 'a per-message stage ended the run')
   t.is(stamp(4, 20), 3)
   t.is(stamp(4, 20), 0)
-  ring.stageFrames(new Uint8Array(64), 0, 1) // the send queue's flush
+  ring.stageFrames(new Uint8Array(64), 0, 1, 64) // the send queue's flush
   t.is(stamp(1, 20), 1, 'frames from the send queue ended the run')
   t.is(stamp(4, 20), 3)
   t.is(stamp(4, 20), 0)

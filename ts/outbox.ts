@@ -17,16 +17,33 @@ import type { SendOutcome } from './types'
 import type { Waiter } from './wait'
 
 /**
- * A message that did not fit the ring, encoded as the frame it will be: header and payload at
- * `at` in `frame`, laid out as a ring slot. The messages of one batch share one buffer, a slot
- * apart, so the flush copies a run of them with one copy per contiguous span of the ring.
+ * A message that did not fit the ring, encoded as the frame it will be: header and payload, the
+ * `size` bytes at `at` in `frame`. The messages of one batch share buffers. With slots of up to
+ * {@link SLOTTED_MAX} bytes each takes a whole slot (`size` is the slot size), so consecutive ones
+ * are laid out as in the ring and the flush copies a run of them with one copy per contiguous span
+ * of the ring; with larger slots each takes only its frame's bytes (rounded up to 16).
  */
 export interface Queued {
   id: number
   frame: Uint8Array
   at: number
+  size: number
   /** Under a dropping policy: settles its sender's promise once the outcome is final. */
   outcome?: (o: SendOutcome) => void
+}
+
+/** Slots up to this size are queued whole (runs copy at once); larger ones only their frame's bytes, which may be far fewer. */
+const SLOTTED_MAX = 512
+
+/**
+ * Bytes of one send-queue buffer at most: a batch's overflow takes as many buffers as it needs,
+ * so no typed array nears Node's 4 GiB limit and no single allocation is huge.
+ */
+const QUEUE_BUFFER_BYTES = 16 << 20
+
+/** `n` rounded up to a multiple of 16 (frames start 16-aligned in a queue buffer, as slots do in the ring). */
+function roundUp16(n: number): number {
+  return (n + 15) & ~15
 }
 
 /**
@@ -172,15 +189,26 @@ export class Outbox<TIn> {
     const n = messages.length - from
     const slot = this.#in.slotSize
     const max = this.#in.maxPayload
-    const frame = new Uint8Array(n * slot)
-    const view = new DataView(frame.buffer)
-    const words = new Uint32Array(frame.buffer)
+    const slotted = slot <= SLOTTED_MAX
+    // What one frame may take: a whole slot, or its header and the largest payload it can have.
+    const most = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + Math.min(max, this.#input.maxSize))
     const out: Queued[] = new Array(n)
+    let frame = new Uint8Array(0)
+    let view = new DataView(frame.buffer)
+    let words = new Uint32Array(frame.buffer)
+    let at = 0
     for (let i = 0; i < n; i++) {
-      const at = i * slot
+      if (at + most > frame.length) {
+        frame = new Uint8Array(Math.max(most, Math.min(QUEUE_BUFFER_BYTES - (QUEUE_BUFFER_BYTES % most), (n - i) * most)))
+        view = new DataView(frame.buffer)
+        words = new Uint32Array(frame.buffer)
+        at = 0
+      }
       const length = this.#input.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, typeof path === 'string' ? path : path.at(from + i))
       writeFrameHeaderWords(words, at / 4, length, this.#typeId, firstId + i)
-      out[i] = { id: firstId + i, frame, at }
+      const size = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + length)
+      out[i] = { id: firstId + i, frame, at, size }
+      at += size
     }
     return out
   }
@@ -265,16 +293,18 @@ export class Outbox<TIn> {
       const slot = this.#in.slotSize
       let room = queue.length > 0 ? this.#in.free(queue.length) : 0
       while (room > 0 && queue.length > 0) {
-        // A run: the next messages of one batch, a slot apart in its buffer, copied at once.
+        // A run: the next messages of one batch, whole slots a slot apart in its buffer, copied at once.
         const first = queue.shift() as Queued
         first.outcome?.('sent')
         let count = 1
-        for (let q = queue.peek(); q !== undefined && count < room && q.frame === first.frame && q.at === first.at + count * slot; q = queue.peek()) {
-          queue.shift()
-          q.outcome?.('sent')
-          count++
+        if (first.size === slot) {
+          for (let q = queue.peek(); q !== undefined && count < room && q.frame === first.frame && q.at === first.at + count * slot && q.size === slot; q = queue.peek()) {
+            queue.shift()
+            q.outcome?.('sent')
+            count++
+          }
         }
-        this.#in.stageFrames(first.frame, first.at, count)
+        this.#in.stageFrames(first.frame, first.at, count, count === 1 ? first.size : slot)
         n += count
         room -= count
       }

@@ -247,11 +247,11 @@ export class InputRing extends RingEnd {
   }
 
   /**
-   * Stages `count` whole frames (headers written) laid out a slot apart in `frames` from byte
-   * `at`: one copy per contiguous span of the ring (two where it wraps). The send queue's flush;
-   * the caller checked {@link free}.
+   * Stages `count` frames (headers written) laid out a slot apart in `frames` from byte `at`,
+   * `size` bytes of each copied (the whole slot when `count` > 1): one copy per contiguous span
+   * of the ring (two where it wraps). The send queue's flush; the caller checked {@link free}.
    */
-  stageFrames(frames: Uint8Array, at: number, count: number): void {
+  stageFrames(frames: Uint8Array, at: number, count: number, size: number): void {
     if (this.next + count > POSITION_LIMIT) {
       throw new RingbridgeError('ERR_RINGBRIDGE_PROTOCOL', 'input ring position reached 2^53; relaunch the kernel')
     }
@@ -262,7 +262,7 @@ export class InputRing extends RingEnd {
       const index = (this.next + done) % this.capacity
       const span = Math.min(count - done, this.capacity - index)
       const from = at + done * slot
-      this.bytes.set(frames.subarray(from, from + span * slot), this.slots + index * slot)
+      this.bytes.set(frames.subarray(from, from + (span - 1) * slot + size), this.slots + index * slot)
       done += span
     }
     this.next += count
