@@ -107,6 +107,9 @@ test('a shared input refuses the kernel object\'s own sends, and a producer refu
   t.is(p.trySendBatch([{ producer: 1, seq: 0 }, { producer: 1, seq: 1 }]), 2)
   const bad = t.throws(() => p.trySendBatch([{ producer: 1, seq: 2 }, { producer: 1, seq: -1 }]))
   t.is(codeOf(bad), 'ERR_RINGBRIDGE_INVALID_MESSAGE')
+  t.regex(bad!.message, /^messages\[1\]\.seq: -1 is out of range for u32/, 'the error names the message and field')
+  const later = t.throws(() => p.trySendBatch([{ producer: 1, seq: 2 }, { producer: 1, seq: 3 }, { producer: 1, seq: 0.5 }], 1))
+  t.regex(later!.message, /^messages\[2\]\.seq: expected an integer \(u32\)/, 'indices count from the start of the array')
   // Nothing of the bad step was claimed: the next message follows on.
   t.is(p.trySendBatch([{ producer: 1, seq: 2 }]), 1)
   const replies = [await k.receive(), await k.receive(), await k.receive()]

@@ -112,6 +112,23 @@ class FieldPath {
   }
 }
 
+/**
+ * @internal `messages[i]` in a batch's error texts, made into a string only when an error needs
+ * it (the codecs take any value whose `toString` is the path): no string per message. One per
+ * batch call; `at(i)` stands for message `i` until the next `at`.
+ */
+export class BatchPath {
+  #i = 0
+  /** This object, standing for `messages[i]`. */
+  at(i: number): string {
+    this.#i = i
+    return this as unknown as string
+  }
+  toString(): string {
+    return `messages[${this.#i}]`
+  }
+}
+
 function scalar<T>(kind: string, size: number, check: (v: unknown, path: string) => T, write: (dv: DataView, o: number, v: T) => void, read: (dv: DataView, o: number) => T): Fixed<T> {
   const schema: Fixed<T> = {
     kind,

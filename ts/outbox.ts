@@ -7,7 +7,7 @@
  * @internal
  * @module
  */
-import type { Schema } from './codec'
+import { BatchPath, type Schema } from './codec'
 import { RingbridgeError } from './errors'
 import type { Host } from './host'
 import { FRAME_HEADER_BYTES, isSkipFrame, writeFrameHeaderWords } from './protocol'
@@ -52,22 +52,6 @@ function roundUp16(n: number): number {
  * no promise per message). `items[next..]` still wait; `what` names the caller.
  */
 type Blocked = Waiter<SendOutcome> & { items: Queued[]; next: number; what: string }
-
-/**
- * `messages[i]` in a batch's error texts, made into a string only when an error needs it (the
- * codecs take any value whose `toString` is the path): no string per message.
- */
-class BatchPath {
-  #i = 0
-  /** This object, standing for `messages[i]`. */
-  at(i: number): string {
-    this.#i = i
-    return this as unknown as string
-  }
-  toString(): string {
-    return `messages[${this.#i}]`
-  }
-}
 
 /** The input ring's producer, with the send queue in front of it. */
 export class Outbox<TIn> {

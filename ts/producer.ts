@@ -26,7 +26,7 @@
  */
 import type { MessagePort } from 'node:worker_threads'
 
-import { describeSchema, schemaFrom, type Schema, type SchemaDescriptor } from './codec'
+import { BatchPath, describeSchema, schemaFrom, type Schema, type SchemaDescriptor } from './codec'
 import { RingbridgeError, badOption } from './errors'
 import { FLAG, FRAME_HEADER_BYTES, KERNEL_ERROR, STATE, TERMINATE, writeErrorRecord, writeFrameHeader } from './protocol'
 import { ControlBlockView } from './ring'
@@ -328,8 +328,9 @@ export class RingProducer<TIn = unknown> {
         this.#staging = new Uint8Array(STAGE_MESSAGES * max)
         this.#stagingView = new DataView(this.#staging.buffer)
       }
+      const path = new BatchPath()
       for (let i = 0; i < chunk; i++) {
-        this.#lengths[i] = this.#input.encode(this.#stagingView, i * max, messages[from + i] as TIn, max, `messages[${from + i}]`)
+        this.#lengths[i] = this.#input.encode(this.#stagingView, i * max, messages[from + i] as TIn, max, path.at(from + i))
       }
       this.#stagedFor = messages
       this.#stagedFrom = from
