@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import test, { type ExecutionContext } from 'ava'
 import fc from 'fast-check'
 
-import { BACKPRESSURE_POLICIES, MessageQueue, Runtime, bytes, u32, type Backpressure, type LaunchOptions, type RingKernel } from '../index'
+import { BACKPRESSURE_POLICIES, MessageQueue, Runtime, bytes, u32, type Backpressure, type LaunchOptions, type RingKernel, type Schema } from '../index'
 import { codeOf, pendingAfter, sleep, until, within, launchOn , receiveAll } from './helpers'
 
 function launch(t: ExecutionContext, options: Partial<LaunchOptions<number, number>>): Promise<RingKernel<number, number>> {
@@ -158,6 +158,39 @@ test('sendBatch of 70 000 small messages over 64 KiB slots: queued compactly, al
   }
   t.is(next, n)
   await within(k.terminate(), 10_000, 'terminate')
+})
+
+// The send queue sizes its buffers from a schema's maxSize, which is only a hint: a custom
+// schema may understate it or leave it out. Queued messages then threw a bare RangeError (the
+// buffer was too small) although the same message went through whenever the ring had room.
+test('a custom schema whose maxSize understates its messages, or has none, queues them like any other', async (t) => {
+  const enc = new TextEncoder()
+  const dec = new TextDecoder()
+  const text = (maxSize: number | undefined) =>
+    ({
+      kind: 'text',
+      size: undefined,
+      align: 1,
+      maxSize,
+      encode(view: DataView, offset: number, value: string, capacity: number) {
+        const b = enc.encode(value)
+        if (b.length > capacity) throw new RangeError('too large')
+        new Uint8Array(view.buffer, view.byteOffset + offset, b.length).set(b)
+        return b.length
+      },
+      decode: (view: DataView, offset: number, length: number) => dec.decode(new Uint8Array(view.buffer, view.byteOffset + offset, length)),
+    }) as unknown as Schema<string>
+  for (const maxSize of [64, undefined]) {
+    const k = (await launchOn(t, { handler: 'echo', input: text(maxSize), output: text(maxSize), capacity: 1, slotSize: 4096 })) as RingKernel<string, string>
+    await within(k.deactivate(), 5000, 'deactivate')
+    const sent = ['x'.repeat(200), 'y'.repeat(1000), 'a', 'b'.repeat(4000)]
+    t.is(await k.send(sent[0]!), 'sent')
+    t.is(await k.send(sent[1]!), 'queued', `maxSize ${maxSize}`)
+    t.deepEqual(await k.sendBatch(sent.slice(2)), { sent: 0, queued: 2, dropped: 0, undelivered: 0 })
+    await within(k.activate(), 5000, 'activate')
+    t.deepEqual(await receiveAll(k, 4), sent)
+    await within(k.terminate(), 10_000, 'terminate')
+  }
 })
 
 test("send queue 'reject': a send that finds ring and queue full throws ERR_RINGBRIDGE_FULL and is not sent", async (t) => {

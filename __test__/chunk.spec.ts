@@ -9,9 +9,9 @@ import { promisify } from 'node:util'
 import test from 'ava'
 import fc from 'fast-check'
 
-import { Runtime, bytes, type ReceiveChunk, type RingKernel, type SendChunk } from '../index'
+import { Runtime, bytes, u32, type ReceiveChunk, type RingKernel, type SendChunk } from '../index'
 import { ControlBlockView, InputRing } from '../ts/ring'
-import { codeOf, launchOn, sleep, until, within } from './helpers'
+import { codeOf, launchOn, pendingAfter, sleep, until, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
 const GPU_MESSAGES = Number(process.env.RINGBRIDGE_GPU_MESSAGES ?? 10_000_000)
@@ -67,6 +67,13 @@ async function stream(k: Kernel, total: number, maxSend: number, maxReceive: num
     let r = k.receiveChunk(maxReceive)
     if (r.count === 0) {
       if (++idle < 64) continue
+      idle = 0
+      // Every message sent is answered: no reply will come, only room (the kernel publishes its
+      // replies before it releases the input slots). Waiting for a reply here hung under load.
+      if (got === sent) {
+        await k.nextReserve(1, { timeoutMs: 20_000 })
+        continue
+      }
       r = await k.nextChunk(maxReceive, { timeoutMs: 20_000 })
     }
     idle = 0
@@ -592,6 +599,81 @@ test('a chunk-only program finds every reply in its first receiveChunk, however 
   t.deepEqual(got.map((b) => new DataView(b.buffer, b.byteOffset).getUint32(0, true)), [0, 1])
   await within(k.terminate(), 10_000, 'terminate')
   await within(k2.terminate(), 10_000, 'terminate')
+})
+
+// A reserve() keeps replies in the ring only while the program uses nothing but chunks. A
+// program that sent one message by chunk and then streamed with send(), reading replies later,
+// hung: the replies stayed in the full output ring, the kernel stopped taking input, and the
+// sends waited for room for ever. Any other send ends the keep.
+test('one chunk, then awaited send()s through a small ring and queue, replies read afterwards: nothing hangs', async (t) => {
+  const k = (await launchOn(t, { handler: 'echo', input: u32, output: u32, capacity: 16, sendQueue: { capacity: 16 } })) as RingKernel<number, number>
+  const c = k.reserve(1)
+  new DataView(c.first.buffer).setUint32(c.first.byteOffset + c.payloadOffset, 0, true)
+  c.commit(1, { size: 4 })
+  for (let i = 1; i < 200; i++) await within(k.send(i), 5000, `send ${i}`)
+  const got: number[] = []
+  while (got.length < 200) got.push(...(await k.receiveBatch(1024, { timeoutMs: 5000 })))
+  t.deepEqual(got, Array.from({ length: 200 }, (_, i) => i))
+  await within(k.terminate(), 10_000, 'terminate')
+})
+
+test('nextReserve waits for a free input slot: resolves when the kernel frees one; timeout, abort, a second waiter and terminate each say so', async (t) => {
+  const k = await launchEcho(t, 4)
+  await within(k.deactivate(), 5000, 'deactivate')
+  const full = k.reserve(4)
+  t.is(full.count, 4)
+  fill(full, 4, 0, new DataView(full.first.buffer))
+  full.commit(4, { size: 8 })
+  t.is(k.reserve(1).count, 0, 'the ring is full')
+  t.is(codeOf(await t.throwsAsync(k.nextReserve(2, { timeoutMs: 50 }))), 'ERR_RINGBRIDGE_TIMEOUT')
+  const aborter = new AbortController()
+  const aborted = k.nextReserve(2, { signal: aborter.signal })
+  aborter.abort()
+  t.is((await t.throwsAsync(aborted))!.name, 'AbortError')
+  const waiting = k.nextReserve(2, { timeoutMs: 10_000 })
+  const second = await t.throwsAsync(k.nextReserve(1))
+  t.is(codeOf(second), 'ERR_RINGBRIDGE_INVALID_ARGUMENT')
+  t.regex(second!.message, /another nextReserve\(\) is waiting for room already/)
+  t.true(await pendingAfter(waiting, 50), 'no room while paused')
+  await within(k.activate(), 5000, 'activate')
+  const room = await within(waiting, 10_000, 'nextReserve')
+  t.true(room.count >= 1 && room.count <= 2, `${room.count} slots`)
+  fill(room, room.count, 4, new DataView(room.first.buffer))
+  const n = room.commit(room.count, { size: 8 })
+  const got: number[] = []
+  while (got.length < 4 + n) {
+    const r = await k.nextChunk(8, { timeoutMs: 5000 })
+    const view = new DataView(r.first.buffer)
+    for (let i = 0; i < r.count; i++) got.push(seqOf(r, i, view, 8) as number)
+    r.release()
+  }
+  t.deepEqual(got, Array.from({ length: 4 + n }, (_, i) => i))
+  // Terminating ends a wait for room: nothing could be reserved any more.
+  await within(k.deactivate(), 5000, 'deactivate')
+  const again = k.reserve(4)
+  again.commit(again.count, { size: 8 })
+  const last = k.nextReserve(1, { timeoutMs: 10_000 })
+  const done = k.terminate({ mode: 'abandon' })
+  t.is(codeOf(await t.throwsAsync(last)), 'ERR_RINGBRIDGE_CLOSED')
+  await within(done, 10_000, 'terminate')
+  t.is(codeOf(await t.throwsAsync(k.nextReserve(1))), 'ERR_RINGBRIDGE_CLOSED')
+})
+
+test('nextReserve waits behind queued sends: they go first, in order', async (t) => {
+  const k = (await launchOn(t, { handler: 'echo', input: u32, output: u32, capacity: 2, sendQueue: { capacity: 8 } })) as RingKernel<number, number>
+  await within(k.deactivate(), 5000, 'deactivate')
+  const sends = [0, 1, 2, 3].map((v) => k.send(v))
+  t.deepEqual(await Promise.all(sends), ['sent', 'sent', 'queued', 'queued'])
+  const waiting = k.nextReserve(1, { timeoutMs: 10_000 })
+  await within(k.activate(), 5000, 'activate')
+  const c = await within(waiting, 10_000, 'nextReserve')
+  t.is(k.stats().depth.sendQueue, 0, 'the queued sends went first')
+  new DataView(c.first.buffer).setUint32(c.first.byteOffset + c.payloadOffset, 4, true)
+  c.commit(1, { size: 4 })
+  const got: number[] = []
+  while (got.length < 5) got.push(...(await k.receiveBatch(8, { timeoutMs: 5000 })))
+  t.deepEqual(got, [0, 1, 2, 3, 4])
+  await within(k.terminate(), 10_000, 'terminate')
 })
 
 test('replies queued before the first receiveChunk are reported, not skipped; taken first, the rest follow in order', async (t) => {

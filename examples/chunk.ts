@@ -17,7 +17,9 @@ async function main() {
   let wrong = 0
   while (received < TOTAL) {
     // Up to 1024 free slots; fill each payload (byte 16 of its slot) in place, then one commit.
-    const chunk = kernel.reserve(Math.min(1024, TOTAL - sent))
+    // With every message sent answered there is no reply to wait for, only room: nextReserve.
+    const want = Math.min(1024, TOTAL - sent)
+    const chunk = sent === received ? await kernel.nextReserve(want, { timeoutMs: 10_000 }) : kernel.reserve(want)
     const out = new DataView(chunk.first.buffer)
     for (let i = 0; i < chunk.count; i++) {
       const at = i < chunk.firstCount ? chunk.first.byteOffset + i * chunk.slotSize : chunk.second.byteOffset + (i - chunk.firstCount) * chunk.slotSize

@@ -16,7 +16,7 @@ import { kernelErrorOf } from './inbox'
 import { FLAG, FRAME_HEADER_BYTES, FRAME_WORD, readErrorRecord } from './protocol'
 import type { InputRing, OutputRing } from './ring'
 import type { CommitOptions, WaitOptions } from './types'
-import { abortedError, bound, settleWaiter, waitLimit, type Waiter } from './wait'
+import { abortedError, bound, settleWaiter, waitLimit, type WaitLimit, type Waiter } from './wait'
 
 /** Largest `max` a reservation or receive chunk takes (more than any ring has: 2^24 slots). */
 const MAX_WANTED = 2 ** 32
@@ -191,24 +191,41 @@ export class ChunkWriter {
   /** Whether messages wait in the send queue ahead of a new one. */
   readonly #ahead: () => boolean
   readonly #checkOpen: (what: string) => void
+  /** Resolves once a slot is free and nothing waits ahead (the outbox's, through the pump). */
+  readonly #waitForRoom: (limit: WaitLimit, what: string) => Promise<void>
   readonly #typeId: number
 
-  constructor(input: InputRing, typeId: number, ahead: () => boolean, publish: () => void, checkOpen: (what: string) => void) {
+  constructor(input: InputRing, typeId: number, ahead: () => boolean, publish: () => void, checkOpen: (what: string) => void, waitForRoom: (limit: WaitLimit, what: string) => Promise<void>) {
     this.#in = input
     this.#typeId = typeId
     this.#ahead = ahead
     this.#publish = publish
     this.#checkOpen = checkOpen
+    this.#waitForRoom = waitForRoom
   }
 
   /** W1/W2: up to `max` free slots, none when messages are queued ahead (they must not be overtaken). */
-  reserve(max: number): SendChunk {
-    this.#checkOpen('reserve')
-    checkMax('reserve', max)
+  reserve(max: number, what = 'reserve'): SendChunk {
+    this.#checkOpen(what)
+    checkMax(what, max)
     const ring = this.#in
     const count = this.#ahead() || max === 0 ? 0 : Math.min(max, ring.free(max))
     ring.reserved('a later reserve()')
     return new SendChunk(this, ring, count, ring.generation)
+  }
+
+  /** `nextReserve`: a chunk now if a slot is free, else once one is (bounded by `options`). */
+  async next(max: number, options: WaitOptions | undefined): Promise<SendChunk> {
+    const limit = waitLimit(options)
+    if (limit.signal?.aborted) throw abortedError('nextReserve', limit.signal)
+    const deadline = limit.timeoutMs === undefined ? undefined : performance.now() + limit.timeoutMs
+    for (;;) {
+      const now = this.reserve(max, 'nextReserve')
+      if (now.count > 0 || max === 0) return now
+      // Another send may take the room first: wait again, within what is left of the limit.
+      const timeoutMs = deadline === undefined ? undefined : Math.max(0, Math.ceil(deadline - performance.now()))
+      await this.#waitForRoom({ timeoutMs, signal: limit.signal }, 'nextReserve')
+    }
   }
 
   /** Throws unless `chunk` (of `generation`) may still be committed. */

@@ -195,7 +195,7 @@ export class Host {
         this.#settleStateWaiters()
         if (progress > 0) continue
         const wantOutput = (inbox.awaited || this.#stateWaiters.length > 0) && inbox.canDrain()
-        const wantInput = outbox.queued > 0
+        const wantInput = outbox.wantsRoom
         this.announce((wantOutput ? WAIT.output : 0) | (wantInput ? WAIT.input : 0) | (this.#stateWaiters.length > 0 ? WAIT.output : 0))
         // ORDERING: (H7) the re-check after the announce: an index that moved before the
         // kernel could see our bits is seen here. (A spent budget has a setImmediate coming

@@ -65,8 +65,8 @@ export class Inbox<TOut> {
   #packedReader = false
   /** `#packedReader` is only implied by a `reserve()` (see {@link Inbox.keepForChunkSender}). */
   #keepImplied = false
-  /** A reader of the reply queue (request, receive, tryReceiveMany) has been seen. */
-  #queueReaderSeen = false
+  /** A call other than the chunk calls (a send, a request, a receive) has been made. */
+  #otherCallSeen = false
   /**
    * The receive-chunk reader (`chunk.ts`), once a chunk was asked for: while it holds a chunk
    * or a `nextChunk()` waits, replies stay in the ring even when terminating.
@@ -345,23 +345,24 @@ export class Inbox<TOut> {
   }
 
   /**
-   * A `reserve()` before anything has read the reply queue: replies stay in the ring, as after
-   * `receiveChunk(0)`, so that a chunk-only program finds them all in its first
+   * A `reserve()` while the program has used only chunk calls: replies stay in the ring, as
+   * after `receiveChunk(0)`, so that a chunk-only program finds them all in its first
    * `receiveChunk()` however the event loop's turns fall (without this, whether the pump had
-   * already moved some into the reply queue depended on timing). The first queue reader
-   * ({@link Inbox.queueReader}) ends it: a chunk sender that reads replies by `request()` or
-   * `receive()` gets them there.
+   * already moved some into the reply queue depended on timing). The first other call
+   * ({@link Inbox.notChunkOnly}) ends it: a program that also sends or receives otherwise gets
+   * its replies through the reply queue, and a send waiting for room is never stuck behind
+   * replies nobody will take from the ring.
    */
   keepForChunkSender(): void {
-    if (this.#queueReaderSeen || this.#packedReader || this.replies.length > 0 || this.pending.size > 0) return
+    if (this.#otherCallSeen || this.#packedReader || this.replies.length > 0 || this.pending.size > 0) return
     this.#packedReader = true
     this.#keepImplied = true
   }
 
-  /** Something reads the reply queue: an implied keep ({@link Inbox.keepForChunkSender}) ends. */
-  queueReader(): void {
-    if (this.#queueReaderSeen) return
-    this.#queueReaderSeen = true
+  /** A send, request or receive other than by chunk: an implied keep ({@link Inbox.keepForChunkSender}) ends. */
+  notChunkOnly(): void {
+    if (this.#otherCallSeen) return
+    this.#otherCallSeen = true
     if (this.#keepImplied) {
       this.#keepImplied = false
       this.#packedReader = false

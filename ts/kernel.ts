@@ -191,7 +191,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
       this.#input = opts.input
       this.#typeId = typeId
       const outbox = this.#outbox
-      this.#chunkWriter = new ChunkWriter(this.#in, typeId, () => outbox.ahead, () => outbox.publish(), (what) => this.#checkOpen(what))
+      this.#chunkWriter = new ChunkWriter(this.#in, typeId, () => outbox.ahead, () => outbox.publish(), (what) => this.#checkOpen(what), (limit, what) => outbox.waitForRoom(limit, what))
       // A GPU answers in microseconds, faster than the doorbell's trip through the event loop
       // (bench/results: ~22 µs with the doorbell alone on an H100, ~7 µs round trip).
       this.#spinMs = (opts.spinMicros ?? (this.#native.backend === 'cuda' ? 50 : 0)) / 1000
@@ -257,6 +257,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    */
   trySend(message: TIn): boolean {
     this.#checkOpen('trySend')
+    this.#inbox.notChunkOnly()
     return this.#outbox.trySend(message)
   }
 
@@ -279,6 +280,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   send(message: TIn, options?: WaitOptions): Promise<SendOutcome> {
     try {
       this.#checkOpen('send')
+      this.#inbox.notChunkOnly()
       const limit = waitLimit(options)
       if (limit.signal?.aborted) throw abortedError('send', limit.signal)
       if (this.#outbox.trySend(message)) return Promise.resolve('sent')
@@ -309,6 +311,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   sendBatch(messages: readonly TIn[]): Promise<Record<SendOutcome, number>> {
     try {
       this.#checkOpen('sendBatch')
+      this.#inbox.notChunkOnly()
       if (!Array.isArray(messages)) badOption('sendBatch messages', 'an array', messages)
       return this.#outbox.sendBatch(messages)
     } catch (e) {
@@ -378,6 +381,30 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   }
 
   /**
+   * As {@link RingKernel.reserve}, waiting until at least one input slot is free (the kernel's
+   * release of input slots rings the doorbell, as for `send()` under `block`). A streaming loop
+   * needs it beside {@link RingKernel.nextChunk}: when every message sent has been answered and
+   * `reserve()` still finds no room (the kernel answers before it releases the input slots,
+   * PROTOCOL.md K5 then K6), there is no reply to wait for, only room.
+   * @throws {RingbridgeError} `ERR_RINGBRIDGE_TIMEOUT` / `ERR_RINGBRIDGE_ABORTED` when the wait ends first; `ERR_RINGBRIDGE_CLOSED` once the kernel is terminating.
+   * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` for a bad `max`, or while another `nextReserve()` waits.
+   * @example
+   * ```ts
+   * const chunk = await k.nextReserve(1024, { timeoutMs: 1000 })
+   * chunk.payload(0).set(bytes)
+   * chunk.commit(1, { size: bytes.length })
+   * ```
+   */
+  nextReserve(max: number = this.capacity, options?: WaitOptions): Promise<SendChunk> {
+    try {
+      this.#inbox.keepForChunkSender()
+      return this.#chunkWriter.next(max, options)
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
+  /**
    * Up to `max` replies ready now, read in place in the output ring's slots (no copy, no
    * decode), held until {@link ReceiveChunk.release}; a chunk of 0 when none is ready. One
    * chunk is held at a time. Like {@link RingKernel.tryReceivePacked}, this keeps replies in the
@@ -386,9 +413,9 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
    * (`tryReceiveMany()` takes them), so that a drain can finish.
    *
    * Replies stay in the ring from the first `receiveChunk()`, or from the first
-   * {@link RingKernel.reserve} made before anything read the reply queue; a program that only
-   * uses chunks therefore finds every reply here. (A `request()`, `receive()` or
-   * `tryReceiveMany()` before the first `receiveChunk()` ends what `reserve()` implied.)
+   * {@link RingKernel.reserve} made while only chunk calls were used; a program that only uses
+   * chunks therefore finds every reply here. (A send, request or receive by another call before
+   * the first `receiveChunk()` ends what `reserve()` implied.)
    * @param max most replies wanted, an integer from 0 to 2^32 (default: the ring's capacity).
    * @throws {RingbridgeRangeError} `ERR_RINGBRIDGE_INVALID_ARGUMENT` while a chunk is held, or for a bad `max`; and once, on the first call, when replies had already gone to the reply queue — possible only after other sends or reads came first (take them with `tryReceiveMany()` first: they are older than the ring's).
    * @example
@@ -451,7 +478,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
   request(message: TIn, options?: WaitOptions): Promise<TOut> {
     try {
       this.#checkOpen('request')
-      this.#inbox.queueReader()
+      this.#inbox.notChunkOnly()
       const limit = waitLimit(options)
       if (limit.signal?.aborted) throw abortedError('request', limit.signal)
       const outbox = this.#outbox
@@ -496,7 +523,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     try {
       const limit = waitLimit(options)
       if (limit.signal?.aborted) throw abortedError('receive', limit.signal)
-      this.#inbox.queueReader()
+      this.#inbox.notChunkOnly()
       this.#host.pump()
       const now = this.#inbox.takeReply()
       if (now) return now.ok ? Promise.resolve(now.value) : Promise.reject(this.#explain(now.error))
@@ -536,7 +563,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     // Replies already queued come first; then, with nothing queued ahead, straight from the
     // ring (no queue entry per reply); the pump afterwards routes what the fast path left.
     try {
-      this.#inbox.queueReader()
+      this.#inbox.notChunkOnly()
       this.#inbox.takeMany(max, out)
       this.#inbox.pullDirect(out, max)
       this.#host.pump()
@@ -745,6 +772,8 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     // `abandon` refuses the messages still waiting for room behind a full send queue (their
     // send()/request() never resolved); `drain` delivers them, like the queue itself.
     if (mode === 'abandon') this.#outbox.rejectBlocked(closedError)
+    // A nextReserve() cannot reserve any more (reserve() throws CLOSED from now on).
+    this.#outbox.rejectRoomWaiter(closedError)
     try {
       if (mode === 'drain') {
         // A paused kernel takes nothing, so the send queue would never flush: drain overrides

@@ -8,13 +8,13 @@
  * @module
  */
 import { BatchPath, type Schema } from './codec'
-import { RingbridgeError } from './errors'
+import { RingbridgeError, RingbridgeRangeError } from './errors'
 import type { Host } from './host'
 import { FRAME_HEADER_BYTES, isSkipFrame, writeFrameHeaderWords } from './protocol'
 import { Fifo, MessageQueue } from './queue'
 import type { InputRing } from './ring'
 import type { SendOutcome } from './types'
-import type { Waiter } from './wait'
+import { abortedError, bound, type WaitLimit, type Waiter } from './wait'
 
 /**
  * A message that did not fit the ring, encoded as the frame it will be: header and payload, the
@@ -65,6 +65,8 @@ export class Outbox<TIn> {
   readonly #checkOpen: (what: string) => void
   /** A request's message the queue's policy dropped: its request fails with `error`. */
   readonly #onDropped: (id: number, error: Error) => void
+  /** A `nextReserve()` waiting for a free input slot (`chunk.ts`); one at a time. */
+  #roomWaiter: (Waiter<void> & { what: string }) | undefined
   /** The next correlation id. */
   nextId = 1
   /** Messages published into the ring. */
@@ -83,6 +85,36 @@ export class Outbox<TIn> {
   /** Messages in the send queue. */
   get queued(): number {
     return this.queue.length
+  }
+
+  /** Something waits for room in the input ring: queued messages, or a `nextReserve()`. The pump announces it (H7) so the kernel's release of input slots rings the doorbell. */
+  get wantsRoom(): boolean {
+    return this.queue.length > 0 || this.#roomWaiter !== undefined
+  }
+
+  /**
+   * Resolves once the input ring has a free slot and no message waits ahead of a new one
+   * (checked by every flush, so on every pump); rejects with `ERR_RINGBRIDGE_TIMEOUT` /
+   * `ERR_RINGBRIDGE_ABORTED` when `limit` ends first, or when the kernel ends. `what` names the
+   * caller in errors.
+   */
+  waitForRoom(limit: WaitLimit, what: string): Promise<void> {
+    if (this.#roomWaiter !== undefined) {
+      return Promise.reject(new RingbridgeRangeError('ERR_RINGBRIDGE_INVALID_ARGUMENT', `${what}: another ${this.#roomWaiter.what}() is waiting for room already; await it first`))
+    }
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter<void> & { what: string } = { resolve, reject, what }
+      if (limit.timeoutMs !== undefined || limit.signal !== undefined) {
+        w.disarm = bound(limit, (why) => {
+          if (this.#roomWaiter !== w) return
+          this.#roomWaiter = undefined
+          reject(why === 'abort' ? abortedError(what, limit.signal!) : new RingbridgeError('ERR_RINGBRIDGE_TIMEOUT', `${what}: no free input slot within ${limit.timeoutMs} ms`))
+          this.#host.pump()
+        })
+      }
+      this.#roomWaiter = w
+      this.#host.pump()
+    })
   }
 
   /** Messages wait ahead of a new one (queued, or blocked behind a full queue): it must not overtake them. */
@@ -174,19 +206,26 @@ export class Outbox<TIn> {
     const slot = this.#in.slotSize
     const max = this.#in.maxPayload
     const slotted = slot <= SLOTTED_MAX
-    // What one frame may take: a whole slot, or its header and the largest payload it can have.
-    const most = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + Math.min(max, this.#input.maxSize))
+    // What a frame is expected to take: a whole slot, or its header and the schema's largest
+    // payload (a hint only: a custom schema may understate it or leave it out). Room for a
+    // whole slot is kept before each encode, so any payload the slot allows fits.
+    const hint = this.#input.maxSize
+    const expected = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + (Number.isFinite(hint) && hint >= 0 ? Math.min(max, hint) : max))
     const out: Queued[] = new Array(n)
     let frame = new Uint8Array(0)
     let view = new DataView(frame.buffer)
     let words = new Uint32Array(frame.buffer)
     let at = 0
+    // Buffers grow from 256 KiB to QUEUE_BUFFER_BYTES: a variable-size schema's frames may be far
+    // smaller than expected, and a small overflow should not hold a large buffer.
+    let grow = 256 << 10
     for (let i = 0; i < n; i++) {
-      if (at + most > frame.length) {
-        frame = new Uint8Array(Math.max(most, Math.min(QUEUE_BUFFER_BYTES - (QUEUE_BUFFER_BYTES % most), (n - i) * most)))
+      if (at + slot > frame.length) {
+        frame = new Uint8Array(Math.max(slot, Math.min(grow, (n - i - 1) * expected + slot)))
         view = new DataView(frame.buffer)
         words = new Uint32Array(frame.buffer)
         at = 0
+        grow = Math.min(grow * 2, QUEUE_BUFFER_BYTES)
       }
       const length = this.#input.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, typeof path === 'string' ? path : path.at(from + i))
       writeFrameHeaderWords(words, at / 4, length, this.#typeId, firstId + i)
@@ -303,12 +342,27 @@ export class Outbox<TIn> {
       }
     }
     if (n > 0) this.publish()
+    const w = this.#roomWaiter
+    if (w !== undefined && !this.ahead && this.#in.free(1) > 0) {
+      this.#roomWaiter = undefined
+      w.disarm?.()
+      w.resolve()
+    }
     return n
   }
 
-  /** Rejects every send blocked behind a full queue with `errorFor(its caller)`. */
+  /** Rejects a `nextReserve()` waiting for room with `errorFor(its caller)`: the kernel is ending. */
+  rejectRoomWaiter(errorFor: (what: string) => Error): void {
+    const w = this.#roomWaiter
+    this.#roomWaiter = undefined
+    w?.disarm?.()
+    w?.reject(errorFor(w.what))
+  }
+
+  /** Rejects every send blocked behind a full queue, and a waiting `nextReserve()`, with `errorFor(its caller)`. */
   rejectBlocked(errorFor: (what: string) => Error): void {
     for (const w of this.#blocked.drain()) w.reject(errorFor(w.what))
+    this.rejectRoomWaiter(errorFor)
   }
 
   /**
