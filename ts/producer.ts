@@ -325,7 +325,9 @@ export class RingProducer<TIn = unknown> {
     } else {
       this.#stagedFor = undefined
       if (this.#staging.length < chunk * max) {
-        this.#staging = new Uint8Array(STAGE_MESSAGES * max)
+        // As much as this step needs (at most STAGE_MESSAGES payloads): a producer of a few
+        // messages over 1 MiB slots should not hold 256 MiB.
+        this.#staging = new Uint8Array(chunk * max)
         this.#stagingView = new DataView(this.#staging.buffer)
       }
       const path = new BatchPath()
