@@ -219,3 +219,30 @@ gpuTest('isolation thread: timers keep firing while a kernel over a 1 GiB mapped
   if (ms >= 50) t.true(ticks >= Math.floor(ms / 5 / 4), `${ticks} timer ticks in a ${ms} ms launch`)
   await within(k.terminate(), 30_000, 'terminate')
 })
+
+// Runtime.open probes cuda on the libuv pool: loading the driver and compiling the ring kernel by
+// NVRTC (about a second with a cold kernel cache) leave timers running. A fresh process and an
+// empty cache directory make the compile cold.
+gpuTest('Runtime.open keeps timers firing while it compiles the ring kernel (cold kernel cache)', async (t) => {
+  const { mkdtempSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const path = await import('node:path')
+  const cache = mkdtempSync(path.join(tmpdir(), 'ringbridge-cold-'))
+  const script = `process.env.RINGBRIDGE_CACHE_DIR = ${JSON.stringify(cache)}
+const { Runtime } = require(${JSON.stringify(path.join(__dirname, '..', 'index.js'))})
+let ticks = 0
+const timer = setInterval(() => ticks++, 5)
+const started = Date.now()
+Runtime.open({ backend: 'cuda' }).then(async (rt) => {
+  clearInterval(timer)
+  console.log(JSON.stringify({ ms: Date.now() - started, ticks, backend: rt.backend }))
+  await rt.close()
+})`
+  const r = await runNode(script, 120_000)
+  t.is(r.code, 0)
+  const { ms, ticks, backend } = JSON.parse(r.stdout) as { ms: number; ticks: number; backend: string }
+  t.log(`Runtime.open ${ms} ms (cold kernel cache), ${ticks} timer ticks`)
+  t.is(backend, 'cuda')
+  t.true(ms >= 100, `a cold open took ${ms} ms`)
+  t.true(ticks >= Math.floor(ms / 5 / 4), `${ticks} timer ticks in a ${ms} ms open`)
+})

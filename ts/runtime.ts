@@ -84,7 +84,9 @@ export class Runtime implements AsyncDisposable {
     if (!BACKEND_NAMES.includes(name as string)) badOption('backend', quotedList(BACKEND_NAMES), name)
     let choice: string[]
     try {
-      choice = native.chooseBackend(name)
+      // On the libuv pool: probing cuda loads the driver and compiles the ring kernel (NVRTC,
+      // about a second on a cold cache).
+      choice = await native.chooseBackendAsync(name)
     } catch (e) {
       throw fromNative(e)
     }

@@ -135,3 +135,28 @@ pub fn choose_backend(name: String) -> error::Result<Vec<String>> {
     let c = ringbridge_core::backend::choose(&name).map_err(error::to_js)?;
     Ok(vec![c.name.to_owned(), c.reason])
 }
+
+/// `chooseBackendAsync`: the backend choice on the libuv pool. Probing cuda loads the driver and
+/// compiles the ring kernel by NVRTC (about a second on a cold cache): not on the JS thread.
+pub struct ChooseTask {
+    name: String,
+}
+
+impl napi::Task for ChooseTask {
+    type Output = error::Result<Vec<String>>;
+    type JsValue = Vec<String>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(ringbridge_core::backend::choose(&self.name).map(|c| vec![c.name.to_owned(), c.reason]).map_err(error::to_js))
+    }
+
+    fn resolve(&mut self, env: napi::Env, output: Self::Output) -> napi::Result<Vec<String>> {
+        output.map_err(|e| napi::Error::from(napi::bindgen_prelude::JsError::from(e).into_unknown(env)))
+    }
+}
+
+/// As `chooseBackend`, off the JS thread; rejects with its errors (same `code` and message).
+#[napi(ts_return_type = "Promise<string[]>")]
+pub fn choose_backend_async(name: String) -> napi::bindgen_prelude::AsyncTask<ChooseTask> {
+    napi::bindgen_prelude::AsyncTask::new(ChooseTask { name })
+}
