@@ -131,6 +131,11 @@ if [[ $mode == stream ]]; then
     timeout 150 node bench/gpu.js 2>&1 | tee "$O/js_bench.txt"
     step js chunk tests
     RINGBRIDGE_GPU_MESSAGES=10000000 timeout 150 node node_modules/ava/entrypoints/cli.mjs __test__/chunk.spec.js 2>&1 | tail -15 | tee "$O/js_chunk_tests.txt"
+    # Goal 3: struct objects through sendBatch/receiveBatch (bench/echo.js on the cuda backend)
+    # and the generated codecs beside hand-written ones, on this host's CPU.
+    step js struct bench
+    timeout 150 node bench/echo.js 2>&1 | grep -E "^(cuda|cpu|worker|ratio)" | tee "$O/js_struct_bench.txt"
+    timeout 60 node bench/codec.js 2>&1 | tee -a "$O/js_struct_bench.txt"
   fi
   step sanitizers
   command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
