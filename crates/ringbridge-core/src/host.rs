@@ -224,7 +224,11 @@ impl Session {
     /// on two threads (the two ring ends are independent, spec §5).
     pub fn halves(&mut self) -> (SendHalf<'_>, RecvHalf<'_>) {
         let kernel: &dyn Kernel = self.kernel.as_ref();
-        (SendHalf { tx: &mut self.tx, kernel, region: &self.in_region }, RecvHalf { rx: &mut self.rx, kernel, region: &self.out_region })
+        let doorbell: &Doorbell = &self.doorbell;
+        (
+            SendHalf { tx: &mut self.tx, kernel, region: &self.in_region, doorbell },
+            RecvHalf { rx: &mut self.rx, kernel, region: &self.out_region, doorbell },
+        )
     }
 
     /// Waits up to `limit` for the next reply.
@@ -248,7 +252,7 @@ impl Session {
         }
     }
 
-    /// H7: announce that we wait, re-check, sleep on the doorbell; bounded by `deadline`.
+    /// H7 for this session (see [`wait_on`]); `ready` re-checks with the session at hand.
     fn wait(
         &mut self,
         region: &Region,
@@ -257,29 +261,8 @@ impl Session {
         what: &'static str,
         mut ready: impl FnMut(&mut Self) -> bool,
     ) -> Result<(), Error> {
-        let start = Instant::now();
-        let cb = region.control();
-        loop {
-            let seen = self.doorbell.count();
-            // ORDERING: (H7) SeqCst store then SeqCst fence before re-reading the index; pairs
-            // with the kernel's SeqCst fence after publishing and before loading host_waiting (K7).
-            cb.host_waiting.store(bit, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if ready(self) {
-                cb.host_waiting.store(0, Ordering::Relaxed);
-                return Ok(());
-            }
-            if backend::state(cb) == Some(KernelState::Terminated) && !ready(self) {
-                cb.host_waiting.store(0, Ordering::Relaxed);
-                return Err(Error::Closed);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                cb.host_waiting.store(0, Ordering::Relaxed);
-                return Err(Error::Timeout { what, millis: limit_ms(deadline, start) });
-            }
-            self.doorbell.wait_past(seen, (deadline - now).min(Duration::from_millis(50)));
-        }
+        let doorbell = Arc::clone(&self.doorbell);
+        wait_on(&doorbell, region, bit, deadline, what, || ready(self))
     }
 
     /// Replies published and not yet taken.
@@ -356,6 +339,45 @@ fn limit_ms(deadline: Instant, start: Instant) -> u64 {
     deadline.saturating_duration_since(start).as_millis() as u64
 }
 
+/// H7: announce that we wait (`bit` of `host_waiting`), re-check with `ready`, sleep on the
+/// doorbell; bounded by `deadline`. The bit is set and cleared with read-modify-writes, never a
+/// plain store: the two halves of a session may wait at once, one for room and one for replies,
+/// and a plain store by one would erase the other's announcement (the loom model
+/// `h7_two_waiters_store_loses_a_wakeup` shows the lost wake-up).
+fn wait_on(
+    doorbell: &Doorbell,
+    region: &Region,
+    bit: u32,
+    deadline: Instant,
+    what: &'static str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let cb = region.control();
+    let done = |r: Result<(), Error>| {
+        cb.host_waiting.fetch_and(!bit, Ordering::Relaxed);
+        r
+    };
+    loop {
+        let seen = doorbell.count();
+        // ORDERING: (H7) SeqCst read-modify-write then SeqCst fence before re-reading the index;
+        // pairs with the kernel's SeqCst fence after publishing and before loading host_waiting (K7).
+        cb.host_waiting.fetch_or(bit, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if ready() {
+            return done(Ok(()));
+        }
+        if backend::state(cb) == Some(KernelState::Terminated) && !ready() {
+            return done(Err(Error::Closed));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return done(Err(Error::Timeout { what, millis: limit_ms(deadline, start) }));
+        }
+        doorbell.wait_past(seen, (deadline - now).min(Duration::from_millis(50)));
+    }
+}
+
 fn wake_if_sleeping(kernel: &dyn Kernel, region: &Region) {
     // ORDERING: (D2) SeqCst fence between our index store and the load of kernel_sleeping;
     // pairs with the kernel's SeqCst store of kernel_sleeping and re-check (D1).
@@ -370,6 +392,7 @@ pub struct SendHalf<'a> {
     tx: &'a mut Producer<RegionRing>,
     kernel: &'a dyn Kernel,
     region: &'a Region,
+    doorbell: &'a Doorbell,
 }
 
 impl SendHalf<'_> {
@@ -432,6 +455,21 @@ impl<'a> SendHalf<'a> {
     /// ```
     pub fn write_chunk(&mut self, wanted: u64) -> SendChunk<'_> {
         SendChunk { chunk: self.tx.write_chunk(wanted), kernel: self.kernel, region: self.region }
+    }
+
+    /// As [`write_chunk`](Self::write_chunk), waiting up to `limit` for at least one free slot
+    /// (H7 with `WAIT_INPUT`: the kernel's release of input slots rings the doorbell). A
+    /// streaming loop waits here, not for a reply, once every message it sent is answered: the
+    /// kernel publishes replies (K5) before it releases their input slots (K6).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Closed`] once the kernel terminated.
+    pub fn write_chunk_within(&mut self, wanted: u64, limit: Duration) -> Result<SendChunk<'_>, Error> {
+        if wanted > 0 && self.tx.free_slots(1) == 0 {
+            let tx = &mut *self.tx;
+            wait_on(self.doorbell, self.region, WAIT_INPUT, Instant::now() + limit, "input ring space", || tx.free_slots(1) > 0)?;
+        }
+        Ok(self.write_chunk(wanted))
     }
 }
 
@@ -506,12 +544,26 @@ pub struct RecvHalf<'a> {
     rx: &'a mut Consumer<RegionRing>,
     kernel: &'a dyn Kernel,
     region: &'a Region,
+    doorbell: &'a Doorbell,
 }
 
 impl RecvHalf<'_> {
     /// Takes up to `wanted` replies in place (spec §5.3); see [`ReplyChunk`].
     pub fn read_chunk(&mut self, wanted: u64) -> ReplyChunk<'_> {
         ReplyChunk { chunk: self.rx.read_chunk(wanted), kernel: self.kernel, region: self.region }
+    }
+
+    /// As [`read_chunk`](Self::read_chunk), waiting up to `limit` for at least one reply (H7
+    /// with `WAIT_OUTPUT`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`]; [`Error::Closed`] once the kernel terminated with no reply left.
+    pub fn read_chunk_within(&mut self, wanted: u64, limit: Duration) -> Result<ReplyChunk<'_>, Error> {
+        if wanted > 0 && self.rx.available(1) == 0 {
+            let rx = &mut *self.rx;
+            wait_on(self.doorbell, self.region, WAIT_OUTPUT, Instant::now() + limit, "a reply", || rx.available(1) > 0)?;
+        }
+        Ok(self.read_chunk(wanted))
     }
 
     /// As [`Session::recv_batch_with`].

@@ -150,6 +150,93 @@ fn cpu_a_million_messages_through_capacities_2_and_4() {
     }
 }
 
+/// Streams `total` messages with the halves' waits instead of spinning: the producer waits for
+/// room (`write_chunk_within`), the consumer for replies (`read_chunk_within`), both on the
+/// session's one doorbell and `host_waiting` word at once. Everything checked, every wait bounded.
+fn stream_waiting(s: &mut Session, total: u64, chunk: u64) {
+    let (mut tx, mut rx) = s.halves();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut sent = 0u64;
+            while sent < total {
+                let mut c = tx.write_chunk_within(chunk.min(total - sent), STALL).unwrap_or_else(|e| panic!("room at {sent}: {e}"));
+                assert!(!c.is_empty(), "write_chunk_within returned no slot at {sent}");
+                let size = c.slot_size();
+                let (a, b) = c.as_mut_slices();
+                for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
+                    write_message(slot, sent + i as u64);
+                }
+                let n = c.len();
+                sent += c.commit(n) as u64;
+            }
+        });
+        let mut got = 0u64;
+        while got < total {
+            let c = rx.read_chunk_within(u64::MAX, STALL).unwrap_or_else(|e| panic!("replies at {got}: {e}"));
+            assert!(!c.is_empty(), "read_chunk_within returned no reply at {got}");
+            let size = c.slot_size();
+            let (a, b) = c.as_slices();
+            for i in 0..c.len() {
+                check_reply(nth(a, b, size, i), got + i as u64);
+            }
+            let n = c.len();
+            got += c.release(n) as u64;
+        }
+    });
+}
+
+#[test]
+fn cpu_chunks_that_wait_for_room_and_replies_lose_nothing() {
+    let env = std::env::var("RINGBRIDGE_CHUNK_CPU_MESSAGES").ok().and_then(|v| v.parse().ok());
+    let total = if cfg!(miri) { 200 } else { env.unwrap_or(1_000_000) };
+    for (capacity, chunk) in [(2u32, 2u64), (4, 3), (64, 64)] {
+        let mut s = launch("cpu", "auto", capacity, 32);
+        stream_waiting(&mut s, total, chunk);
+        let t = s.terminate(true, STALL).expect("drain");
+        assert_eq!(t.undelivered, 0);
+        assert!(t.replies.is_empty());
+    }
+}
+
+#[test]
+fn chunk_waits_time_out_and_report_a_terminated_kernel() {
+    use ringbridge_core::protocol::TERMINATE_ABANDON;
+    use ringbridge_core::Error;
+    let mut s = launch("cpu", "auto", 4, 64);
+    let control = std::sync::Arc::clone(s.region());
+    {
+        let (mut tx, mut rx) = s.halves();
+        // Nothing sent: no reply comes.
+        assert!(matches!(rx.read_chunk_within(4, Duration::from_millis(30)), Err(Error::Timeout { .. })));
+        // A paused kernel takes nothing: once the ring is full, no room comes.
+        control.control().active.store(0, ringbridge_core::Ordering::Release);
+        let mut c = tx.write_chunk(4);
+        assert_eq!(c.len(), 4);
+        let size = c.slot_size();
+        let (a, _) = c.as_mut_slices();
+        for (i, slot) in a.chunks_exact_mut(size).enumerate() {
+            write_message(slot, i as u64);
+        }
+        c.commit(4);
+        assert!(matches!(tx.write_chunk_within(1, Duration::from_millis(30)), Err(Error::Timeout { .. })));
+        // No slot wanted: no wait.
+        assert!(tx.write_chunk_within(0, Duration::ZERO).expect("no wait").is_empty());
+        // Resumed, the kernel answers all four and frees their slots.
+        control.control().active.store(1, ringbridge_core::Ordering::Release);
+        let mut got = 0u64;
+        while got < 4 {
+            let r = rx.read_chunk_within(4, STALL).expect("replies");
+            let n = r.len();
+            got += r.release(n) as u64;
+        }
+        assert!(!tx.write_chunk_within(4, STALL).expect("room").is_empty());
+        // Abandoned, the kernel ends: a wait for replies reports it instead of timing out.
+        control.control().terminate.store(TERMINATE_ABANDON, ringbridge_core::Ordering::Release);
+        assert!(matches!(rx.read_chunk_within(1, STALL), Err(Error::Closed)));
+    }
+    let _ = s.terminate(false, STALL);
+}
+
 #[test]
 fn a_chunk_reserved_and_never_committed_sends_nothing() {
     let mut s = launch("cpu", "auto", 8, 64);

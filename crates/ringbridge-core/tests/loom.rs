@@ -318,6 +318,62 @@ fn h7_k7_ring_before_release_loses_the_wakeup() {
     room_wakeup(false);
 }
 
+/// H7 with two waiters at once: the two halves of a session (`SendHalf::write_chunk_within`,
+/// `RecvHalf::read_chunk_within`) wait on one `host_waiting` word, one for room (`WAIT_INPUT`),
+/// one for replies (`WAIT_OUTPUT`). The kernel publishes a reply and releases input room, then
+/// K7 (fence, load `host_waiting`). `rmw`: each waiter sets and clears only its own bit with
+/// read-modify-writes, as `host::wait_on` does; else with plain stores.
+fn two_waiters(rmw: bool) {
+    const OUTPUT: u64 = 1;
+    const INPUT: u64 = 2;
+    loom::model(move || {
+        let host_waiting = Arc::new(AtomicU64::new(0));
+        let (tail, head) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let waiter = |bit: u64, index: Arc<AtomicU64>| {
+            let host_waiting = Arc::clone(&host_waiting);
+            thread::spawn(move || {
+                if rmw {
+                    host_waiting.fetch_or(bit, Ordering::SeqCst);
+                } else {
+                    host_waiting.store(bit, Ordering::SeqCst);
+                }
+                fence(Ordering::SeqCst);
+                if index.load(Ordering::SeqCst) == 0 {
+                    return true; // it sleeps on the doorbell
+                }
+                if rmw {
+                    host_waiting.fetch_and(!bit, Ordering::Relaxed);
+                } else {
+                    host_waiting.store(0, Ordering::Relaxed);
+                }
+                false
+            })
+        };
+        let replies = waiter(OUTPUT, Arc::clone(&tail));
+        let room = waiter(INPUT, Arc::clone(&head));
+        tail.store(1, Ordering::Release);
+        head.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let kernel_rings = host_waiting.load(Ordering::Relaxed) != 0;
+        let (replies_sleeps, room_sleeps) = (replies.join().unwrap(), room.join().unwrap());
+        assert!(kernel_rings || !(replies_sleeps || room_sleeps), "lost wake-up: a half sleeps on an index the kernel moved");
+    });
+}
+
+/// Each half sets and clears only its bit: no execution leaves either asleep unrung.
+#[test]
+fn h7_two_waiters_no_lost_wakeup() {
+    two_waiters(true);
+}
+
+/// With plain stores one half's clear (or announcement) erases the other's: loom finds the lost
+/// wake-up, so the model above can fail and does check something.
+#[test]
+#[should_panic(expected = "lost wake-up")]
+fn h7_two_waiters_store_loses_a_wakeup() {
+    two_waiters(false);
+}
+
 /// §5.3 (W3 with R1–R3): chunks of two and one frames through a ring of two slots, written and
 /// read in place through `WriteChunk::with_slot_mut` / `ReadChunk::with_slot`, published and
 /// released with one index store each: every slot changes hands without a race, a chunk never
