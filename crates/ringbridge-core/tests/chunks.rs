@@ -61,6 +61,28 @@ fn nth<'s>(a: &'s [u8], b: &'s [u8], size: usize, i: usize) -> &'s [u8] {
     }
 }
 
+/// Writes messages `first..` into every slot of `c` and commits them all; returns how many.
+fn fill_and_commit(mut c: ringbridge_core::host::SendChunk<'_>, first: u64) -> u64 {
+    let size = c.slot_size();
+    let (a, b) = c.as_mut_slices();
+    for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
+        write_message(slot, first + i as u64);
+    }
+    let n = c.len();
+    c.commit(n) as u64
+}
+
+/// Checks that `c` holds the replies to messages `first..` and releases them all; returns how many.
+fn check_and_release(c: ringbridge_core::host::ReplyChunk<'_>, first: u64) -> u64 {
+    let size = c.slot_size();
+    let (a, b) = c.as_slices();
+    for i in 0..c.len() {
+        check_reply(nth(a, b, size, i), first + i as u64);
+    }
+    let n = c.len();
+    c.release(n) as u64
+}
+
 /// Streams `total` messages from a producer thread through chunks of at most `chunk` slots
 /// (the sizes cycle through `sizes`, each capped by `chunk`), the consumer releasing at most
 /// `take` replies a chunk, everything checked.
@@ -72,19 +94,13 @@ fn stream(s: &mut Session, total: u64, sizes: &[u64], take: u64) {
             let mut last = Instant::now();
             while sent < total {
                 let want = sizes[k % sizes.len()].clamp(1, total - sent);
-                let mut c = tx.write_chunk(want);
+                let c = tx.write_chunk(want);
                 if c.is_empty() {
                     assert!(last.elapsed() < STALL, "no room for {STALL:?} at {sent}");
                     std::thread::yield_now();
                     continue;
                 }
-                let size = c.slot_size();
-                let (a, b) = c.as_mut_slices();
-                for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
-                    write_message(slot, sent + i as u64);
-                }
-                let n = c.len();
-                sent += c.commit(n) as u64;
+                sent += fill_and_commit(c, sent);
                 k += 1;
                 last = Instant::now();
             }
@@ -98,13 +114,7 @@ fn stream(s: &mut Session, total: u64, sizes: &[u64], take: u64) {
                 std::thread::yield_now();
                 continue;
             }
-            let size = c.slot_size();
-            let (a, b) = c.as_slices();
-            for i in 0..c.len() {
-                check_reply(nth(a, b, size, i), got + i as u64);
-            }
-            let n = c.len();
-            got += c.release(n) as u64;
+            got += check_and_release(c, got);
             last = Instant::now();
         }
     });
@@ -159,28 +169,16 @@ fn stream_waiting(s: &mut Session, total: u64, chunk: u64) {
         scope.spawn(move || {
             let mut sent = 0u64;
             while sent < total {
-                let mut c = tx.write_chunk_within(chunk.min(total - sent), STALL).unwrap_or_else(|e| panic!("room at {sent}: {e}"));
+                let c = tx.write_chunk_within(chunk.min(total - sent), STALL).unwrap_or_else(|e| panic!("room at {sent}: {e}"));
                 assert!(!c.is_empty(), "write_chunk_within returned no slot at {sent}");
-                let size = c.slot_size();
-                let (a, b) = c.as_mut_slices();
-                for (i, slot) in a.chunks_exact_mut(size).chain(b.chunks_exact_mut(size)).enumerate() {
-                    write_message(slot, sent + i as u64);
-                }
-                let n = c.len();
-                sent += c.commit(n) as u64;
+                sent += fill_and_commit(c, sent);
             }
         });
         let mut got = 0u64;
         while got < total {
             let c = rx.read_chunk_within(u64::MAX, STALL).unwrap_or_else(|e| panic!("replies at {got}: {e}"));
             assert!(!c.is_empty(), "read_chunk_within returned no reply at {got}");
-            let size = c.slot_size();
-            let (a, b) = c.as_slices();
-            for i in 0..c.len() {
-                check_reply(nth(a, b, size, i), got + i as u64);
-            }
-            let n = c.len();
-            got += c.release(n) as u64;
+            got += check_and_release(c, got);
         }
     });
 }
