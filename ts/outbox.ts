@@ -163,7 +163,8 @@ export class Outbox<TIn> {
     try {
       const path = new BatchPath()
       for (let i = 0; i < staged; i++) this.stage(messages[i] as TIn, firstId + i, path.at(i))
-      rest = this.#encodeMany(messages, staged, firstId)
+      // The rest, for the send queue: encoded now, so one bad message sends nothing.
+      if (messages.length > staged) rest = this.#encodeFrames(messages, staged, firstId + staged, new BatchPath())
     } catch (e) {
       this.#in.next = this.#in.published // unstage: nothing of the batch was published
       throw e
@@ -190,14 +191,6 @@ export class Outbox<TIn> {
     this.#host.pump()
     if (waiting.length === 0) return Promise.resolve(counts)
     return Promise.all(waiting).then(() => counts)
-  }
-
-  /**
-   * Encodes `messages[from..]` for the send queue as frames, a slot apart in one buffer (one
-   * allocation per batch, not one per message); message `from + i` gets id `firstId + from + i`.
-   */
-  #encodeMany(messages: readonly TIn[], from: number, firstId: number): Queued[] {
-    return messages.length > from ? this.#encodeFrames(messages, from, firstId + from, new BatchPath()) : []
   }
 
   /** The frames of `messages[from..]`, ids from `firstId`; `path` names a message in errors (a batch's names each). */
