@@ -547,7 +547,7 @@ test("README's chunk section is the tested example, verbatim", (t) => {
   t.is(block![1], dedented)
 })
 
-for (const transport of ['mapped', 'dma'] as const) {
+for (const transport of ['hybrid', 'mapped', 'dma'] as const) {
   gpuTest(`cuda ${transport}: ${GPU_MESSAGES} checksummed messages through chunks, every reply in order`, async (t) => {
     const rt = await Runtime.open({ backend: 'cuda' })
     t.teardown(() => within(rt.close(), 30_000, 'close'))

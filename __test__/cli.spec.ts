@@ -40,7 +40,7 @@ test('doctor --json: one JSON object; cpu works; the kernel host starts and stop
   t.true(d.kernelHost.ok, d.kernelHost.reason)
   t.is(d.kernelHost.backend, 'cpu')
   t.true(Number.isInteger(d.kernelHost.pid))
-  t.deepEqual(d.transports.map((x: { name: string }) => x.name), ['mapped', 'dma', 'managed', 'auto'])
+  t.deepEqual(d.transports.map((x: { name: string }) => x.name), ['hybrid', 'mapped', 'dma', 'managed', 'auto'])
   t.deepEqual(d.nvrtc.names, ['libnvrtc.so.13', 'libnvrtc.so.12', 'libnvrtc.so'])
   const dirs = d.nvrtc.places.map((p: { dir: string }) => p.dir)
   t.true(dirs.includes('/usr/local/cuda/lib64') && dirs.includes('/opt/cuda/lib64'), dirs.join(' '))

@@ -11,7 +11,7 @@ import { codeOf, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
 const gpuTest = GPU ? test.serial : (title: string, _fn: unknown) => test.skip(`${title} — skipped: no CUDA device (set RINGBRIDGE_GPU=1 on a GPU host)`, () => undefined)
-const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
+const TRANSPORTS = ['hybrid', 'mapped', 'dma', 'managed'] as const
 
 const Inner = struct({ a: u8, b: f64 }, { name: 'Inner' })
 const Every = struct({

@@ -8,7 +8,7 @@ import { Runtime, array, bytes, f32, struct, u32, type RingKernel } from '../ind
 import { alive, runNode, until, within } from './helpers'
 
 const GPU = process.env.RINGBRIDGE_GPU === '1'
-const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
+const TRANSPORTS = ['hybrid', 'mapped', 'dma', 'managed'] as const
 const MESSAGES = Number(process.env.RINGBRIDGE_GPU_MESSAGES ?? 10_000_000)
 const gpuTest = GPU ? test.serial : (title: string, _fn: unknown) => test.skip(`${title} — skipped: no CUDA device (set RINGBRIDGE_GPU=1 on a GPU host)`, () => undefined)
 
@@ -60,7 +60,7 @@ for (const transport of TRANSPORTS) {
       x: Array.from({ length: 8 }, (_, k) => (k === 3 && i % 5 === 0 ? NaN : Math.fround(Math.cos(i * k) * 7.3))),
       y: Array.from({ length: 8 }, (_, k) => (k === 6 && i % 11 === 0 ? Infinity : Math.fround(i / (k + 1)))),
     }))
-    const run = async (rt: Runtime, options: { transport?: 'mapped' | 'dma' | 'managed' }) => {
+    const run = async (rt: Runtime, options: { transport?: 'hybrid' | 'mapped' | 'dma' | 'managed' }) => {
       const k = await rt.launch({ handler: 'saxpy', input: Saxpy, output: bytes(32), outputSlotSize: 64, ...options })
       const out = await Promise.all(inputs.map((m) => k.request(m, { timeoutMs: 30_000 })))
       await k.terminate()

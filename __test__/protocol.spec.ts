@@ -34,7 +34,7 @@ type Same<T, U> = [T] extends [U] ? ([U] extends [T] ? true : false) : false
 
 // Each union, spelled as a list the compiler holds to the union (both ways), so the run-time
 // comparison with the native list below covers the type.
-const transports = ['auto', 'mapped', 'dma', 'managed'] as const
+const transports = ['auto', 'hybrid', 'mapped', 'dma', 'managed'] as const
 const transportsAreTheUnion: Same<(typeof transports)[number], NonNullable<LaunchOptions<unknown, unknown>['transport']>> = true
 const backends = ['auto', 'cpu', 'cuda'] as const
 const backendsAreTheUnion: Same<(typeof backends)[number], BackendName> = true

@@ -185,7 +185,7 @@ test('routes that cannot work are refused before anything runs, naming the stage
 gpuTest('GPU: routes on one GPU, every transport pair, none lost or reordered', async (t) => {
   const rt = await open('cuda', t)
   const total = Number(process.env.RINGBRIDGE_GPU_MESSAGES ?? 1_000_000) / 10
-  for (const first of ['mapped', 'dma', 'managed'] as const) {
+  for (const first of ['hybrid', 'mapped', 'dma', 'managed'] as const) {
     for (const second of ['mapped', 'dma', 'managed'] as const) {
       const route = await rt.launchRoute([
         { handler: 'echo', input: u64, output: u64, transport: first },

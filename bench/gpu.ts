@@ -8,7 +8,7 @@
 import { performance } from 'node:perf_hooks'
 import { Runtime, bytes, type RingKernel } from '../index'
 
-const TRANSPORTS = ['mapped', 'dma', 'managed'] as const
+const TRANSPORTS = ['hybrid', 'mapped', 'dma', 'managed'] as const
 const quick = process.argv.includes('--quick')
 const ITERS = quick ? 500 : 20_000
 const STREAM = quick ? 200_000 : 5_000_000
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
     console.log(`js_stream_echo64_${transport}_cap65536_packed ${rate.toExponential(3)} msg/s`)
     await k.terminate()
   }
-  for (const transport of ['dma', 'mapped'] as const) {
+  for (const transport of ['dma', 'hybrid', 'mapped'] as const) {
     for (const cap of [1 << 20, 65_536]) {
       for (const full of [false, true]) {
         const k = await rt.launch({ handler: 'echo', input: bytes(48), output: bytes(48), capacity: cap, slotSize: 64, transport })

@@ -150,6 +150,8 @@ struct rb_block_op {
   unsigned long long round_start;  ///< first input position of the round (for error order)
   unsigned long long delta;        ///< output position minus input position
   unsigned long long err_key;      ///< max of this block's inverted error keys (0: none)
+  const uint8_t* in_slots;         ///< the input slots the op reads (hybrid: host or device)
+  uint8_t* out_slots;              ///< the output slots the op writes (hybrid: host or device)
   unsigned int n;                  ///< messages from `start`
   unsigned int kind;               ///< RB_OP_*
   unsigned int err_count;          ///< errors this block recorded in the op
@@ -444,13 +446,16 @@ RB_DEVICE uint32_t rb_group_message(const rb_ring_setup& s, uint4 v, const uint8
 /// error_code, as in the cpu backend's sequential order.
 /// @tparam H RB_HANDLER_*
 /// @param s the setup
+/// @param in_slots the input slot array the op reads (`input_buffer`, or hybrid's host slots)
+/// @param out_slots the output slot array the op writes
 /// @param start first input position
 /// @param n messages
 /// @param round_start first input position of the round (`start - round_start` < 2^32)
 /// @param delta output position minus input position
 /// @param op the block's op (err_count, err_key updated with shared-memory atomics)
 template <uint32_t H>
-RB_DEVICE void rb_block_messages(const rb_ring_setup& s, uint64_t start, uint32_t n,
+RB_DEVICE void rb_block_messages(const rb_ring_setup& s, const uint8_t* in_slots,
+                                 uint8_t* out_slots, uint64_t start, uint32_t n,
                                  uint64_t round_start, uint64_t delta, rb_block_op* op) {
   if (s.group >= s.groups) return;
   const uint32_t stride = s.groups;
@@ -463,7 +468,7 @@ RB_DEVICE void rb_block_messages(const rb_ring_setup& s, uint64_t start, uint32_
     for (uint32_t u = 0; u < RB_RING_UNROLL; ++u) {
       const uint32_t m = base + u * stride;
       if (m < n) {
-        const uint8_t* in = rb_slot_ptr(const_cast<uint8_t*>(s.in_slots), s.in_slot_size,
+        const uint8_t* in = rb_slot_ptr(const_cast<uint8_t*>(in_slots), s.in_slot_size,
                                         s.in_capacity, start + m);
         v[u] = rb_ld_slot_v4(in + 16u * s.lane);
       }
@@ -474,10 +479,10 @@ RB_DEVICE void rb_block_messages(const rb_ring_setup& s, uint64_t start, uint32_
       if (m < n) {
         const uint64_t pos = start + m;
         const uint8_t* in =
-            rb_slot_ptr(const_cast<uint8_t*>(s.in_slots), s.in_slot_size, s.in_capacity, pos);
+            rb_slot_ptr(const_cast<uint8_t*>(in_slots), s.in_slot_size, s.in_capacity, pos);
         // SAFETY: (I2) output position pos + delta lies in [output_tail, output_head + capacity):
         // the poller cut the round to the free output slots (P2 acquire of output_head).
-        uint8_t* out = rb_slot_ptr(s.out_slots, s.out_slot_size, s.out_capacity, pos + delta);
+        uint8_t* out = rb_slot_ptr(out_slots, s.out_slot_size, s.out_capacity, pos + delta);
         const uint32_t code = rb_group_message<H>(s, v[u], in, out);
         if (code != 0 && s.lane == 0) {
           const unsigned long long key =
@@ -498,20 +503,22 @@ RB_DEVICE void rb_block_op_messages(const rb_ring_setup& s, rb_block_op* op) {
   const uint64_t start = op->start;
   const uint64_t round_start = op->round_start;
   const uint32_t n = op->n;
+  const uint8_t* in = op->in_slots;
+  uint8_t* out = op->out_slots;
   switch (s.handler) {
     case RB_HANDLER_ECHO:
-      rb_block_messages<RB_HANDLER_ECHO>(s, start, n, round_start, delta, op);
+      rb_block_messages<RB_HANDLER_ECHO>(s, in, out, start, n, round_start, delta, op);
       break;
     case RB_HANDLER_SAXPY:
-      rb_block_messages<RB_HANDLER_SAXPY>(s, start, n, round_start, delta, op);
+      rb_block_messages<RB_HANDLER_SAXPY>(s, in, out, start, n, round_start, delta, op);
       break;
 #ifdef RB_USER_HANDLER
     case RB_HANDLER_USER:
-      rb_block_messages<RB_HANDLER_USER>(s, start, n, round_start, delta, op);
+      rb_block_messages<RB_HANDLER_USER>(s, in, out, start, n, round_start, delta, op);
       break;
 #endif
     default:
-      rb_block_messages<RB_HANDLER_TRAP>(s, start, n, round_start, delta, op);
+      rb_block_messages<RB_HANDLER_TRAP>(s, in, out, start, n, round_start, delta, op);
       break;
   }
 }
@@ -588,6 +595,18 @@ struct rb_poller {
   rb_errors errors;           ///< error_count, and whether error_code is set
   uint32_t state;             ///< state
   bool grid_round;            ///< a grid round is in hand
+  // hybrid (§11.2): small rounds go direct to the host's slots, large ones through the bridge.
+  const uint64_t* dev_tail_addr;  ///< the bridge's copy of the input tail (hybrid input)
+  const uint8_t* host_in;     ///< host input slots; null: input never direct
+  uint8_t* host_out;          ///< host output slots; null: output never direct
+  uint64_t* direct_upto_addr; ///< where a direct round's end is recorded for the bridge
+  uint64_t cached_dev_tail;   ///< possibly stale bridge input tail
+  uint64_t out_bridged_end;   ///< output end of the last round the bridge has to copy
+  const uint8_t* round_in;    ///< the input slots of the round in hand
+  uint8_t* round_out;         ///< the output slots of the round in hand
+  uint32_t direct_max;        ///< rounds up to this size may go direct (<= local_max; 0: never)
+  bool out_pending;           ///< the bridge may not have published out_bridged_end yet
+  bool direct_out;            ///< the round in hand wrote the host's output slots
 };
 
 /// K5–K6 for the round in hand: statistics and errors (relaxed, count released), then the
@@ -612,7 +631,21 @@ RB_DEVICE void rb_publish_round(rb_control_block* cb, rb_poller& p, uint32_t err
   // through their fence and rb_grid.done, acquired) are performed system-wide before the
   // release of the output tail; a host (or the dma bridge) that acquires the tail sees them.
   rb_fence_sc_sys();
-  rb_st_release_sys_u64(p.out_tail_addr, p.next + p.delta);
+  const uint64_t out_end = p.next + p.delta;
+  if (p.direct_out) {
+    // Hybrid, a direct round (§11.2, HY4): direct_upto first, so a bridge that acquires the
+    // mirror below knows not to copy these positions; then the mirror (the kernel's own output
+    // tail), then the host's output_tail, which the bridge does not write while nothing of it
+    // is pending.
+    rb_st_release_sys_u64(p.direct_upto_addr, out_end);
+    rb_st_release_sys_u64(p.out_tail_addr, out_end);
+    rb_st_release_sys_u64(&cb->output_tail, out_end);
+  } else {
+    rb_st_release_sys_u64(p.out_tail_addr, out_end);
+    // Hybrid: the bridge copies this round out; no direct round until it has published it.
+    p.out_pending = true;
+    p.out_bridged_end = out_end;
+  }
   // ORDERING: (C4, K6 after K5) release after the replies are published: the host reuses these
   // input slots only after their replies are visible.
   rb_st_release_sys_u64(&cb->input_head, p.next);
@@ -658,6 +691,7 @@ RB_DEVICE void rb_start_grid_round(rb_poller& p) {
   rb_st_release_gpu_u64(&rb_grid.avail_end, p.round_start + n);
   p.done_target += n;
   p.grid_round = true;
+  p.direct_out = false;
 }
 
 /// Waits (bounded) until every chunk of the grid round in hand is reported done.
@@ -751,6 +785,27 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     }
     // I4 says avail <= capacity; a host that broke it gets at most one lap, never wild slots.
     if (avail > s.in_capacity) avail = s.in_capacity;
+    p.round_in = s.in_slots;
+    if (p.host_in != nullptr) {
+      // Hybrid input (§11.2, HY2): positions the bridge has copied are read from the device
+      // slots; a shallow backlog it has not copied is read from the host's slots across PCIe
+      // (both hold the same committed bytes); a deep one waits for the bridge's large copies.
+      if (static_cast<long long>(p.cached_dev_tail - p.next) <= 0) {
+        // ORDERING: (C2) acquire pairs with the copy engine's write of the word after the
+        // slots (stream order), as on dma.
+        p.cached_dev_tail = rb_ld_acquire_sys_u64(p.dev_tail_addr);
+      }
+      const long long copied = static_cast<long long>(p.cached_dev_tail - p.next);
+      if (copied > 0) {
+        if (avail > static_cast<uint64_t>(copied)) avail = static_cast<uint64_t>(copied);
+        p.round_in = s.in_slots;
+      } else if (avail <= p.direct_max) {
+        p.round_in = p.host_in;
+      } else {
+        rb_backoff(spin);
+        continue;
+      }
+    }
     const uint32_t wanted = avail < p.round_cap ? static_cast<uint32_t>(avail) : p.round_cap;
     const uint64_t out_next = p.next + p.delta;
     uint64_t free = rb_free(p.cached_out_head, out_next, s.out_capacity);
@@ -781,8 +836,25 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     const uint32_t n = free < wanted ? static_cast<uint32_t>(free) : wanted;
     p.round_start = p.next;
     p.round_n = n;
+    p.round_out = s.out_slots;
+    p.direct_out = false;
+    if (p.host_out != nullptr && n <= p.direct_max) {
+      // Hybrid output (§11.2, HY3): a small round goes straight to the host's slots once the
+      // bridge has published every earlier round it copies: then no copy or tail write of it
+      // is in flight, and the host's output_tail is this kernel's to move.
+      if (p.out_pending &&
+          rb_ld_relaxed_sys_u64(&cb->output_tail) == p.out_bridged_end) {
+        p.out_pending = false;
+      }
+      if (!p.out_pending) {
+        p.round_out = p.host_out;
+        p.direct_out = true;
+      }
+    }
     if (gridDim.x == 1 || n <= p.local_max) {
       op->kind = RB_OP_ROUND;
+      op->in_slots = p.round_in;
+      op->out_slots = p.round_out;
       op->start = p.next;
       op->round_start = p.next;
       op->delta = p.delta;
@@ -877,6 +949,22 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
     const uint32_t pass = s.groups * RB_RING_UNROLL;
     p.pass = pass;
     p.local_max = gridDim.x == 1 ? pass : pass * RB_RING_LOCAL_PASSES;
+    // Hybrid (§11.2): direct rounds are block 0's own rounds (never grid rounds), so only the
+    // poller's op ever names the host's slots. A route stage fed by a kernel has no host input.
+    p.direct_max = cb->direct_max < p.local_max ? cb->direct_max : p.local_max;
+    p.host_in = p.direct_max != 0 && cb->input_producer == RB_PRODUCER_HOST
+                    ? reinterpret_cast<const uint8_t*>(cb->host_input_buffer)
+                    : nullptr;
+    p.host_out = p.direct_max != 0 ? reinterpret_cast<uint8_t*>(cb->host_output_buffer) : nullptr;
+    p.direct_upto_addr = reinterpret_cast<uint64_t*>(cb->direct_upto_addr);
+    p.dev_tail_addr = p.tail_addr;
+    if (p.host_in != nullptr) p.tail_addr = &cb->input_tail;
+    p.cached_dev_tail = p.next;
+    p.out_bridged_end = p.next + p.delta;
+    p.out_pending = true;
+    p.direct_out = false;
+    p.round_in = s.in_slots;
+    p.round_out = s.out_slots;
     uint64_t cap = static_cast<uint64_t>(gridDim.x) * pass * RB_RING_ROUND_PASSES;
     if (cap > (1u << 20)) cap = 1u << 20;
     p.round_cap = static_cast<uint32_t>(cap);
@@ -891,6 +979,11 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
         rb_poller_next(cb, p, s, &op);
       } else {
         rb_worker_next(cb, &op);
+      }
+      // Grid rounds always use the transport's slots (only the poller's own rounds go direct).
+      if (op.kind == RB_OP_CHUNK) {
+        op.in_slots = s.in_slots;
+        op.out_slots = s.out_slots;
       }
     }
     // The op (and, through the poller's C2 acquire or the claim's acquire, the input slots it

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// ringbridge.cuh: the device side of the ringbridge ring protocol, version 3 (docs/PROTOCOL.md).
+// ringbridge.cuh: the device side of the ringbridge ring protocol, version 4 (docs/PROTOCOL.md).
 //
 // It mirrors crates/ringbridge-core/src/protocol.rs: the control block, the frame header and the
 // constants (each `RB_<NAME>` equals the entry `<NAME>` of `protocol::CONSTANTS`), the index
@@ -50,7 +50,7 @@ typedef unsigned long long uint64_t;
 /// `"RBG1"` little-endian: the first word of every control block.
 #define RB_MAGIC 0x31474252u
 /// Protocol version; bumped on any layout or ordering change.
-#define RB_VERSION 3u
+#define RB_VERSION 4u
 /// One cache line as the protocol counts it (the GPU's 128-byte L2 line).
 #define RB_LINE_BYTES 128u
 /// Size of the control block: seven lines, one per writer group.
@@ -159,7 +159,11 @@ struct alignas(128) rb_control_block {
   uint64_t output_tail_addr;  ///< where the kernel publishes its output tail (dma: a mirror)
   uint64_t output_head_addr;  ///< where the kernel reads its output head (a route: the next stage's input_head)
   uint32_t input_producer;    ///< RB_PRODUCER_HOST, or RB_PRODUCER_KERNEL (a route's later stage)
-  uint8_t pad0[52];
+  uint32_t direct_max;          ///< hybrid: rounds up to this many may go direct (0: never)
+  uint64_t host_input_buffer;   ///< hybrid: the host's input slots (0: input never direct)
+  uint64_t host_output_buffer;  ///< hybrid: the host's output slots (0: output never direct)
+  uint64_t direct_upto_addr;    ///< hybrid: end of the last direct round, for the bridge
+  uint8_t pad0[24];
   // line 1, commands: written by the host only (I1).
   uint32_t active;
   uint32_t terminate;
@@ -223,6 +227,10 @@ static_assert(RB_OFFSETOF(rb_control_block, input_tail_addr) == 48, "input_tail_
 static_assert(RB_OFFSETOF(rb_control_block, output_tail_addr) == 56, "output_tail_addr");
 static_assert(RB_OFFSETOF(rb_control_block, output_head_addr) == 64, "output_head_addr");
 static_assert(RB_OFFSETOF(rb_control_block, input_producer) == 72, "input_producer");
+static_assert(RB_OFFSETOF(rb_control_block, direct_max) == 76, "direct_max");
+static_assert(RB_OFFSETOF(rb_control_block, host_input_buffer) == 80, "host_input_buffer");
+static_assert(RB_OFFSETOF(rb_control_block, host_output_buffer) == 88, "host_output_buffer");
+static_assert(RB_OFFSETOF(rb_control_block, direct_upto_addr) == 96, "direct_upto_addr");
 static_assert(RB_OFFSETOF(rb_control_block, active) == 128, "active");
 static_assert(RB_OFFSETOF(rb_control_block, terminate) == 132, "terminate");
 static_assert(RB_OFFSETOF(rb_control_block, host_waiting) == 136, "host_waiting");

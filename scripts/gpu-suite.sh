@@ -65,7 +65,7 @@ if [[ $mode == reliability ]]; then
   ignored() { "$1" --ignored --list 2>/dev/null | sed -n 's/: test$//p'; }
   step soak
   export RINGBRIDGE_SOAK_STALL_MS=30000
-  for t in dma_soak_checksummed_messages_through_a_large_ring dma_soak_small_rings_and_large_slots mapped_soak_a_tenth_of_the_count; do
+  for t in dma_soak_checksummed_messages_through_a_large_ring dma_soak_small_rings_and_large_slots mapped_soak_a_tenth_of_the_count hybrid_soak_a_tenth_of_the_count; do
     limit=60; [[ $t == dma_soak_checksummed* ]] && limit=200
     bounded $limit soak.txt "soak $t ($soak_n)" env RINGBRIDGE_SOAK_MESSAGES=$soak_n .gpu-run/bin/gpu_soak --ignored --exact $t --nocapture --test-threads=1
   done

@@ -125,13 +125,16 @@ export interface LaunchOptions<TIn, TOut> {
   /** Limit in ms for life-cycle waits: activate, deactivate, terminate (default 10000). */
   timeoutMs?: number
   /**
-   * GPU transport (cuda backend): `mapped` (the rings' host memory mapped into the GPU: lowest
-   * latency), `dma` (device rings fed by async copies: highest throughput), `managed`, or
-   * `auto` (default: the first that works here, in that order; the reason is in
-   * {@link RingKernel.transportReason}). The cpu backend takes `auto` only.
+   * GPU transport (cuda backend): `hybrid` (both of the next two at once: each round of the
+   * kernel reads a shallow queue straight from host memory and leaves a deep one to async
+   * copies, so one message sees `mapped`'s latency and a stream `dma`'s throughput; spec §11.2),
+   * `mapped` (the rings' host memory mapped into the GPU: lowest latency), `dma` (device rings
+   * fed by async copies: highest throughput), `managed`, or `auto` (default: the first that
+   * works here, in that order; the reason is in {@link RingKernel.transportReason}). The cpu
+   * backend takes `auto` only.
    */
   // The union restates native's transport names; __test__/protocol.spec.ts checks it against them.
-  transport?: 'auto' | 'mapped' | 'dma' | 'managed'
+  transport?: 'auto' | 'hybrid' | 'mapped' | 'dma' | 'managed'
   /** GPU blocks of the ring kernel (default: 1 for mapped, one per SM otherwise). */
   blocks?: number
   /** GPU threads per block, a multiple of 32 up to 1024 (default: 512 for mapped, 256 otherwise). */

@@ -154,7 +154,7 @@ function cudaWorks(): Check {
  * fault ends that process, not this one), one request, terminate. `auto` last, with its choice.
  */
 async function probeTransports(cuda: Check): Promise<TransportCheck[]> {
-  const names = ['mapped', 'dma', 'managed', 'auto'] as const
+  const names = ['hybrid', 'mapped', 'dma', 'managed', 'auto'] as const
   if (!cuda.ok) return names.map((name) => ({ name, ok: false, probed: false, reason: 'not probed: the cuda backend is unavailable (above)' }))
   let rt: Runtime
   try {

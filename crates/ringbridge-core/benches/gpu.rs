@@ -260,10 +260,10 @@ fn main() {
     if std::env::args().any(|a| a == "--stream") {
         return streaming(total, quick);
     }
-    for t in ["mapped", "dma", "managed"] {
+    for t in ["mapped", "hybrid", "dma", "managed"] {
         round_trip(1, t, iters);
     }
-    for t in ["mapped", "dma", "managed"] {
+    for t in ["mapped", "hybrid", "dma", "managed"] {
         let r = stream(1, t, 65_536, 64, if t == "managed" { total / 10 } else { total }, None);
         println!("rust_stream_echo64_{t}_cap65536 {r:.3e} msg/s");
     }
@@ -271,7 +271,7 @@ fn main() {
     let r = stream(1, "mapped", 65_536, 64, total, Some(Shape { blocks: sms, threads: 256 }));
     println!("rust_stream_echo64_mapped_cap65536_blocks{sms} {r:.3e} msg/s");
     streaming(total, quick);
-    for t in ["mapped", "dma"] {
+    for t in ["mapped", "hybrid", "dma"] {
         let n = if quick { 10_000 } else { 400_000 };
         let r = stream(1, t, 4096, 4096, n, None);
         println!("rust_bw_4KiB_{t} {:.2} GB/s", r * 4080.0 / 1e9);
@@ -281,15 +281,23 @@ fn main() {
 /// The chunk API's streaming figures (spec §5.3): 64 B messages sampled and in full, and 4 KiB
 /// messages, beside the per-message stream of the same ring.
 fn streaming(total: u64, quick: bool) {
-    let r = stream(1, "dma", 1 << 20, 64, total * 4, None);
-    println!("rust_stream_echo64_dma_cap1048576 {r:.3e} msg/s");
-    for (t, cap) in [("dma", 1u32 << 20), ("dma", 65_536), ("mapped", 65_536)] {
+    // hybrid (spec §11.2) beside the two transports it combines, same process: its round trip
+    // against mapped's, its deep streams against dma's.
+    let iters = if quick { 200 } else { 20_000 };
+    for t in ["mapped", "hybrid", "dma"] {
+        round_trip(1, t, iters);
+    }
+    for t in ["dma", "hybrid"] {
+        let r = stream(1, t, 1 << 20, 64, total * 4, None);
+        println!("rust_stream_echo64_{t}_cap1048576 {r:.3e} msg/s");
+    }
+    for (t, cap) in [("dma", 1u32 << 20), ("hybrid", 1 << 20), ("dma", 65_536), ("hybrid", 65_536), ("mapped", 65_536)] {
         let r = stream_chunks(t, cap, 64, total * 10, false);
         println!("rust_stream_chunk64_{t}_cap{cap} {r:.3e} msg/s");
     }
     let r = stream_chunks("dma", 1 << 20, 64, total * 4, true);
     println!("rust_stream_chunk64_full_dma_cap1048576 {r:.3e} msg/s");
-    for t in ["dma", "mapped"] {
+    for t in ["dma", "hybrid", "mapped"] {
         let n = if quick { 10_000 } else { 2_000_000 };
         let r = stream_chunks(t, 4096, 4096, n, false);
         println!("rust_bw_chunk_4KiB_{t} {:.2} GB/s", r * 4096.0 / 1e9);

@@ -7,7 +7,7 @@ use crate::sync::{AtomicU32, AtomicU64};
 /// `"RBG1"` little-endian: the first word of every control block.
 pub const MAGIC: u32 = 0x3147_4252;
 /// Protocol version; bumped on any layout or ordering change (see the spec's changelog).
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Size of one cache line as the protocol counts it (128 B: the GPU's L2 line, two x86 lines).
 pub const LINE_BYTES: usize = 128;
 /// Size of the control block: seven 128-byte lines, one per writer group (spec §3).
@@ -156,7 +156,19 @@ pub struct ControlBlock {
     /// Who produces the input ring: [`PRODUCER_HOST`] (the host, through the bridge on dma and
     /// managed) or [`PRODUCER_KERNEL`] (a route's previous stage, v3).
     pub input_producer: AtomicU32,
-    _pad0: [u8; LINE_BYTES - 76],
+    /// `hybrid` (v4): rounds of at most this many messages may read their input from
+    /// `host_input_buffer` and write their replies to `host_output_buffer` instead of the
+    /// bridged slots (spec §11.2); 0 on every other transport: never.
+    pub direct_max: AtomicU32,
+    /// `hybrid` (v4): the host's input slots as the kernel sees them; 0: input never direct.
+    pub host_input_buffer: AtomicU64,
+    /// `hybrid` (v4): the host's output slots as the kernel sees them; 0: output never direct
+    /// (a route stage whose output feeds the next stage).
+    pub host_output_buffer: AtomicU64,
+    /// `hybrid` (v4): where the kernel records the end of its last direct round before it
+    /// publishes the mirror, so the bridge never copies positions it wrote to the host itself.
+    pub direct_upto_addr: AtomicU64,
+    _pad0: [u8; LINE_BYTES - 104],
     // line 1, commands: written by the host only.
     /// 1: dispatch messages; 0: pause.
     pub active: AtomicU32,
@@ -208,6 +220,10 @@ pub mod offsets {
     pub const OUTPUT_TAIL_ADDR: usize = 56;
     pub const OUTPUT_HEAD_ADDR: usize = 64;
     pub const INPUT_PRODUCER: usize = 72;
+    pub const DIRECT_MAX: usize = 76;
+    pub const HOST_INPUT_BUFFER: usize = 80;
+    pub const HOST_OUTPUT_BUFFER: usize = 88;
+    pub const DIRECT_UPTO_ADDR: usize = 96;
     pub const ACTIVE: usize = 128;
     pub const TERMINATE: usize = 132;
     pub const HOST_WAITING: usize = 136;
@@ -289,6 +305,10 @@ pub const FIELD_OFFSETS: &[(&str, usize)] = &[
     ("output_tail_addr", offsets::OUTPUT_TAIL_ADDR),
     ("output_head_addr", offsets::OUTPUT_HEAD_ADDR),
     ("input_producer", offsets::INPUT_PRODUCER),
+    ("direct_max", offsets::DIRECT_MAX),
+    ("host_input_buffer", offsets::HOST_INPUT_BUFFER),
+    ("host_output_buffer", offsets::HOST_OUTPUT_BUFFER),
+    ("direct_upto_addr", offsets::DIRECT_UPTO_ADDR),
     ("active", offsets::ACTIVE),
     ("terminate", offsets::TERMINATE),
     ("host_waiting", offsets::HOST_WAITING),
@@ -323,6 +343,10 @@ const _: () = {
     assert!(offset_of!(ControlBlock, output_tail_addr) == offsets::OUTPUT_TAIL_ADDR);
     assert!(offset_of!(ControlBlock, output_head_addr) == offsets::OUTPUT_HEAD_ADDR);
     assert!(offset_of!(ControlBlock, input_producer) == offsets::INPUT_PRODUCER);
+    assert!(offset_of!(ControlBlock, direct_max) == offsets::DIRECT_MAX);
+    assert!(offset_of!(ControlBlock, host_input_buffer) == offsets::HOST_INPUT_BUFFER);
+    assert!(offset_of!(ControlBlock, host_output_buffer) == offsets::HOST_OUTPUT_BUFFER);
+    assert!(offset_of!(ControlBlock, direct_upto_addr) == offsets::DIRECT_UPTO_ADDR);
     assert!(offset_of!(ControlBlock, active) == offsets::ACTIVE);
     assert!(offset_of!(ControlBlock, terminate) == offsets::TERMINATE);
     assert!(offset_of!(ControlBlock, host_waiting) == offsets::HOST_WAITING);

@@ -359,7 +359,7 @@ fn require_gpu() {
 fn gpu_chunks_checksummed_per_transport() {
     require_gpu();
     let n = gpu_messages();
-    for transport in ["dma", "mapped", "managed"] {
+    for transport in ["hybrid", "dma", "mapped", "managed"] {
         let total = if transport == "managed" { n / 10 } else { n };
         let t = Instant::now();
         stream_and_drain("cuda", transport, 1 << 16, 64, total, &[4096, 65_536, 777], u64::MAX);
@@ -372,7 +372,7 @@ fn gpu_chunks_checksummed_per_transport() {
 fn gpu_chunks_small_rings() {
     require_gpu();
     let n = (gpu_messages() / 20).max(1000);
-    for transport in ["dma", "mapped"] {
+    for transport in ["hybrid", "dma", "mapped"] {
         for capacity in [2u32, 4] {
             let t = Instant::now();
             stream_and_drain("cuda", transport, capacity, 64, n, &[1, 3, 2], 3);

@@ -14,4 +14,9 @@ fn injected_faults_force_the_fallback() {
     let (_, name, reason) = outcome.unwrap();
     assert_eq!(name, "dma");
     assert!(reason.contains("injected"), "{reason}");
+    // hybrid maps the host's slots as mapped does: a mapped fault fails it too.
+    assert!(
+        reason.contains("hybrid (cuMemHostRegister failed: CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for 'mapped')"),
+        "{reason}"
+    );
 }

@@ -13,7 +13,7 @@ use ringbridge_core::protocol::{kernel_error, ErrorRecord, KernelState, RingConf
 use ringbridge_core::{Error, ErrorCode, Ordering};
 
 const LIMIT: Duration = Duration::from_secs(30);
-const TRANSPORTS: &[&str] = &["mapped", "dma", "managed"];
+const TRANSPORTS: &[&str] = &["hybrid", "mapped", "dma", "managed"];
 
 fn messages() -> u64 {
     std::env::var("RINGBRIDGE_GPU_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000)
@@ -86,6 +86,89 @@ fn small_capacities_stress_the_copy_engine_ordering() {
         for cap in [2, 4] {
             stream_echo(t, cap, messages() / 5);
         }
+    }
+}
+
+/// `hybrid` (spec §11.2) under a load that keeps switching paths: single messages answered
+/// before the next is sent (a shallow queue: direct rounds) between bursts of random size up to
+/// the ring (deep: bridged rounds), every reply checked for order and checksum. `direct_max`
+/// overrides the largest direct round (RINGBRIDGE_HYBRID_DIRECT_MAX, read at launch), so tiny
+/// rings mix both paths too; `None` keeps the default.
+fn hybrid_mixed_echo(capacity: u32, direct_max: Option<&str>, total: u64, seed: u64) {
+    let ring = RingConfig { capacity, slot_size: 64 };
+    match direct_max {
+        Some(v) => std::env::set_var("RINGBRIDGE_HYBRID_DIRECT_MAX", v),
+        None => std::env::remove_var("RINGBRIDGE_HYBRID_DIRECT_MAX"),
+    }
+    let mut s = launch("echo", "hybrid", ring, ring);
+    std::env::remove_var("RINGBRIDGE_HYBRID_DIRECT_MAX");
+    assert_eq!(s.launched().transport, "hybrid");
+    let what = format!("hybrid cap {capacity} direct_max {direct_max:?}");
+    let mut rng = seed | 1;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut sent, mut got) = (0u64, 0u64);
+    while sent < total {
+        let r = next();
+        // Half the time one message and its reply; else a burst of up to the whole ring.
+        let burst = if r & 1 == 0 { 1 } else { 1 + (r >> 8) % u64::from(capacity) };
+        let burst = burst.min(total - sent);
+        let mut staged = 0;
+        while staged < burst {
+            let free = s.free_slots(burst - staged);
+            for _ in 0..free {
+                let mut payload = [0u8; 48];
+                payload[..8].copy_from_slice(&sent.to_le_bytes());
+                payload[8..16].copy_from_slice(&check_of(sent).to_le_bytes());
+                s.stage(1, sent, &payload).expect("a free slot was counted");
+                sent += 1;
+            }
+            staged += free;
+            s.flush();
+            if staged < burst {
+                let one_more = got + 1;
+                receive_until(&mut s, &mut got, one_more, sent, &what);
+            }
+        }
+        receive_until(&mut s, &mut got, sent, sent, &what);
+    }
+    let end = s.terminate(true, LIMIT).expect("terminate");
+    assert_eq!(end.undelivered, 0, "{what}");
+    assert!(end.replies.is_empty(), "{what}");
+}
+
+/// Receives and checks replies until `*got == until` (bounded by [`LIMIT`] without progress).
+fn receive_until(s: &mut Session, got: &mut u64, until: u64, sent: u64, what: &str) {
+    let mut waited = Instant::now();
+    while *got < until {
+        let want = *got;
+        let r = s.try_recv_with(|h, p| {
+            assert_eq!(h.correlation_id, want, "{what}: reply {want} out of order");
+            assert_eq!(h.flags, 0, "{what}: reply {want} is an error frame");
+            assert_eq!(u64::from_le_bytes(p[8..16].try_into().unwrap()), check_of(want), "{what}: checksum of {want}");
+        });
+        if r.is_ok() {
+            *got += 1;
+            waited = Instant::now();
+        } else {
+            assert!(waited.elapsed() < LIMIT, "{what}: no reply for {LIMIT:?} at {want} ({sent} sent)");
+            std::hint::spin_loop();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU (the GPU suite runs it with --ignored)"]
+fn hybrid_switches_between_direct_and_bridged_rounds_without_loss() {
+    let n = (messages() / 10).max(10_000);
+    for (capacity, direct_max) in [(2, Some("1")), (4, Some("1")), (4, Some("2")), (1024, None), (65_536, None), (1024, Some("0"))] {
+        let t = Instant::now();
+        hybrid_mixed_echo(capacity, direct_max, n, 0x9e37_79b9 ^ u64::from(capacity));
+        eprintln!("hybrid mixed cap {capacity} direct_max {direct_max:?}: {n} messages in {:.2} s", t.elapsed().as_secs_f64());
     }
 }
 

@@ -402,6 +402,19 @@ fn mapped_soak_a_tenth_of_the_count() {
     ]);
 }
 
+#[test]
+#[ignore = "needs a GPU: scripts/gpu-suite.sh reliability runs it with --ignored"]
+fn hybrid_soak_a_tenth_of_the_count() {
+    // hybrid (spec §11.2): a deep stream through the large ring (bridged rounds, with direct ones
+    // whenever the kernel catches up), and tiny rings whose rounds are mostly direct.
+    let n = messages();
+    soak_all(&[
+        Soak { backend: "cuda", transport: "hybrid", capacity: 1 << 20, slot: 64, total: part(n, 10) },
+        Soak { backend: "cuda", transport: "hybrid", capacity: 2, slot: 64, total: part(n, 1000) },
+        Soak { backend: "cuda", transport: "hybrid", capacity: 4096, slot: 1024, total: part(n, 1000) },
+    ]);
+}
+
 // ---- The harness itself, on the CPU backend (runs everywhere, CI included) -------------------
 
 #[test]

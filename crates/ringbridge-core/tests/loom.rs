@@ -438,3 +438,156 @@ fn w3_r3_chunks_transfer() {
         assert_eq!(ring.0.tail.load(Ordering::Relaxed), 3);
     });
 }
+
+/// One reply slot of the `hybrid` models: written by one side, read by another, so loom reports
+/// any two accesses the orderings do not separate.
+struct ReplySlots(Vec<UnsafeCell<u64>>);
+
+// SAFETY: every access goes through loom cells, which check the claim the model makes.
+unsafe impl Sync for ReplySlots {}
+
+impl ReplySlots {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Self((0..n).map(|_| UnsafeCell::new(0)).collect()))
+    }
+    fn write(&self, pos: usize, value: u64) {
+        // SAFETY: checked by loom (see the type).
+        self.0[pos].with_mut(|p| unsafe { *p = value });
+    }
+    fn read(&self, pos: usize) -> u64 {
+        // SAFETY: checked by loom (see the type).
+        self.0[pos].with(|p| unsafe { *p })
+    }
+}
+
+/// The words of spec §11.2's output handoff: the kernel's mirror and `direct_upto`, and the
+/// host's `output_tail`, which the bridge and (for direct rounds) the kernel both write.
+struct HybridOut {
+    mirror: AtomicU64,
+    direct_upto: AtomicU64,
+    output_tail: AtomicU64,
+    device: Arc<ReplySlots>,
+    host: Arc<ReplySlots>,
+}
+
+impl HybridOut {
+    /// One bridge step (HY5): the mirror (acquire), then `direct_upto` (acquire); copies what
+    /// is left and publishes `output_tail` after the copies (the copy engine's ordered write).
+    fn bridge_step(&self, copied: &mut u64, honour_upto: bool) {
+        let done = self.mirror.load(Ordering::Acquire);
+        let upto = self.direct_upto.load(Ordering::Acquire);
+        if honour_upto && upto > *copied {
+            *copied = upto;
+        }
+        if done > *copied {
+            for pos in *copied..done {
+                self.host.write(pos as usize, self.device.read(pos as usize));
+            }
+            self.output_tail.store(done, Ordering::Release);
+            *copied = done;
+        }
+    }
+
+    /// What the host may read (C2): every reply below `output_tail`, whole. Returns the tail.
+    fn host_reads(&self, last: u64) -> u64 {
+        let tail = self.output_tail.load(Ordering::Acquire);
+        assert!(tail >= last, "output_tail moved backwards: {last} -> {tail}");
+        for pos in 0..tail {
+            assert_eq!(self.host.read(pos as usize), pos + 100, "reply {pos} wrong");
+        }
+        tail
+    }
+}
+
+/// (HY3)(HY4)(HY5): a kernel whose rounds of one reply each ask, in turn, for the direct path
+/// (`want_direct`), beside a bridge taking two steps and a host reading twice, in every
+/// interleaving; then the bridge runs to the end (as a join does) and the host reads all.
+/// `honour_upto`: the bridge skips positions below `direct_upto` (the protocol) or ignores it;
+/// `kernel_waits`: the kernel goes direct only once the bridge published its rounds (HY3) or
+/// whenever a round asks.
+/// Every reply must reach the host whole and in order, no slot access may race, and
+/// `output_tail` must never move backwards. No thread spins, so loom explores every execution.
+fn hybrid_output(want_direct: [bool; 3], honour_upto: bool, kernel_waits: bool) {
+    const N: u64 = 3;
+    loom::model(move || {
+        let w = Arc::new(HybridOut {
+            mirror: AtomicU64::new(0),
+            direct_upto: AtomicU64::new(0),
+            output_tail: AtomicU64::new(0),
+            device: ReplySlots::new(N as usize),
+            host: ReplySlots::new(N as usize),
+        });
+        let bridge = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || {
+                let mut copied = 0u64;
+                for _ in 0..2 {
+                    w.bridge_step(&mut copied, honour_upto);
+                }
+                copied
+            })
+        };
+        let host = {
+            let w = Arc::clone(&w);
+            thread::spawn(move || {
+                let seen = w.host_reads(0);
+                w.host_reads(seen)
+            })
+        };
+        // The kernel's poller (HY3, HY4).
+        let (mut pending, mut bridged_end) = (true, 0u64);
+        for pos in 0..N {
+            let direct = want_direct[pos as usize];
+            if direct && pending && (!kernel_waits || w.output_tail.load(Ordering::Relaxed) == bridged_end) {
+                pending = false;
+            }
+            let end = pos + 1;
+            if direct && !pending {
+                w.host.write(pos as usize, pos + 100);
+                fence(Ordering::SeqCst);
+                w.direct_upto.store(end, Ordering::Release);
+                w.mirror.store(end, Ordering::Release);
+                w.output_tail.store(end, Ordering::Release);
+            } else {
+                w.device.write(pos as usize, pos + 100);
+                fence(Ordering::SeqCst);
+                w.mirror.store(end, Ordering::Release);
+                pending = true;
+                bridged_end = end;
+            }
+        }
+        let mut copied = bridge.join().unwrap();
+        let seen = host.join().unwrap();
+        w.bridge_step(&mut copied, honour_upto);
+        assert_eq!(w.host_reads(seen), N, "every reply published");
+    });
+}
+
+/// (HY3–HY5) bridged, then direct, then bridged again: the handoff both ways.
+#[test]
+fn hybrid_bridged_direct_bridged() {
+    hybrid_output([false, true, false], true, true);
+}
+
+/// (HY3–HY5) direct, bridged, direct: the kernel goes direct again only once the bridge has
+/// published its round.
+#[test]
+fn hybrid_direct_bridged_direct() {
+    hybrid_output([true, false, true], true, true);
+}
+
+/// A bridge that ignores `direct_upto` copies a direct round's device slot (never written) over
+/// the host's reply: loom finds it, so the models above check something.
+#[test]
+#[should_panic(expected = "wrong")]
+fn hybrid_bridge_ignoring_direct_upto_breaks_replies() {
+    hybrid_output([true, false, true], false, true);
+}
+
+/// A kernel that goes direct while the bridge still has a round to copy publishes an
+/// `output_tail` past a reply that is not in the host's slots yet: loom finds it (HY3 is needed).
+#[test]
+#[should_panic(expected = "wrong")]
+fn hybrid_kernel_not_waiting_for_the_bridge_publishes_uncopied_replies() {
+    hybrid_output([false, true, true], true, false);
+}

@@ -319,7 +319,7 @@ proptest! {
 
 // ---- GPU (ignored unless run by the GPU suite with --ignored) --------------------------------
 
-const TRANSPORTS: &[&str] = &["mapped", "dma", "managed"];
+const TRANSPORTS: &[&str] = &["hybrid", "mapped", "dma", "managed"];
 
 fn gpu_messages() -> u64 {
     std::env::var("RINGBRIDGE_GPU_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000_000)

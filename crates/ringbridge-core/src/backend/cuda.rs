@@ -27,6 +27,7 @@ use crate::cuda::{cuda_err, peer};
 use crate::protocol::{kernel_error, offsets, ControlBlock, KernelState, HANDLER_ECHO, HANDLER_SAXPY, HANDLER_USER, TERMINATE_ABANDON};
 use crate::sync::{fence, Ordering};
 use crate::transport::dma::DmaLink;
+use crate::transport::hybrid::HybridLink;
 use crate::transport::managed::ManagedLink;
 use crate::transport::mapped::MappedLink;
 use crate::transport::{Link, Region};
@@ -38,10 +39,10 @@ pub const PROTOCOL_HEADER: &str = include_str!("../../../../kernels/ringbridge.c
 pub const RING_KERNEL_SOURCE: &str = include_str!("../../../../kernels/ring_kernel.cu");
 
 /// Transport names accepted by [`CudaKernel::launch`] (`LaunchSpec::transport`).
-pub const TRANSPORT_NAMES: &[&str] = &["auto", "mapped", "dma", "managed"];
-/// The order `auto` tries: mapped has the lowest round trip (bench/results), dma the highest
-/// throughput, managed is the last resort.
-const AUTO_ORDER: &[&str] = &["mapped", "dma", "managed"];
+pub const TRANSPORT_NAMES: &[&str] = &["auto", "hybrid", "mapped", "dma", "managed"];
+/// The order `auto` tries: hybrid has mapped's round trip and dma's throughput (spec §11.2),
+/// then mapped (lowest round trip), dma (highest throughput); managed is the last resort.
+const AUTO_ORDER: &[&str] = &["hybrid", "mapped", "dma", "managed"];
 /// `handler_id` of the test-only handler that traps (kernels/ringbridge.cuh, RB_HANDLER_TRAP).
 pub const HANDLER_TRAP: u32 = 255;
 
@@ -174,12 +175,14 @@ pub fn handler_id(name: &str) -> Result<u32, Error> {
 }
 
 /// Fault injection for tests of `auto`'s fallback: `RINGBRIDGE_INJECT_FAULT=mapped,managed`
-/// makes those transports fail as they do on WSL2.
+/// makes those transports fail as they do on WSL2. `hybrid` maps the host's slots as `mapped`
+/// does, so a fault injected for `mapped` fails it too.
 fn injected(transport: &str) -> Option<Error> {
     let list = std::env::var("RINGBRIDGE_INJECT_FAULT").ok()?;
-    list.split(',').any(|t| t.trim() == transport).then(|| Error::Cuda {
+    let named = list.split(',').map(str::trim).find(|t| *t == transport || (transport == "hybrid" && *t == "mapped"))?;
+    Some(Error::Cuda {
         call: if transport == "managed" { "cuMemAllocManaged" } else { "cuMemHostRegister" },
-        message: format!("CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for '{transport}')"),
+        message: format!("CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for '{named}')"),
     })
 }
 
@@ -212,7 +215,7 @@ pub fn choose_transport<T>(
             Ok(link) => {
                 let reason = if requested == "auto" {
                     if failures.is_empty() {
-                        format!("auto: {t} (lowest latency of the transports that work here)")
+                        format!("auto: {t} ({})", auto_why(t))
                     } else {
                         format!("auto: {t}; unavailable: {}", failures.join("; "))
                     }
@@ -226,6 +229,14 @@ pub fn choose_transport<T>(
         }
     }
     Err(Error::BackendUnavailable { backend: "cuda", reason: format!("no transport works here: {}", failures.join("; ")) })
+}
+
+/// Why `auto` prefers `t` when it is the first that works.
+fn auto_why(t: &str) -> &'static str {
+    match t {
+        "hybrid" => "mapped's latency for a shallow queue, dma's throughput for a deep one",
+        _ => "lowest latency of the transports that work here",
+    }
 }
 
 /// Launch shape: blocks and threads per block.
@@ -348,6 +359,7 @@ impl PreparedKernel {
             Ok(match t {
                 "mapped" => Box::new(MappedLink::new(&ctx, &region)?),
                 "dma" => Box::new(DmaLink::new(&ctx, &region)?),
+                "hybrid" => Box::new(HybridLink::new(&ctx, &region)?),
                 _ => Box::new(ManagedLink::new(&ctx, &region, concurrent)?),
             })
         })?;
@@ -383,7 +395,7 @@ impl PreparedKernel {
     pub fn feed(&self) -> Feed {
         let memory = match self.transport.name {
             "mapped" => FeedMemory::Host,
-            "dma" => FeedMemory::Device,
+            "dma" | "hybrid" => FeedMemory::Device,
             _ => FeedMemory::Managed,
         };
         Feed {

@@ -40,14 +40,18 @@ pub struct BridgeStats {
     pub max_in: u64,
     /// Largest output span, in slots.
     pub max_out: u64,
+    /// `hybrid`: input spans the kernel had read directly before the bridge saw them.
+    pub skipped_in: u64,
+    /// `hybrid`: times the copy cursor moved over the kernel's direct output rounds.
+    pub direct_out: u64,
 }
 
 impl std::fmt::Display for BridgeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "steps {} spans_in {} spans_out {} held {} max_in {} max_out {}",
-            self.steps, self.spans_in, self.spans_out, self.held, self.max_in, self.max_out
+            "steps {} spans_in {} spans_out {} held {} max_in {} max_out {} skipped_in {} direct_out {}",
+            self.steps, self.spans_in, self.spans_out, self.held, self.max_in, self.max_out, self.skipped_in, self.direct_out
         )
     }
 }
@@ -86,6 +90,18 @@ pub trait BridgeCopies {
     /// # Errors
     /// A failed wait.
     fn settle(&mut self) -> Result<(), Error>;
+    /// `hybrid` (spec §11.2): the kernel may also read the host's input slots and write the
+    /// host's output slots itself. The step then skips input the kernel has already consumed
+    /// (HY1) and output positions below the kernel's `direct_upto` (HY5, read after the
+    /// mirror's acquire). `None` on the other transports.
+    fn direct_upto(&self, _region: &Region) -> Option<u64> {
+        None
+    }
+}
+
+/// Whether position `a` is after `b` (free-running u64 positions).
+fn after(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
 }
 
 /// One bridge step (see the module). Returns whether anything moved.
@@ -101,17 +117,38 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     // of input_tail (P4): the slots copied below are complete.
     let tail = cb.input_tail.value.load(Ordering::Acquire);
     if tail != cursor.sent {
-        let size = l.input.slot_size as usize;
-        for run in slot_runs(cursor.sent, tail, l.input.capacity) {
-            copies.copy_in(region, run.first * size, run.count * size)?;
+        let mut start = cursor.sent;
+        if copies.direct_upto(region).is_some() {
+            // HY1: positions below input_head were consumed (read directly) and are never read
+            // again. Relaxed: any value read is one the kernel has passed.
+            let head = cb.input_head.value.load(Ordering::Relaxed);
+            if after(head, start) {
+                start = if after(head, tail) { tail } else { head };
+            }
         }
-        copies.publish_in(region, tail)?;
-        cursor.stats.spans_in += 1;
-        cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(cursor.sent));
+        if start != tail {
+            let size = l.input.slot_size as usize;
+            for run in slot_runs(start, tail, l.input.capacity) {
+                copies.copy_in(region, run.first * size, run.count * size)?;
+            }
+            copies.publish_in(region, tail)?;
+            cursor.stats.spans_in += 1;
+            cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(start));
+        } else {
+            cursor.stats.skipped_in += 1;
+        }
         cursor.sent = tail;
         moved = true;
     }
     let done = copies.kernel_output_tail(region);
+    if let Some(upto) = copies.direct_upto(region) {
+        // HY5: read after the mirror's acquire, so a mirror value written after a direct round
+        // comes with that round's end here; those positions are the host's already.
+        if after(upto, cursor.copied) {
+            cursor.copied = upto;
+            cursor.stats.direct_out += 1;
+        }
+    }
     let held = done != cursor.copied && hold_back(region, cursor, done);
     cursor.stats.held += u64::from(held);
     if done != cursor.copied && !held {

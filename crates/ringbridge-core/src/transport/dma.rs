@@ -68,9 +68,27 @@ impl DmaLink {
     }
 
     fn mirror(&self) -> &AtomicU64 {
-        // SAFETY: the mirror is a live, 128-aligned pinned allocation of at least 8 bytes; the
-        // kernel writes it with st.release.sys and this side only reads it atomically.
-        unsafe { &*(self.mirror.host_ptr() as *const AtomicU64) }
+        self.mirror_word(0)
+    }
+
+    /// Word `index` (0: the output-tail mirror; 1: `hybrid`'s `direct_upto`) of the pinned
+    /// mirror line, host side.
+    pub(super) fn mirror_word(&self, index: usize) -> &AtomicU64 {
+        assert!((index + 1) * 8 <= LINE_BYTES, "the mirror line holds {} words", LINE_BYTES / 8);
+        // SAFETY: the mirror is a live, 128-aligned pinned allocation of LINE_BYTES, so every
+        // word of it is in bounds and 8-aligned; the kernel writes its words with
+        // st.release.sys and this side only reads them atomically.
+        unsafe { &*((self.mirror.host_ptr() as *const AtomicU64).add(index)) }
+    }
+
+    /// The kernel's address of mirror word `index` (see [`DmaLink::mirror_word`]).
+    pub(super) fn mirror_word_device(&self, index: usize) -> u64 {
+        self.mirror.device_ptr() + 8 * index as u64
+    }
+
+    /// The registered region's address as the kernel sees it.
+    pub(super) fn registered_device_ptr(&self) -> u64 {
+        self.registration.device_ptr()
     }
 }
 

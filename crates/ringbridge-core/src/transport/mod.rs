@@ -20,6 +20,7 @@ use crate::Error;
 
 pub mod bridge;
 pub mod dma;
+pub mod hybrid;
 pub mod managed;
 pub mod mapped;
 
@@ -286,6 +287,23 @@ impl Region {
         cb.input_tail_addr.store(view.input_tail_addr, r);
         cb.output_tail_addr.store(view.output_tail_addr, r);
         cb.output_head_addr.store(view.output_head_addr, r);
+        // No direct path unless the transport adds one (hybrid, after this).
+        cb.direct_max.store(0, r);
+        cb.host_input_buffer.store(0, r);
+        cb.host_output_buffer.store(0, r);
+        cb.direct_upto_addr.store(0, r);
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// Adds `hybrid`'s direct path to the kernel's view (spec §11.2). Only before launch (I5),
+    /// after [`Region::set_kernel_view`].
+    pub fn set_direct_view(&self, view: hybrid::DirectView) {
+        let cb = self.control();
+        let r = Ordering::Relaxed;
+        cb.direct_max.store(view.direct_max, r);
+        cb.host_input_buffer.store(view.host_input_buffer, r);
+        cb.host_output_buffer.store(view.host_output_buffer, r);
+        cb.direct_upto_addr.store(view.direct_upto_addr, r);
         crate::sync::fence(Ordering::SeqCst);
     }
 
@@ -297,6 +315,8 @@ impl Region {
         cb.output_buffer.store(feed.slots, r);
         cb.output_tail_addr.store(feed.tail_addr, r);
         cb.output_head_addr.store(feed.head_addr, r);
+        // A hybrid stage's replies go to the next stage, never to the host's slots (§11.2).
+        cb.host_output_buffer.store(0, r);
         crate::sync::fence(Ordering::SeqCst);
     }
 

@@ -1,0 +1,146 @@
+//! `hybrid` (spec §11.2): `dma`'s device rings and bridge, plus `mapped`'s view of the host's
+//! own slots, so every round of the kernel chooses. A shallow queue (a round of at most
+//! `direct_max` messages, the bridge idle) is read from and answered into the host's slots
+//! across PCIe, at `mapped`'s latency; a deep one goes through the bridge's large copies, at
+//! `dma`'s throughput. Nothing switches modes: the choice is per round, from the indices.
+//!
+//! What this module adds to [`DmaLink`]: the setup line's direct fields, and a bridge that
+//! skips what the kernel handled itself — input it already consumed (HY1) and output positions
+//! below `direct_upto` (HY5, the mirror line's second word, which the kernel writes before the
+//! mirror).
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaContext;
+
+use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::dma::DmaLink;
+use super::{Link, Region};
+use crate::sync::Ordering;
+use crate::Error;
+
+/// The mirror line's word that holds `direct_upto` (word 0 is the output-tail mirror).
+const DIRECT_UPTO_WORD: usize = 1;
+
+/// Input bytes a direct round may read across PCIe by default: past this the bridge's copy
+/// engine is faster than the SMs' reads of host memory (`mapped` moves ~6 GB/s of 64 B slots,
+/// one copy ~50 GB/s), and a queue this deep is no longer about latency.
+pub const DIRECT_BYTES: u32 = 16 * 1024;
+
+/// The largest direct round for input slots of `slot_size` bytes: [`DIRECT_BYTES`] of them (at
+/// least one), or `RINGBRIDGE_HYBRID_DIRECT_MAX` when set (0: never direct, every round is
+/// bridged — `dma`'s behaviour on `hybrid`'s rings; 1: only single messages go direct).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an override that is not a number.
+pub fn direct_max(slot_size: u32) -> Result<u32, Error> {
+    match std::env::var("RINGBRIDGE_HYBRID_DIRECT_MAX") {
+        Ok(v) => v.trim().parse().map_err(|_| Error::InvalidConfig {
+            what: "RINGBRIDGE_HYBRID_DIRECT_MAX".into(),
+            value: None,
+            expected: format!("a number of messages (0 disables direct rounds), not {v:?}"),
+        }),
+        Err(_) => Ok((DIRECT_BYTES / slot_size.max(1)).max(1)),
+    }
+}
+
+/// Where a `hybrid` kernel reaches the host's own slots (the setup line's v4 fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectView {
+    /// `direct_max`.
+    pub direct_max: u32,
+    /// `host_input_buffer`.
+    pub host_input_buffer: u64,
+    /// `host_output_buffer`.
+    pub host_output_buffer: u64,
+    /// `direct_upto_addr`.
+    pub direct_upto_addr: u64,
+}
+
+/// `dma`'s link plus the direct path.
+pub struct HybridLink {
+    dma: DmaLink,
+    cursor: BridgeCursor,
+}
+
+impl HybridLink {
+    /// Sets up `dma`'s device rings and bridge, then points the kernel at the host's slots too.
+    ///
+    /// # Errors
+    /// [`DmaLink::new`]'s, and [`direct_max`]'s for a bad override.
+    pub fn new(ctx: &Arc<CudaContext>, region: &Region) -> Result<Self, Error> {
+        let direct_max = direct_max(region.layout().input.slot_size)?;
+        let dma = DmaLink::new(ctx, region)?;
+        let base = dma.registered_device_ptr();
+        let l = region.layout();
+        region.set_direct_view(DirectView {
+            direct_max,
+            host_input_buffer: base + l.input_offset as u64,
+            host_output_buffer: base + l.output_offset as u64,
+            direct_upto_addr: dma.mirror_word_device(DIRECT_UPTO_WORD),
+        });
+        Ok(Self { dma, cursor: BridgeCursor::default() })
+    }
+}
+
+impl Drop for HybridLink {
+    fn drop(&mut self) {
+        // `dma` settles its streams when it drops, after this.
+        if std::env::var_os("RINGBRIDGE_BRIDGE_STATS").is_some() {
+            eprintln!("# hybrid bridge: {}", self.cursor.stats);
+        }
+    }
+}
+
+impl Link for HybridLink {
+    fn name(&self) -> &'static str {
+        "hybrid"
+    }
+
+    fn kernel_cb(&self) -> u64 {
+        self.dma.kernel_cb()
+    }
+
+    fn pump(&mut self, region: &Region) -> Result<bool, Error> {
+        let mut cursor = self.cursor;
+        let moved = bridge_step(region, &mut cursor, self);
+        self.cursor = cursor;
+        moved
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        BridgeCopies::settle(&mut self.dma)
+    }
+}
+
+impl BridgeCopies for HybridLink {
+    fn copy_in(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        self.dma.copy_in(region, off, len)
+    }
+
+    fn publish_in(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
+        self.dma.publish_in(region, tail)
+    }
+
+    fn kernel_output_tail(&self, region: &Region) -> u64 {
+        self.dma.kernel_output_tail(region)
+    }
+
+    fn copy_out(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
+        self.dma.copy_out(region, off, len)
+    }
+
+    fn publish_out(&mut self, region: &Region, tail: u64) -> Result<(), Error> {
+        self.dma.publish_out(region, tail)
+    }
+
+    fn settle(&mut self) -> Result<(), Error> {
+        BridgeCopies::settle(&mut self.dma)
+    }
+
+    fn direct_upto(&self, _region: &Region) -> Option<u64> {
+        // ORDERING: (HY5) acquire pairs with the kernel's st.release.sys of direct_upto, which
+        // precedes its release of the mirror; bridge_step calls this after the mirror's acquire.
+        Some(self.dma.mirror_word(DIRECT_UPTO_WORD).load(Ordering::Acquire))
+    }
+}
