@@ -125,13 +125,13 @@ export interface LaunchOptions<TIn, TOut> {
   /** Limit in ms for life-cycle waits: activate, deactivate, terminate (default 10000). */
   timeoutMs?: number
   /**
-   * GPU transport (cuda backend): `hybrid` (both of the next two at once: each round of the
-   * kernel reads a shallow queue straight from host memory and leaves a deep one to async
-   * copies, so one message sees `mapped`'s latency and a stream `dma`'s throughput; spec §11.2),
-   * `mapped` (the rings' host memory mapped into the GPU: lowest latency), `dma` (device rings
-   * fed by async copies: highest throughput), `managed`, or `auto` (default: the first that
-   * works here, in that order; the reason is in {@link RingKernel.transportReason}). The cpu
-   * backend takes `auto` only.
+   * GPU transport (cuda backend): `mapped` (the rings' host memory mapped into the GPU: lowest
+   * latency), `dma` (device rings fed by async copies: highest throughput), `managed`, or
+   * `auto` (default: the first of those three that works here, in that order; the reason is in
+   * {@link RingKernel.transportReason}); or `hybrid` (experimental, not yet run on a GPU: each
+   * round of the kernel reads a shallow queue straight from host memory and leaves a deep one to
+   * `dma`'s copies, meant to give one message `mapped`'s latency and a stream `dma`'s
+   * throughput; spec §11.2). The cpu backend takes `auto` only.
    */
   // The union restates native's transport names; __test__/protocol.spec.ts checks it against them.
   transport?: 'auto' | 'hybrid' | 'mapped' | 'dma' | 'managed'

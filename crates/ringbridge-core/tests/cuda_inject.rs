@@ -15,8 +15,9 @@ fn injected_faults_force_the_fallback() {
     assert_eq!(name, "dma");
     assert!(reason.contains("injected"), "{reason}");
     // hybrid maps the host's slots as mapped does: a mapped fault fails it too.
-    assert!(
-        reason.contains("hybrid (cuMemHostRegister failed: CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for 'mapped')"),
-        "{reason}"
-    );
+    std::env::set_var("RINGBRIDGE_INJECT_FAULT", "mapped");
+    let hybrid = choose_transport("hybrid", Ok::<_, Error>);
+    std::env::remove_var("RINGBRIDGE_INJECT_FAULT");
+    let err = hybrid.unwrap_err().to_string();
+    assert!(err.contains("CUDA_ERROR_INVALID_VALUE (injected by RINGBRIDGE_INJECT_FAULT for 'mapped')"), "{err}");
 }
