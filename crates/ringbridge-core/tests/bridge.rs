@@ -48,8 +48,11 @@ impl BridgeCopies for Recorder {
     fn settle(&mut self) -> Result<(), Error> {
         Ok(())
     }
-    fn direct_upto(&self, _: &Region) -> Option<u64> {
-        self.upto
+    fn direct_path(&self) -> bool {
+        self.upto.is_some()
+    }
+    fn direct_upto(&self, _: &Region) -> u64 {
+        self.upto.expect("only asked on a direct path")
     }
 }
 
@@ -129,4 +132,21 @@ fn hybrid_does_not_copy_output_the_kernel_wrote_to_the_host_itself() {
     rec.mirror = 12;
     assert_eq!(step(&r, &mut cursor, &mut rec), ["out slots 1+3", "out tail 12"]);
     assert_eq!(cursor.stats.direct_out, 2);
+}
+
+#[test]
+fn hybrid_never_copies_backwards_when_a_direct_round_ends_between_its_two_loads() {
+    // Two direct rounds in a row: the bridge read the mirror after the first (7), then
+    // direct_upto after the second (8). Nothing is pending; it must neither copy (a "span" from
+    // 8 back to 7 would be the whole ring) nor write output_tail back to 7.
+    let r = region();
+    let mut cursor = BridgeCursor { copied: 7, ..BridgeCursor::default() };
+    r.control().output_tail.value.store(8, Ordering::Release);
+    let mut rec = Recorder { upto: Some(8), mirror: 7, ..Recorder::default() };
+    assert_eq!(step(&r, &mut cursor, &mut rec), Vec::<String>::new());
+    assert_eq!(cursor.copied, 8);
+    assert_eq!(r.control().output_tail.value.load(Ordering::Acquire), 8);
+    // The next bridged round copies from 8.
+    rec.mirror = 10;
+    assert_eq!(step(&r, &mut cursor, &mut rec), ["out slots 0+2", "out tail 10"]);
 }

@@ -142,22 +142,24 @@ impl DeviceBuffer {
         self.len == 0
     }
 
-    /// Copies `src` to bytes `offset..offset+src.len()` of this buffer on `stream`
-    /// (`cuMemcpyHtoDAsync`, through cudarc's `result::memcpy_htod_async`); returns once the
-    /// copy is enqueued.
+    /// Copies `len` bytes from host address `src` to bytes `offset..offset+len` of this buffer
+    /// on `stream` (`cuMemcpyHtoDAsync`, [`raw::memcpy_htod_async`]); returns once the copy is
+    /// enqueued. The source is an address, not a slice: what the copy engine reads may be
+    /// rewritten by the host meanwhile (`hybrid`, spec §11.2), and the caller's protocol says
+    /// whether such a copy is ever used.
     ///
     /// # Errors
     /// [`Error::Cuda`] (`cuMemcpyHtoDAsync`).
     ///
     /// # Safety
     /// - The buffer's context is current on this thread; `stream` belongs to it.
-    /// - `offset + src.len() <= self.len()`.
-    /// - `src` is pinned or registered host memory that nobody writes, and that stays
-    ///   allocated, until the stream has passed this copy.
-    pub unsafe fn copy_from_host_async(&self, stream: &CudaStream, offset: usize, src: &[u8]) -> Result<(), Error> {
-        debug_assert!(offset + src.len() <= self.len, "copy of {} bytes at {offset} into a buffer of {}", src.len(), self.len);
+    /// - `offset + len <= self.len()`.
+    /// - `[src, src + len)` is pinned or registered host memory that stays allocated until the
+    ///   stream has passed this copy.
+    pub unsafe fn copy_from_host_async(&self, stream: &CudaStream, offset: usize, src: *const u8, len: usize) -> Result<(), Error> {
+        debug_assert!(offset + len <= self.len, "copy of {len} bytes at {offset} into a buffer of {}", self.len);
         // SAFETY: forwarded from the caller; the device range lies inside this allocation.
-        unsafe { result::memcpy_htod_async(self.ptr + offset as u64, src, stream.cu_stream()) }.map_err(cuda_err("cuMemcpyHtoDAsync"))
+        unsafe { raw::memcpy_htod_async(self.ptr + offset as u64, src, len, stream.cu_stream()) }.map_err(cuda_err("cuMemcpyHtoDAsync"))
     }
 
     /// Copies bytes `offset..offset+dst.len()` of this buffer into `dst` on `stream`

@@ -162,3 +162,23 @@ pub unsafe fn ctx_enable_peer_access(peer: sys::CUcontext) -> Result<(), DriverE
     // SAFETY: forwarded from the caller; flags 0.
     unsafe { sys::cuCtxEnablePeerAccess(peer, 0) }.result()
 }
+
+/// `cuMemcpyHtoDAsync`: copies `len` bytes from host address `src` to device address `dst` on
+/// `stream`, taking the source as a raw address. cudarc's `memcpy_htod_async` takes a `&[u8]`,
+/// which promises Rust that nobody writes those bytes while the reference lives; the `hybrid`
+/// bridge copies host slots the host may be rewriting (spec §11.2, HY1/HY2: the kernel never
+/// reads such a copy), which a raw address states honestly.
+///
+/// See [`cuMemcpyHtoDAsync`](https://docs.nvidia.com/cuda/cuda-driver-api/group__CUDA__MEM.html).
+///
+/// # Errors
+/// The driver's result.
+///
+/// # Safety
+/// - The stream's context is current on this thread; `stream` is live.
+/// - `[dst, dst + len)` is device memory of that context, and `[src, src + len)` pinned or
+///   registered host memory that stays allocated until the stream has passed the copy.
+pub unsafe fn memcpy_htod_async(dst: sys::CUdeviceptr, src: *const u8, len: usize, stream: sys::CUstream) -> Result<(), DriverError> {
+    // SAFETY: forwarded from the caller.
+    unsafe { sys::cuMemcpyHtoDAsync_v2(dst, src as *const c_void, len, stream) }.result()
+}

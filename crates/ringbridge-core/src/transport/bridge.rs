@@ -90,12 +90,16 @@ pub trait BridgeCopies {
     /// # Errors
     /// A failed wait.
     fn settle(&mut self) -> Result<(), Error>;
-    /// `hybrid` (spec §11.2): the kernel may also read the host's input slots and write the
-    /// host's output slots itself. The step then skips input the kernel has already consumed
-    /// (HY1) and output positions below the kernel's `direct_upto` (HY5, read after the
-    /// mirror's acquire). `None` on the other transports.
-    fn direct_upto(&self, _region: &Region) -> Option<u64> {
-        None
+    /// `hybrid` (spec §11.2): whether the kernel may also read the host's input slots and write
+    /// the host's output slots itself. The step then skips input the kernel has already
+    /// consumed (HY1) and output positions below [`BridgeCopies::direct_upto`] (HY5).
+    fn direct_path(&self) -> bool {
+        false
+    }
+    /// `hybrid`: the end of the kernel's last direct round (an acquire; the step calls it after
+    /// the mirror's acquire). Only called when [`BridgeCopies::direct_path`] says so.
+    fn direct_upto(&self, _region: &Region) -> u64 {
+        0
     }
 }
 
@@ -118,7 +122,7 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     let tail = cb.input_tail.value.load(Ordering::Acquire);
     if tail != cursor.sent {
         let mut start = cursor.sent;
-        if copies.direct_upto(region).is_some() {
+        if copies.direct_path() {
             // HY1: positions below input_head were consumed (read directly) and are never read
             // again. Relaxed: any value read is one the kernel has passed.
             let head = cb.input_head.value.load(Ordering::Relaxed);
@@ -141,17 +145,22 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
         moved = true;
     }
     let done = copies.kernel_output_tail(region);
-    if let Some(upto) = copies.direct_upto(region) {
+    if copies.direct_path() {
         // HY5: read after the mirror's acquire, so a mirror value written after a direct round
-        // comes with that round's end here; those positions are the host's already.
+        // comes with that round's end here; those positions are the host's already. It may be
+        // ahead of the mirror value just read (a direct round finished in between): then there
+        // is nothing to copy until the mirror passes it.
+        let upto = copies.direct_upto(region);
         if after(upto, cursor.copied) {
             cursor.copied = upto;
             cursor.stats.direct_out += 1;
         }
     }
-    let held = done != cursor.copied && hold_back(region, cursor, done);
+    // `after`, not `!=`: on hybrid the cursor may be ahead of the mirror value read above.
+    let pending = after(done, cursor.copied);
+    let held = pending && hold_back(region, cursor, done);
     cursor.stats.held += u64::from(held);
-    if done != cursor.copied && !held {
+    if pending && !held {
         let size = l.output.slot_size as usize;
         for run in slot_runs(cursor.copied, done, l.output.capacity) {
             copies.copy_out(region, run.first * size, run.count * size)?;

@@ -100,7 +100,8 @@ impl Drop for DmaLink {
         let ctx = self.in_stream.context();
         ctx.record_err(ctx.bind_to_thread());
         let _ = BridgeCopies::settle(self);
-        if std::env::var_os("RINGBRIDGE_BRIDGE_STATS").is_some() {
+        // (Under hybrid this link's own cursor never steps: hybrid prints its own.)
+        if std::env::var_os("RINGBRIDGE_BRIDGE_STATS").is_some() && self.cursor.stats.steps > 0 {
             eprintln!("# dma bridge: {}", self.cursor.stats);
         }
     }
@@ -130,12 +131,16 @@ impl Link for DmaLink {
 impl BridgeCopies for DmaLink {
     fn copy_in(&mut self, region: &Region, off: usize, len: usize) -> Result<(), Error> {
         let l = region.layout();
-        // SAFETY: the host bytes are registered and consumer-owned (I3, bridge_step's contract):
-        // the host does not rewrite them until the kernel releases them, after this copy has
-        // landed. The device range lies in the input part of `device`.
-        let src = unsafe { std::slice::from_raw_parts(region.bytes_ptr(l.input_offset + off, len), len) };
-        // SAFETY: see above; the context is bound (`Link::pump`'s contract) and `in_stream` is of it.
-        unsafe { self.device.copy_from_host_async(&self.in_stream, off, src) }
+        // The host bytes are registered and lie in the input slots (bytes_ptr checks the range).
+        // On dma they are consumer-owned (I3, bridge_step's contract) until the kernel releases
+        // them, after this copy landed; on hybrid the kernel may have read and released some
+        // directly, and the host may rewrite those while the copy runs: it copies bytes, not
+        // Rust values, and the kernel never reads the device slots it fills that way (HY2).
+        let src = region.bytes_ptr(l.input_offset + off, len);
+        // SAFETY: the region outlives the link, which settles its streams before it drops; the
+        // device range lies in the input part of `device`; the context is bound (`Link::pump`'s
+        // contract) and `in_stream` is of it.
+        unsafe { self.device.copy_from_host_async(&self.in_stream, off, src, len) }
     }
 
     fn publish_in(&mut self, region: &Region, tail: u64) -> Result<(), Error> {

@@ -138,9 +138,13 @@ impl BridgeCopies for HybridLink {
         BridgeCopies::settle(&mut self.dma)
     }
 
-    fn direct_upto(&self, _region: &Region) -> Option<u64> {
+    fn direct_path(&self) -> bool {
+        true
+    }
+
+    fn direct_upto(&self, _region: &Region) -> u64 {
         // ORDERING: (HY5) acquire pairs with the kernel's st.release.sys of direct_upto, which
         // precedes its release of the mirror; bridge_step calls this after the mirror's acquire.
-        Some(self.dma.mirror_word(DIRECT_UPTO_WORD).load(Ordering::Acquire))
+        self.dma.mirror_word(DIRECT_UPTO_WORD).load(Ordering::Acquire)
     }
 }
