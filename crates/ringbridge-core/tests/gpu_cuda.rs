@@ -28,6 +28,17 @@ fn check_of(seq: u64) -> u64 {
     seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xdead_beef
 }
 
+/// Stages `n` messages from `*sent` on (sequence number and its checksum as the payload).
+fn stage_checked(s: &mut Session, sent: &mut u64, n: u64) {
+    for _ in 0..n {
+        let mut payload = [0u8; 48];
+        payload[..8].copy_from_slice(&sent.to_le_bytes());
+        payload[8..16].copy_from_slice(&check_of(*sent).to_le_bytes());
+        s.stage(1, *sent, &payload).expect("a free slot was counted");
+        *sent += 1;
+    }
+}
+
 /// Streams `total` echo messages through a ring of `capacity`, checking order and payload.
 fn stream_echo(transport: &str, capacity: u32, total: u64) -> f64 {
     let ring = RingConfig { capacity, slot_size: 64 };
@@ -38,13 +49,7 @@ fn stream_echo(transport: &str, capacity: u32, total: u64) -> f64 {
     let mut last_progress = Instant::now();
     while got < total {
         let free = s.free_slots(u64::MAX).min(total - sent);
-        for _ in 0..free {
-            let mut payload = [0u8; 48];
-            payload[..8].copy_from_slice(&sent.to_le_bytes());
-            payload[8..16].copy_from_slice(&check_of(sent).to_le_bytes());
-            s.stage(1, sent, &payload).expect("a free slot was counted");
-            sent += 1;
-        }
+        stage_checked(&mut s, &mut sent, free);
         s.flush();
         loop {
             let r = s.try_recv_with(|h, p| {
@@ -120,13 +125,7 @@ fn hybrid_mixed_echo(capacity: u32, direct_max: Option<&str>, total: u64, seed: 
         let mut staged = 0;
         while staged < burst {
             let free = s.free_slots(burst - staged);
-            for _ in 0..free {
-                let mut payload = [0u8; 48];
-                payload[..8].copy_from_slice(&sent.to_le_bytes());
-                payload[8..16].copy_from_slice(&check_of(sent).to_le_bytes());
-                s.stage(1, sent, &payload).expect("a free slot was counted");
-                sent += 1;
-            }
+            stage_checked(&mut s, &mut sent, free);
             staged += free;
             s.flush();
             if staged < burst {

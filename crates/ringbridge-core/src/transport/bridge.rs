@@ -103,6 +103,24 @@ pub trait BridgeCopies {
     }
 }
 
+/// A transport that keeps its bridge's cursor, so [`pump`] can step it in place.
+pub trait Bridged: BridgeCopies {
+    /// The cursor the transport's steps advance.
+    fn cursor_mut(&mut self) -> &mut BridgeCursor;
+}
+
+/// [`bridge_step`] on a transport's own cursor: the cursor is copied out for the step (which
+/// borrows the transport mutably as its copies) and stored back, as far as it got.
+///
+/// # Errors
+/// [`bridge_step`]'s.
+pub fn pump<B: Bridged>(region: &Region, link: &mut B) -> Result<bool, Error> {
+    let mut cursor = *link.cursor_mut();
+    let moved = bridge_step(region, &mut cursor, link);
+    *link.cursor_mut() = cursor;
+    moved
+}
+
 /// Whether position `a` is after `b` (free-running u64 positions).
 fn after(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0

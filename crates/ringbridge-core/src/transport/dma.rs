@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::bridge::{self, BridgeCopies, BridgeCursor, Bridged};
 use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::cuda_err;
 use crate::cuda::memory::{DeviceBuffer, HostRegistration, PinnedBuffer};
@@ -117,14 +117,17 @@ impl Link for DmaLink {
     }
 
     fn pump(&mut self, region: &Region) -> Result<bool, Error> {
-        let mut cursor = self.cursor;
-        let moved = bridge_step(region, &mut cursor, self);
-        self.cursor = cursor;
-        moved
+        bridge::pump(region, self)
     }
 
     fn settle(&mut self) -> Result<(), Error> {
         BridgeCopies::settle(self)
+    }
+}
+
+impl Bridged for DmaLink {
+    fn cursor_mut(&mut self) -> &mut BridgeCursor {
+        &mut self.cursor
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaContext;
 
-use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::bridge::{self, BridgeCopies, BridgeCursor, Bridged};
 use super::dma::DmaLink;
 use super::{Link, Region};
 use crate::sync::Ordering;
@@ -102,14 +102,17 @@ impl Link for HybridLink {
     }
 
     fn pump(&mut self, region: &Region) -> Result<bool, Error> {
-        let mut cursor = self.cursor;
-        let moved = bridge_step(region, &mut cursor, self);
-        self.cursor = cursor;
-        moved
+        bridge::pump(region, self)
     }
 
     fn settle(&mut self) -> Result<(), Error> {
         BridgeCopies::settle(&mut self.dma)
+    }
+}
+
+impl Bridged for HybridLink {
+    fn cursor_mut(&mut self) -> &mut BridgeCursor {
+        &mut self.cursor
     }
 }
 

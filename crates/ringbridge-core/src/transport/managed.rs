@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaContext;
 
-use super::bridge::{bridge_step, BridgeCopies, BridgeCursor};
+use super::bridge::{self, BridgeCopies, BridgeCursor, Bridged};
 use super::{check_registrable, KernelView, Link, Region};
 use crate::cuda::memory::{DeviceBuffer, HostRegistration};
 use crate::protocol::{offsets, LINE_BYTES};
@@ -70,14 +70,17 @@ impl Link for ManagedLink {
     }
 
     fn pump(&mut self, region: &Region) -> Result<bool, Error> {
-        let mut cursor = self.cursor;
-        let moved = bridge_step(region, &mut cursor, self);
-        self.cursor = cursor;
-        moved
+        bridge::pump(region, self)
     }
 
     fn settle(&mut self) -> Result<(), Error> {
         BridgeCopies::settle(self)
+    }
+}
+
+impl Bridged for ManagedLink {
+    fn cursor_mut(&mut self) -> &mut BridgeCursor {
+        &mut self.cursor
     }
 }
 
