@@ -949,9 +949,14 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
     const uint32_t pass = s.groups * RB_RING_UNROLL;
     p.pass = pass;
     p.local_max = gridDim.x == 1 ? pass : pass * RB_RING_LOCAL_PASSES;
+    uint64_t cap = static_cast<uint64_t>(gridDim.x) * pass * RB_RING_ROUND_PASSES;
+    if (cap > (1u << 20)) cap = 1u << 20;
+    p.round_cap = static_cast<uint32_t>(cap);
     // Hybrid (§11.2): direct rounds are block 0's own rounds (never grid rounds), so only the
-    // poller's op ever names the host's slots. A route stage fed by a kernel has no host input.
-    p.direct_max = cb->direct_max < p.local_max ? cb->direct_max : p.local_max;
+    // poller's op ever names the host's slots (with one block, every round is). A route stage
+    // fed by a kernel has no host input.
+    const uint32_t alone = gridDim.x == 1 ? p.round_cap : p.local_max;
+    p.direct_max = cb->direct_max < alone ? cb->direct_max : alone;
     p.host_in = p.direct_max != 0 && cb->input_producer == RB_PRODUCER_HOST
                     ? reinterpret_cast<const uint8_t*>(cb->host_input_buffer)
                     : nullptr;
@@ -965,9 +970,6 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
     p.direct_out = false;
     p.round_in = s.in_slots;
     p.round_out = s.out_slots;
-    uint64_t cap = static_cast<uint64_t>(gridDim.x) * pass * RB_RING_ROUND_PASSES;
-    if (cap > (1u << 20)) cap = 1u << 20;
-    p.round_cap = static_cast<uint32_t>(cap);
     // K8: on start, RUNNING.
     rb_poller_state(cb, p, RB_STATE_RUNNING);
   }

@@ -27,8 +27,9 @@ const DIRECT_UPTO_WORD: usize = 1;
 /// one copy ~50 GB/s), and a queue this deep is no longer about latency.
 pub const DIRECT_BYTES: u32 = 16 * 1024;
 
-/// The largest direct round for input slots of `slot_size` bytes: [`DIRECT_BYTES`] of them (at
-/// least one), or `RINGBRIDGE_HYBRID_DIRECT_MAX` when set (0: never direct, every round is
+/// The largest direct round for slots of `slot_size` bytes (the larger of the input and output
+/// slots: a direct round reads the one and writes the other across PCIe): [`DIRECT_BYTES`] of
+/// them (at least one), or `RINGBRIDGE_HYBRID_DIRECT_MAX` when set (0: never direct, every round is
 /// bridged — `dma`'s behaviour on `hybrid`'s rings; 1: only single messages go direct).
 ///
 /// # Errors
@@ -69,10 +70,10 @@ impl HybridLink {
     /// # Errors
     /// [`DmaLink::new`]'s, and [`direct_max`]'s for a bad override.
     pub fn new(ctx: &Arc<CudaContext>, region: &Region) -> Result<Self, Error> {
-        let direct_max = direct_max(region.layout().input.slot_size)?;
+        let l = region.layout();
+        let direct_max = direct_max(l.input.slot_size.max(l.output.slot_size))?;
         let dma = DmaLink::new(ctx, region)?;
         let base = dma.registered_device_ptr();
-        let l = region.layout();
         region.set_direct_view(DirectView {
             direct_max,
             host_input_buffer: base + l.input_offset as u64,
