@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU suite: anchors, Rust GPU tests and bench, JS GPU suite and bench, compute-sanitizer.
-# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|bench|ab|sanitizers|routes|reliability]
+# usage (after scripts/gpu-build.sh): bash scripts/gpu-suite.sh [smoke|full|bench|ab|sanitizers|routes|reliability|hybrid|stream]
 set -uo pipefail
 mode=${1:-full}
 cd "$(dirname "$0")/.."
@@ -107,6 +107,42 @@ if [[ $mode == reliability ]]; then
   tail -n 3 "$O/soak.txt" "$O/rust_gpu_tests.txt" "$O/js_gpu.txt" "$O/sanitizers.log"
   echo; cat "$O/summary.txt"
   grep -qE '^(FAIL|TIMEOUT|SANITIZER-ERRORS|MISSING)' "$O/summary.txt" && exit 1
+  exit 0
+fi
+if [[ $mode == hybrid ]]; then
+  # The hybrid transport (spec §11.2) on the GPU: selection, the mixed shallow/deep echo,
+  # every per-transport test with hybrid among them, chunks, a route through it, its soak, the
+  # JS GPU suites (with issue #14's timer tests), then compute-sanitizer over the mixed echo.
+  # One line per step in summary.txt; full output in hybrid_tests.txt and sanitizers.log.
+  command -v compute-sanitizer >/dev/null || export PATH=$PATH:/usr/local/cuda/bin
+  : > "$O/summary.txt"
+  run_step() {
+    local limit=$1 label=$2; shift 2
+    echo "--- $label ($(date +%T))" >> "$O/hybrid_tests.txt"
+    local start=$SECONDS
+    timeout -k 5 "$limit" "$@" >> "$O/hybrid_tests.txt" 2>&1
+    local rc=$?
+    echo "exit $rc $label ($((SECONDS - start)) s)" | tee -a "$O/summary.txt" >> "$O/hybrid_tests.txt"
+  }
+  export RINGBRIDGE_GPU_MESSAGES=${RINGBRIDGE_GPU_MESSAGES:-1000000} RINGBRIDGE_CHUNK_MESSAGES=${RINGBRIDGE_CHUNK_MESSAGES:-2000000}
+  step hybrid tests
+  run_step 20 "cuda_transport" .gpu-run/bin/cuda_transport
+  run_step 20 "cuda_inject" .gpu-run/bin/cuda_inject
+  for t in hybrid_switches_between_direct_and_bridged_rounds_without_loss echo_ten_million_per_transport_in_order_with_checksums small_capacities_stress_the_copy_engine_ordering pause_resume_drain_and_abandon saxpy_matches_the_cpu_backend_bit_for_bit; do
+    run_step 90 "gpu_cuda $t" .gpu-run/bin/gpu_cuda --ignored --exact $t --nocapture
+  done
+  run_step 90 "chunks" .gpu-run/bin/chunks --ignored --test-threads=1 --nocapture gpu_chunks
+  run_step 60 "route per transport" .gpu-run/bin/route --ignored --nocapture gpu_route_to_itself_loses_nothing_per_transport
+  run_step 60 "hybrid soak" env RINGBRIDGE_SOAK_MESSAGES=${RINGBRIDGE_SOAK_MESSAGES:-100000000} RINGBRIDGE_SOAK_STALL_MS=30000 .gpu-run/bin/gpu_soak --ignored --exact hybrid_soak_a_tenth_of_the_count --nocapture
+  step js gpu suites
+  run_step 200 "ava gpu.spec cuda-schema.spec lifecycle.spec chunk.spec" node node_modules/ava/entrypoints/cli.mjs --verbose __test__/gpu.spec.js __test__/cuda-schema.spec.js __test__/lifecycle.spec.js __test__/chunk.spec.js
+  step sanitizers
+  for tool in memcheck racecheck; do
+    RINGBRIDGE_GPU_MESSAGES=20000 timeout 120 compute-sanitizer --tool $tool --error-exitcode 86 --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --exact hybrid_switches_between_direct_and_bridged_rounds_without_loss 2>&1 | tail -4 >> "$O/sanitizers.log"
+    echo "exit ${PIPESTATUS[0]} $tool hybrid mixed echo" | tee -a "$O/summary.txt" >> "$O/sanitizers.log"
+  done
+  grep -E "hybrid mixed|gpu_echo|CHUNKS ok|SOAK|test result|✘|✔.*(timers|hybrid)|tests? (passed|failed)|panicked|assert" "$O/hybrid_tests.txt" | head -80
+  echo; cat "$O/summary.txt"
   exit 0
 fi
 if [[ $mode == stream ]]; then
