@@ -787,23 +787,24 @@ RB_DEVICE void rb_poller_next(rb_control_block* cb, rb_poller& p, const rb_ring_
     if (avail > s.in_capacity) avail = s.in_capacity;
     p.round_in = s.in_slots;
     if (p.host_in != nullptr) {
-      // Hybrid input (§11.2, HY2): positions the bridge has copied are read from the device
-      // slots; a shallow backlog it has not copied is read from the host's slots across PCIe
-      // (both hold the same committed bytes); a deep one waits for the bridge's large copies.
-      if (static_cast<long long>(p.cached_dev_tail - p.next) <= 0) {
-        // ORDERING: (C2) acquire pairs with the copy engine's write of the word after the
-        // slots (stream order), as on dma.
-        p.cached_dev_tail = rb_ld_acquire_sys_u64(p.dev_tail_addr);
-      }
-      const long long copied = static_cast<long long>(p.cached_dev_tail - p.next);
-      if (copied > 0) {
-        if (avail > static_cast<uint64_t>(copied)) avail = static_cast<uint64_t>(copied);
-        p.round_in = s.in_slots;
-      } else if (avail <= p.direct_max) {
+      // Hybrid input (§11.2, HY2): a shallow backlog is read from the host's slots across PCIe
+      // (always correct: they hold the committed bytes; no device load on the latency path);
+      // a deep one from the device slots the bridge has copied, waiting for its large copies
+      // when it has copied nothing past `next` yet.
+      if (avail <= p.direct_max) {
         p.round_in = p.host_in;
       } else {
-        rb_backoff(spin);
-        continue;
+        if (static_cast<long long>(p.cached_dev_tail - p.next) <= 0) {
+          // ORDERING: (C2) acquire pairs with the copy engine's write of the word after the
+          // slots (stream order), as on dma.
+          p.cached_dev_tail = rb_ld_acquire_sys_u64(p.dev_tail_addr);
+        }
+        const long long copied = static_cast<long long>(p.cached_dev_tail - p.next);
+        if (copied <= 0) {
+          rb_backoff(spin);
+          continue;
+        }
+        if (avail > static_cast<uint64_t>(copied)) avail = static_cast<uint64_t>(copied);
       }
     }
     const uint32_t wanted = avail < p.round_cap ? static_cast<uint32_t>(avail) : p.round_cap;
