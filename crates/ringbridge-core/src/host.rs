@@ -177,7 +177,7 @@ impl Session {
     /// # Errors
     /// [`Error::MessageTooLarge`], [`Error::Timeout`], or [`Error::Closed`] once the kernel ended.
     pub fn send(&mut self, type_id: u16, correlation_id: u64, payload: &[u8], limit: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + limit;
+        let deadline = deadline_after(limit);
         loop {
             match self.try_send(type_id, correlation_id, payload) {
                 Ok(()) => return Ok(()),
@@ -237,7 +237,7 @@ impl Session {
     /// [`Error::Timeout`]; [`Error::Closed`] if the kernel terminated with nothing left;
     /// [`Error::Protocol`] for a corrupt frame.
     pub fn recv_with<R>(&mut self, limit: Duration, mut read: impl FnMut(FrameHeader, &[u8]) -> R) -> Result<R, Error> {
-        let deadline = Instant::now() + limit;
+        let deadline = deadline_after(limit);
         loop {
             match self.try_recv_with(&mut read) {
                 Ok(r) => return Ok(r),
@@ -279,7 +279,7 @@ impl Session {
     /// What the kernel's runner left behind.
     pub fn terminate(mut self, drain: bool, limit: Duration) -> Result<Termination, Error> {
         self.flush();
-        let deadline = Instant::now() + limit;
+        let deadline = deadline_after(limit);
         let mut replies = Vec::new();
         // A route stops stage by stage (spec §14): each stage drains into the next before the
         // next is told to stop; `abandon` abandons the first stage only, so every message the
@@ -337,6 +337,13 @@ pub struct Termination {
 
 fn limit_ms(deadline: Instant, start: Instant) -> u64 {
     deadline.saturating_duration_since(start).as_millis() as u64
+}
+
+/// The instant `limit` from now; a limit past what `Instant` can hold (`Duration::MAX` for
+/// "no limit") is a century, not an overflow panic.
+pub(crate) fn deadline_after(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// H7: announce that we wait (`bit` of `host_waiting`), re-check with `ready`, sleep on the
@@ -467,7 +474,7 @@ impl<'a> SendHalf<'a> {
     pub fn write_chunk_within(&mut self, wanted: u64, limit: Duration) -> Result<SendChunk<'_>, Error> {
         if wanted > 0 && self.tx.free_slots(1) == 0 {
             let tx = &mut *self.tx;
-            wait_on(self.doorbell, self.region, WAIT_INPUT, Instant::now() + limit, "input ring space", || tx.free_slots(1) > 0)?;
+            wait_on(self.doorbell, self.region, WAIT_INPUT, deadline_after(limit), "input ring space", || tx.free_slots(1) > 0)?;
         }
         Ok(self.write_chunk(wanted))
     }
@@ -561,7 +568,7 @@ impl RecvHalf<'_> {
     pub fn read_chunk_within(&mut self, wanted: u64, limit: Duration) -> Result<ReplyChunk<'_>, Error> {
         if wanted > 0 && self.rx.available(1) == 0 {
             let rx = &mut *self.rx;
-            wait_on(self.doorbell, self.region, WAIT_OUTPUT, Instant::now() + limit, "a reply", || rx.available(1) > 0)?;
+            wait_on(self.doorbell, self.region, WAIT_OUTPUT, deadline_after(limit), "a reply", || rx.available(1) > 0)?;
         }
         Ok(self.read_chunk(wanted))
     }

@@ -666,3 +666,23 @@ fn a_terminate_word_that_is_no_command_is_ignored() {
     assert_eq!(session.terminate(true, LIMIT).map(|t| t.undelivered).unwrap(), 0);
     assert_eq!(cb.control().messages_processed.load(Ordering::Acquire), 42);
 }
+
+/// `Duration::MAX` means "no limit" to every timed call: it used to overflow `Instant` and
+/// panic before looking at the ring.
+#[test]
+fn duration_max_is_no_limit_not_a_panic() {
+    let shape = ring(4, 64);
+    let mut session = launch("echo", shape, shape);
+    session.send(1, 5, b"x", Duration::MAX).unwrap();
+    let id = session.recv_with(Duration::MAX, |h, _| h.correlation_id).unwrap();
+    assert_eq!(id, 5);
+    {
+        let (mut tx, mut rx) = session.halves();
+        let chunk = tx.write_chunk_within(1, Duration::MAX).unwrap();
+        assert!(chunk.len() >= 1);
+        drop(chunk);
+        drop(rx.read_chunk_within(0, Duration::MAX).unwrap());
+    }
+    let end = session.terminate(true, Duration::MAX).unwrap();
+    assert_eq!(end.undelivered, 0);
+}

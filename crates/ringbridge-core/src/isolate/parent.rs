@@ -486,7 +486,7 @@ fn exited_early(host: &Host, detail: &str) -> Error {
 /// Waits up to `limit` for the host to exit, then kills it; its exit status if known. The child
 /// lock is taken per look, so [`Host::status`] never waits behind a reap.
 fn reap(host: &Host, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
+    let deadline = crate::host::deadline_after(limit);
     loop {
         {
             let mut child = host.child.lock().unwrap_or_else(|e| e.into_inner());

@@ -267,7 +267,7 @@ pub fn recv_into(socket: &impl std::os::fd::AsFd, buf: &mut Vec<u8>) -> Result<O
 /// [`Error::Os`] for a failing poll.
 pub fn readable_within(socket: &impl std::os::fd::AsFd, limit: std::time::Duration) -> Result<bool, Error> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = crate::host::deadline_after(limit);
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let timeout = Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
