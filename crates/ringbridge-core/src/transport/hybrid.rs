@@ -58,6 +58,11 @@ pub struct DirectView {
     pub direct_upto_addr: u64,
 }
 
+impl DirectView {
+    /// No direct path (every transport but `hybrid`): all four fields zero.
+    pub const NONE: Self = Self { direct_max: 0, host_input_buffer: 0, host_output_buffer: 0, direct_upto_addr: 0 };
+}
+
 /// `dma`'s link plus the direct path.
 pub struct HybridLink {
     dma: DmaLink,

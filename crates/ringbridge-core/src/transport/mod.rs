@@ -287,12 +287,8 @@ impl Region {
         cb.input_tail_addr.store(view.input_tail_addr, r);
         cb.output_tail_addr.store(view.output_tail_addr, r);
         cb.output_head_addr.store(view.output_head_addr, r);
-        // No direct path unless the transport adds one (hybrid, after this).
-        cb.direct_max.store(0, r);
-        cb.host_input_buffer.store(0, r);
-        cb.host_output_buffer.store(0, r);
-        cb.direct_upto_addr.store(0, r);
-        crate::sync::fence(Ordering::SeqCst);
+        // No direct path unless the transport adds one (hybrid, after this); fences.
+        self.set_direct_view(hybrid::DirectView::NONE);
     }
 
     /// Adds `hybrid`'s direct path to the kernel's view (spec §11.2). Only before launch (I5),
