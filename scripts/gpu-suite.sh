@@ -152,6 +152,9 @@ if [[ $mode == stream ]]; then
   step anchors
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ringbench .gpu/anchors/ringbench.cu -lpthread && timeout 120 /tmp/ringbench 2000 20000000) 2>&1 | grep -E "^device|pipelined|rtt_lean|bw_" | tee "$O/anchors.txt"
   (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/ps .gpu/anchors/persistent_stream.cu -lcuda -lpthread && timeout 60 /tmp/ps 50000000 1048576 1) 2>&1 | grep -vE "^#   " | tee -a "$O/anchors.txt"
+  # The Python user's batching (CuPy) and the round-trip floor, for the ratios' other columns.
+  timeout 60 python3 .gpu/anchors/cupy_peer.py 5000 2>&1 | tail -8 | tee -a "$O/anchors.txt"
+  (nvcc -O3 -std=c++17 -arch=sm_90 -o /tmp/floor .gpu/anchors/pingpong_floor.cu && timeout 30 /tmp/floor 200000) 2>&1 | grep -vE "^#   " | tail -12 | tee -a "$O/anchors.txt"
   step rust stream
   RINGBRIDGE_BRIDGE_STATS=1 timeout 150 .gpu-run/bin/gpu --bench --stream 2>&1 | tee "$O/rust_bench.txt"
   # STREAM_TUNE="A;B": the same figures again with each set of kernel tuning defines (NVRTC -D).
