@@ -302,6 +302,14 @@ fn streaming(total: u64, quick: bool) {
         let r = stream_chunks(t, 4096, 4096, n, false);
         println!("rust_bw_chunk_4KiB_{t} {:.2} GB/s", r * 4096.0 / 1e9);
     }
+    // Goal 4 against ring size: chunks are a quarter of the ring, so these copy 16 and 64 MiB
+    // spans where the 4096-slot ring copies 4 MiB (the copy engines' both-ways rate grows with
+    // the span: persistent_stream.cu's ce_bidir_* lines).
+    for cap in [16_384u32, 65_536] {
+        let n = if quick { 10_000 } else { 4_000_000 };
+        let r = stream_chunks("dma", cap, 4096, n, false);
+        println!("rust_bw_chunk_4KiB_dma_cap{cap} {:.2} GB/s", r * 4096.0 / 1e9);
+    }
 }
 
 /// Routes on one GPU beside one kernel, same process and run: the round trip through 1, 2 and
