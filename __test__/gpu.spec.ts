@@ -178,24 +178,6 @@ gpuTest('a trapping handler in its kernel host rejects its requests with ERR_RIN
   }
 })
 
-// Last: a fault in this process's own context (isolation 'thread') ends CUDA here; kernel
-// hosts are unaffected.
-gpuTest('isolation thread: a trap rejects with ERR_RINGBRIDGE_CUDA; thread launches then say restart, process launches still work', async (t) => {
-  const rt = await open()
-  t.teardown(() => within(rt.close(), 30_000, 'close'))
-  const k = await rt.launch({ handler: 'trap', input: u32, output: u32, isolation: 'thread' })
-  const err = await t.throwsAsync(within(k.request(1, { timeoutMs: 20_000 }), 25_000, 'trap request'))
-  t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
-  t.is(k.state, 'terminated')
-  t.truthy(k.fault)
-  // A trap is a sticky error: the driver refuses new contexts in this process (driver 580).
-  const again = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'thread' }))
-  t.is((again as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
-  t.regex((again as Error).message, /restart the process/)
-  const isolated = await rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'process' })
-  t.is(await isolated.request(11), 11)
-})
-
 // Issue #14 item 3: an in-process launch (`isolation: 'thread'`) runs on the libuv pool, as a
 // kernel host's start does: its CUDA context, the mapped region's registration (pinning 1 GiB
 // takes a while) and the kernel launch leave the event loop free. On the JS thread a 5 ms timer
@@ -243,6 +225,27 @@ Runtime.open({ backend: 'cuda' }).then(async (rt) => {
   const { ms, ticks, backend } = JSON.parse(r.stdout) as { ms: number; ticks: number; backend: string }
   t.log(`Runtime.open ${ms} ms (cold kernel cache), ${ticks} timer ticks`)
   t.is(backend, 'cuda')
-  t.true(ms >= 100, `a cold open took ${ms} ms`)
+  // The open compiled the ring kernel (into the empty cache), not just loaded it. (How long that
+  // takes is the host's: 45 ms on an H100 host, so no floor on `ms`.)
+  const { readdirSync } = await import('node:fs')
+  t.true(readdirSync(cache).some((f) => f.endsWith('.img')), `the open compiled the ring kernel into ${cache}`)
   t.true(ticks >= Math.floor(ms / 5 / 4), `${ticks} timer ticks in a ${ms} ms open`)
+})
+
+// Last: a fault in this process's own context (isolation 'thread') ends CUDA here; kernel
+// hosts are unaffected.
+gpuTest('isolation thread: a trap rejects with ERR_RINGBRIDGE_CUDA; thread launches then say restart, process launches still work', async (t) => {
+  const rt = await open()
+  t.teardown(() => within(rt.close(), 30_000, 'close'))
+  const k = await rt.launch({ handler: 'trap', input: u32, output: u32, isolation: 'thread' })
+  const err = await t.throwsAsync(within(k.request(1, { timeoutMs: 20_000 }), 25_000, 'trap request'))
+  t.is((err as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
+  t.is(k.state, 'terminated')
+  t.truthy(k.fault)
+  // A trap is a sticky error: the driver refuses new contexts in this process (driver 580).
+  const again = await t.throwsAsync(rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'thread' }))
+  t.is((again as { code?: string }).code, 'ERR_RINGBRIDGE_CUDA')
+  t.regex((again as Error).message, /restart the process/)
+  const isolated = await rt.launch({ handler: 'echo', input: u32, output: u32, isolation: 'process' })
+  t.is(await isolated.request(11), 11)
 })

@@ -69,9 +69,15 @@ test('deactivate in the middle of a stream holds the rest, activate delivers it 
 test("terminate({ mode: 'drain' }) hands the kernel every queued message; replies stay receivable, then receive rejects ERR_RINGBRIDGE_CLOSED", async (t) => {
   const k = await launch(t, { capacity: 4, sendQueue: { capacity: 512 } })
   const n = 300
+  // Paused while sending, so messages wait in the send queue however fast the backend is (a GPU
+  // kernel kept up with this loop on an H100); activated as the drain begins, so the drain meets
+  // a running kernel with a queue behind it.
+  await within(k.deactivate(), 5000, 'deactivate')
   const sends = range(0, n).map((v) => k.send(v))
   t.true(k.stats().depth.sendQueue > 0, 'messages are waiting in the send queue')
+  const activating = k.activate()
   const report = await within(k.terminate({ mode: 'drain' }), 10_000, 'terminate')
+  await within(activating.catch(() => undefined), 5000, 'activate settles')
   await within(Promise.all(sends), 1000, 'sends resolved')
   t.is(report.mode, 'drain')
   t.deepEqual(report.undelivered, [])

@@ -602,6 +602,8 @@ struct rb_poller {
   uint64_t* direct_upto_addr; ///< where a direct round's end is recorded for the bridge
   uint64_t cached_dev_tail;   ///< possibly stale bridge input tail
   uint64_t out_bridged_end;   ///< output end of the last round the bridge has to copy
+  uint64_t direct_end;        ///< output end of the last direct round
+  uint64_t direct_told;       ///< the direct_end last stored to direct_upto_addr
   const uint8_t* round_in;    ///< the input slots of the round in hand
   uint8_t* round_out;         ///< the output slots of the round in hand
   uint32_t direct_max;        ///< rounds up to this size may go direct (<= local_max; 0: never)
@@ -633,14 +635,19 @@ RB_DEVICE void rb_publish_round(rb_control_block* cb, rb_poller& p, uint32_t err
   rb_fence_sc_sys();
   const uint64_t out_end = p.next + p.delta;
   if (p.direct_out) {
-    // Hybrid, a direct round (§11.2, HY4): direct_upto first, so a bridge that acquires the
-    // mirror below knows not to copy these positions; then the mirror (the kernel's own output
-    // tail), then the host's output_tail, which the bridge does not write while nothing of it
-    // is pending.
-    rb_st_release_sys_u64(p.direct_upto_addr, out_end);
-    rb_st_release_sys_u64(p.out_tail_addr, out_end);
+    // Hybrid, a direct round (§11.2, HY4): the host's output_tail only, as on mapped (the
+    // bridge has nothing of it pending, HY3). Neither the mirror nor direct_upto: the bridge
+    // learns of direct rounds only when a bridged round follows them, so the latency path
+    // pays no extra system-scope store.
     rb_st_release_sys_u64(&cb->output_tail, out_end);
+    p.direct_end = out_end;
   } else {
+    if (p.direct_end != p.direct_told) {
+      // HY4: the end of the direct rounds before this one, relaxed: the mirror's release
+      // below orders it, so a bridge that acquires this mirror value reads it (or a later one).
+      rb_st_relaxed_sys_u64(p.direct_upto_addr, p.direct_end);
+      p.direct_told = p.direct_end;
+    }
     rb_st_release_sys_u64(p.out_tail_addr, out_end);
     // Hybrid: the bridge copies this round out; no direct round until it has published it.
     p.out_pending = true;
@@ -967,6 +974,7 @@ extern "C" __global__ void __launch_bounds__(RB_RING_MAX_THREADS)
     if (p.host_in != nullptr) p.tail_addr = &cb->input_tail;
     p.cached_dev_tail = p.next;
     p.out_bridged_end = p.next + p.delta;
+    p.direct_end = p.direct_told = p.next + p.delta;
     p.out_pending = true;
     p.direct_out = false;
     p.round_in = s.in_slots;

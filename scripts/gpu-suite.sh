@@ -135,10 +135,10 @@ if [[ $mode == hybrid ]]; then
   run_step 60 "route per transport" .gpu-run/bin/route --ignored --nocapture gpu_route_to_itself_loses_nothing_per_transport
   run_step 60 "hybrid soak" env RINGBRIDGE_SOAK_MESSAGES=${RINGBRIDGE_SOAK_MESSAGES:-100000000} RINGBRIDGE_SOAK_STALL_MS=30000 .gpu-run/bin/gpu_soak --ignored --exact hybrid_soak_a_tenth_of_the_count --nocapture
   step js gpu suites
-  run_step 200 "ava gpu.spec cuda-schema.spec lifecycle.spec chunk.spec" node node_modules/ava/entrypoints/cli.mjs --verbose __test__/gpu.spec.js __test__/cuda-schema.spec.js __test__/lifecycle.spec.js __test__/chunk.spec.js
+  run_step 200 "ava gpu.spec cuda-schema.spec lifecycle.spec chunk.spec" env RINGBRIDGE_NVRTC=1 node node_modules/ava/entrypoints/cli.mjs --verbose __test__/gpu.spec.js __test__/cuda-schema.spec.js __test__/lifecycle.spec.js __test__/chunk.spec.js
   step sanitizers
   for tool in memcheck racecheck; do
-    RINGBRIDGE_GPU_MESSAGES=20000 timeout 120 compute-sanitizer --tool $tool --error-exitcode 86 --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --exact hybrid_switches_between_direct_and_bridged_rounds_without_loss 2>&1 | tail -4 >> "$O/sanitizers.log"
+    RINGBRIDGE_GPU_MESSAGES=20000 timeout 120 compute-sanitizer --tool $tool --error-exitcode 86 --print-limit 20 .gpu-run/bin/gpu_cuda --ignored --exact hybrid_switches_between_direct_and_bridged_rounds_without_loss --nocapture 2>&1 | grep -E "hybrid mixed|panicked|assert|left|right|SUMMARY|=====|test result" | tail -30 >> "$O/sanitizers.log"
     echo "exit ${PIPESTATUS[0]} $tool hybrid mixed echo" | tee -a "$O/summary.txt" >> "$O/sanitizers.log"
   done
   grep -E "hybrid mixed|gpu_echo|CHUNKS ok|SOAK|test result|✘|✔.*(timers|hybrid)|tests? (passed|failed)|panicked|assert" "$O/hybrid_tests.txt" | head -80

@@ -20,6 +20,8 @@ const CAPACITY: u32 = 8;
 struct Recorder {
     mirror: u64,
     upto: Option<u64>,
+    /// What `direct_input_left` answers (hybrid's is 1).
+    left: u64,
     log: Vec<String>,
 }
 
@@ -53,6 +55,9 @@ impl BridgeCopies for Recorder {
     }
     fn direct_upto(&self, _: &Region) -> u64 {
         self.upto.expect("only asked on a direct path")
+    }
+    fn direct_input_left(&self, _: &Region) -> u64 {
+        self.left
     }
 }
 
@@ -112,6 +117,28 @@ fn hybrid_does_not_copy_input_the_kernel_already_consumed() {
 }
 
 #[test]
+fn hybrid_leaves_a_lone_input_message_to_the_kernel_and_copies_a_deeper_backlog() {
+    let r = region();
+    let (mut cursor, mut rec) = (BridgeCursor::default(), Recorder { upto: Some(0), left: 1, ..Recorder::default() });
+    // HY1: one message waiting: the kernel reads it from the host's slots; nothing crosses.
+    input(&r, 0, 1);
+    assert_eq!(step(&r, &mut cursor, &mut rec), Vec::<String>::new());
+    assert_eq!((cursor.sent, cursor.stats.left_in), (0, 1));
+    // The kernel took it; one more waits: again the kernel's.
+    input(&r, 1, 2);
+    assert_eq!(step(&r, &mut cursor, &mut rec), Vec::<String>::new());
+    // Two more behind it before the kernel looked: a backlog of three, which the kernel may
+    // read from device slots (HY2) and wait for: all three cross, from position 1.
+    input(&r, 1, 4);
+    assert_eq!(step(&r, &mut cursor, &mut rec), ["in slots 1+3", "in tail 4"]);
+    assert_eq!(cursor.sent, 4);
+    // dma and managed leave nothing (their kernels read device slots only).
+    let (mut cursor, mut rec) = (BridgeCursor::default(), Recorder::default());
+    input(&r, 4, 5);
+    assert_eq!(step(&r, &mut cursor, &mut rec), ["in slots 0+5", "in tail 5"]);
+}
+
+#[test]
 fn hybrid_does_not_copy_output_the_kernel_wrote_to_the_host_itself() {
     let r = region();
     let (mut cursor, mut rec) = (BridgeCursor::default(), Recorder { upto: Some(0), ..Recorder::default() });
@@ -119,26 +146,26 @@ fn hybrid_does_not_copy_output_the_kernel_wrote_to_the_host_itself() {
     rec.mirror = 2;
     assert_eq!(step(&r, &mut cursor, &mut rec), ["out slots 0+2", "out tail 2"]);
     // HY5: a direct round 2..4 (the kernel published output_tail itself), then a bridged 4..6
-    // before the bridge looked: only 4..6 cross.
+    // before the bridge looked (direct_upto 4, stored with its mirror): only 4..6 cross.
     r.control().output_tail.value.store(4, Ordering::Release);
     (rec.upto, rec.mirror) = (Some(4), 6);
     assert_eq!(step(&r, &mut cursor, &mut rec), ["out slots 4+2", "out tail 6"]);
-    // Direct rounds only: the cursor moves over them, nothing is copied or written.
+    // Direct rounds only (HY4: they move output_tail, not the mirror or direct_upto): nothing
+    // is copied or written.
     r.control().output_tail.value.store(9, Ordering::Release);
-    (rec.upto, rec.mirror) = (Some(9), 9);
     assert_eq!(step(&r, &mut cursor, &mut rec), Vec::<String>::new());
-    assert_eq!(cursor.copied, 9);
-    // A bridged span after them wraps the ring: positions 9..12 are slots 1..4.
-    rec.mirror = 12;
+    assert_eq!(cursor.copied, 6);
+    // The bridged round after them brings their end: positions 9..12 (slots 1..4) cross.
+    (rec.upto, rec.mirror) = (Some(9), 12);
     assert_eq!(step(&r, &mut cursor, &mut rec), ["out slots 1+3", "out tail 12"]);
     assert_eq!(cursor.stats.direct_out, 2);
 }
 
 #[test]
 fn hybrid_never_copies_backwards_when_a_direct_round_ends_between_its_two_loads() {
-    // Two direct rounds in a row: the bridge read the mirror after the first (7), then
-    // direct_upto after the second (8). Nothing is pending; it must neither copy (a "span" from
-    // 8 back to 7 would be the whole ring) nor write output_tail back to 7.
+    // A direct round 7..8 and a bridged one after it: the bridge read the mirror before the
+    // bridged round (7), then direct_upto after it (8). Nothing is pending; it must neither copy
+    // (a "span" from 8 back to 7 would be the whole ring) nor write output_tail back to 7.
     let r = region();
     let mut cursor = BridgeCursor { copied: 7, ..BridgeCursor::default() };
     r.control().output_tail.value.store(8, Ordering::Release);
@@ -176,6 +203,8 @@ enum EngineOp {
 struct Device {
     region: Arc<Region>,
     direct: bool,
+    /// What `direct_input_left` answers: 1 where the kernel reads the host's input, as hybrid's.
+    left: u64,
     dev_in: Vec<u8>,
     dev_out: Vec<u8>,
     dev_tail: u64,
@@ -257,6 +286,9 @@ impl BridgeCopies for Device {
     fn direct_upto(&self, _: &Region) -> u64 {
         self.upto
     }
+    fn direct_input_left(&self, _: &Region) -> u64 {
+        self.left
+    }
 }
 
 /// The kernel's poller state that HY2–HY4 use (positions: output position = input position).
@@ -265,6 +297,9 @@ struct KernelModel {
     direct_max: u64,
     out_pending: bool,
     out_bridged_end: u64,
+    /// The end of the last direct round, and the one last stored to `direct_upto`.
+    direct_end: u64,
+    direct_told: u64,
 }
 
 /// The word a slot holds for message `pos` (in the first 8 payload bytes; replies echo it).
@@ -315,14 +350,18 @@ impl KernelModel {
                 d.dev_out[at..at + 8].copy_from_slice(&pos.to_le_bytes());
             }
         }
-        // HY4.
+        // HY4: a direct round publishes output_tail only; a bridged one first tells the bridge
+        // where the direct rounds before it ended, then moves the mirror.
         let end = self.next + n;
-        d.mirror_before = d.mirror;
         if direct_out {
-            d.upto = end;
-            d.mirror = end;
             cb.output_tail.value.store(end, Ordering::Release);
+            self.direct_end = end;
         } else {
+            if self.direct_end != self.direct_told {
+                d.upto = self.direct_end;
+                self.direct_told = self.direct_end;
+            }
+            d.mirror_before = d.mirror;
             d.mirror = end;
             self.out_pending = true;
             self.out_bridged_end = end;
@@ -380,6 +419,7 @@ fn hybrid_model(capacity: u32, direct: bool, direct_max: u64, total: u64, schedu
     let mut d = Device {
         region: Arc::clone(&region),
         direct,
+        left: u64::from(direct && direct_max != 0),
         dev_in: vec![0; bytes],
         dev_out: vec![0; bytes],
         dev_tail: 0,
@@ -390,7 +430,14 @@ fn hybrid_model(capacity: u32, direct: bool, direct_max: u64, total: u64, schedu
         lag: Cell::new(false),
         seen: Cell::new(0),
     };
-    let mut k = KernelModel { next: 0, direct_max: if direct { direct_max } else { 0 }, out_pending: true, out_bridged_end: 0 };
+    let mut k = KernelModel {
+        next: 0,
+        direct_max: if direct { direct_max } else { 0 },
+        out_pending: true,
+        out_bridged_end: 0,
+        direct_end: 0,
+        direct_told: 0,
+    };
     let mut h = HostModel { total, sent: 0, got: 0, last_tail: 0 };
     let mut cursor = BridgeCursor::default();
     let drain = (0..6u8).cycle().take(600 * total as usize);

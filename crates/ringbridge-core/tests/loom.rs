@@ -507,10 +507,11 @@ impl HybridOut {
 /// interleaving; then the bridge runs to the end (as a join does) and the host reads all.
 /// `honour_upto`: the bridge skips positions below `direct_upto` (the protocol) or ignores it;
 /// `kernel_waits`: the kernel goes direct only once the bridge published its rounds (HY3) or
-/// whenever a round asks.
+/// whenever a round asks; `upto_first`: the kernel stores `direct_upto` before the mirror's
+/// release (HY4) or after it.
 /// Every reply must reach the host whole and in order, no slot access may race, and
 /// `output_tail` must never move backwards. No thread spins, so loom explores every execution.
-fn hybrid_output(want_direct: &'static [bool], honour_upto: bool, kernel_waits: bool) {
+fn hybrid_output(want_direct: &'static [bool], honour_upto: bool, kernel_waits: bool, upto_first: bool) {
     let n = want_direct.len() as u64;
     loom::model(move || {
         let w = Arc::new(HybridOut {
@@ -537,8 +538,10 @@ fn hybrid_output(want_direct: &'static [bool], honour_upto: bool, kernel_waits: 
                 w.host_reads(seen)
             })
         };
-        // The kernel's poller (HY3, HY4).
+        // The kernel's poller (HY3, HY4): a direct round publishes output_tail only; the next
+        // bridged round tells the bridge where the direct rounds ended, before its mirror.
         let (mut pending, mut bridged_end) = (true, 0u64);
+        let (mut direct_end, mut told) = (0u64, 0u64);
         for pos in 0..n {
             let direct = want_direct[pos as usize];
             if direct && pending && (!kernel_waits || w.output_tail.load(Ordering::Relaxed) == bridged_end) {
@@ -548,13 +551,20 @@ fn hybrid_output(want_direct: &'static [bool], honour_upto: bool, kernel_waits: 
             if direct && !pending {
                 w.host.write(pos as usize, pos + 100);
                 fence(Ordering::SeqCst);
-                w.direct_upto.store(end, Ordering::Release);
-                w.mirror.store(end, Ordering::Release);
                 w.output_tail.store(end, Ordering::Release);
+                direct_end = end;
             } else {
                 w.device.write(pos as usize, pos + 100);
                 fence(Ordering::SeqCst);
+                let tell = direct_end != told;
+                if tell && upto_first {
+                    w.direct_upto.store(direct_end, Ordering::Relaxed);
+                }
                 w.mirror.store(end, Ordering::Release);
+                if tell && !upto_first {
+                    w.direct_upto.store(direct_end, Ordering::Relaxed);
+                }
+                told = direct_end;
                 pending = true;
                 bridged_end = end;
             }
@@ -569,22 +579,23 @@ fn hybrid_output(want_direct: &'static [bool], honour_upto: bool, kernel_waits: 
 /// (HY3–HY5) bridged, then direct, then bridged again: the handoff both ways.
 #[test]
 fn hybrid_bridged_direct_bridged() {
-    hybrid_output(&[false, true, false], true, true);
+    hybrid_output(&[false, true, false], true, true, true);
 }
 
-/// (HY3–HY5) direct rounds in a row: `direct_upto` may run ahead of the mirror value a bridge
-/// step read, and the step must then neither copy nor publish. (Two rounds: a third multiplies
+/// (HY3–HY5) direct rounds, then a bridged one: the bridge may read the mirror before the
+/// bridged round and `direct_upto` after it, so `direct_upto` runs ahead of the mirror value it
+/// read, and the step must then neither copy nor publish. (Three rounds: a fourth multiplies
 /// the executions past what CI can wait for.)
 #[test]
-fn hybrid_direct_rounds_in_a_row() {
-    hybrid_output(&[true, true], true, true);
+fn hybrid_direct_rounds_then_bridged() {
+    hybrid_output(&[true, true, false], true, true, true);
 }
 
 /// (HY3–HY5) direct, bridged, direct: the kernel goes direct again only once the bridge has
 /// published its round.
 #[test]
 fn hybrid_direct_bridged_direct() {
-    hybrid_output(&[true, false, true], true, true);
+    hybrid_output(&[true, false, true], true, true, true);
 }
 
 /// A bridge that ignores `direct_upto` copies a direct round's device slot (never written) over
@@ -592,13 +603,25 @@ fn hybrid_direct_bridged_direct() {
 #[test]
 #[should_panic(expected = "wrong")]
 fn hybrid_bridge_ignoring_direct_upto_breaks_replies() {
-    hybrid_output(&[true, false, true], false, true);
+    hybrid_output(&[true, false, true], false, true, true);
 }
 
 /// A kernel that goes direct while the bridge still has a round to copy publishes an
-/// `output_tail` past a reply that is not in the host's slots yet: loom finds it (HY3 is needed).
+/// `output_tail` past a reply that is not in the host's slots yet, and the bridge's later
+/// publish moves it back: loom finds it (HY3 is needed). Which of the model's checks fails
+/// first (a wrong reply, a backward tail, a final tail short of the end) depends on the
+/// execution loom tries first, so any panic counts.
+#[test]
+#[should_panic]
+fn hybrid_kernel_not_waiting_for_the_bridge_publishes_uncopied_replies() {
+    hybrid_output(&[false, true, true], true, false, true);
+}
+
+/// A kernel that stores `direct_upto` after the mirror lets a bridge see the bridged round's
+/// mirror without the direct round's end, and copy the direct round's device slot (never
+/// written) over the host's reply: loom finds it (HY4's order is needed).
 #[test]
 #[should_panic(expected = "wrong")]
-fn hybrid_kernel_not_waiting_for_the_bridge_publishes_uncopied_replies() {
-    hybrid_output(&[false, true, true], true, false);
+fn hybrid_direct_upto_after_the_mirror_breaks_replies() {
+    hybrid_output(&[true, false], true, true, false);
 }

@@ -42,6 +42,8 @@ pub struct BridgeStats {
     pub max_out: u64,
     /// `hybrid`: input spans the kernel had read directly before the bridge saw them.
     pub skipped_in: u64,
+    /// `hybrid`: steps that left a shallow input backlog to the kernel's direct reads.
+    pub left_in: u64,
     /// `hybrid`: times the copy cursor moved over the kernel's direct output rounds.
     pub direct_out: u64,
 }
@@ -50,8 +52,8 @@ impl std::fmt::Display for BridgeStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "steps {} spans_in {} spans_out {} held {} max_in {} max_out {} skipped_in {} direct_out {}",
-            self.steps, self.spans_in, self.spans_out, self.held, self.max_in, self.max_out, self.skipped_in, self.direct_out
+            "steps {} spans_in {} spans_out {} held {} max_in {} max_out {} skipped_in {} left_in {} direct_out {}",
+            self.steps, self.spans_in, self.spans_out, self.held, self.max_in, self.max_out, self.skipped_in, self.left_in, self.direct_out
         )
     }
 }
@@ -96,8 +98,16 @@ pub trait BridgeCopies {
     fn direct_path(&self) -> bool {
         false
     }
-    /// `hybrid`: the end of the kernel's last direct round (an acquire; the step calls it after
-    /// the mirror's acquire). Only called when [`BridgeCopies::direct_path`] says so.
+    /// `hybrid`: input backlogs of at most this many messages, which the kernel reads from the
+    /// host's slots whatever its own cap on direct rounds (HY2), are left to it (HY1): no copy.
+    /// Never more than the smallest direct round the kernel takes, or it would wait for a copy
+    /// that is not coming.
+    fn direct_input_left(&self, _region: &Region) -> u64 {
+        0
+    }
+    /// `hybrid`: the end of the kernel's direct rounds before its latest bridged round (the
+    /// step calls it after the mirror's acquire). Only called when
+    /// [`BridgeCopies::direct_path`] says so.
     fn direct_upto(&self, _region: &Region) -> u64 {
         0
     }
@@ -140,6 +150,7 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
     let tail = cb.input_tail.value.load(Ordering::Acquire);
     if tail != cursor.sent {
         let mut start = cursor.sent;
+        let mut left = false;
         if copies.direct_path() {
             // HY1: positions below input_head were consumed (read directly) and are never read
             // again. Relaxed: any value read is one the kernel has passed.
@@ -147,8 +158,14 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
             if after(head, start) {
                 start = if after(head, tail) { tail } else { head };
             }
+            // HY1: a backlog this shallow is the kernel's to read directly (a lone request: no
+            // copy or tail write for the copy engine). `sent` stays, so a step that finds the
+            // backlog deeper (the kernel then waits for a copy, HY2) copies it.
+            left = start != tail && tail.wrapping_sub(head) <= copies.direct_input_left(region);
         }
-        if start != tail {
+        if left {
+            cursor.stats.left_in += 1;
+        } else if start != tail {
             let size = l.input.slot_size as usize;
             for run in slot_runs(start, tail, l.input.capacity) {
                 copies.copy_in(region, run.first * size, run.count * size)?;
@@ -156,18 +173,21 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
             copies.publish_in(region, tail)?;
             cursor.stats.spans_in += 1;
             cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(start));
+            cursor.sent = tail;
+            moved = true;
         } else {
             cursor.stats.skipped_in += 1;
+            cursor.sent = tail;
+            moved = true;
         }
-        cursor.sent = tail;
-        moved = true;
     }
     let done = copies.kernel_output_tail(region);
     if copies.direct_path() {
-        // HY5: read after the mirror's acquire, so a mirror value written after a direct round
-        // comes with that round's end here; those positions are the host's already. It may be
-        // ahead of the mirror value just read (a direct round finished in between): then there
-        // is nothing to copy until the mirror passes it.
+        // HY5: read after the mirror's acquire, so the mirror value of a bridged round that
+        // followed direct rounds comes with their end here; those positions are the host's
+        // already. It may be ahead of the mirror value just read (direct rounds and the next
+        // bridged round came in between): then there is nothing to copy until the mirror
+        // passes it.
         let upto = copies.direct_upto(region);
         if after(upto, cursor.copied) {
             cursor.copied = upto;

@@ -6,8 +6,8 @@
 //!
 //! What this module adds to [`DmaLink`]: the setup line's direct fields, and a bridge that
 //! skips what the kernel handled itself — input it already consumed (HY1) and output positions
-//! below `direct_upto` (HY5, the mirror line's second word, which the kernel writes before the
-//! mirror).
+//! below `direct_upto` (HY5, the mirror line's second word: the end of the kernel's last direct
+//! round, which it writes just before the mirror of the next bridged round).
 
 use std::sync::Arc;
 
@@ -151,9 +151,20 @@ impl BridgeCopies for HybridLink {
         true
     }
 
+    fn direct_input_left(&self, region: &Region) -> u64 {
+        // One message: every direct round the kernel allows is at least that (its cap on
+        // direct_max is the rounds block 0 runs alone, never 0 when direct_max is not). None
+        // where the kernel does not read the host's input (direct_max 0, a route's later stage).
+        // Relaxed: setup fields, written before the launch.
+        let cb = region.control();
+        let host_fed = cb.input_producer.load(Ordering::Relaxed) == crate::protocol::PRODUCER_HOST;
+        u64::from(host_fed && cb.direct_max.load(Ordering::Relaxed) != 0)
+    }
+
     fn direct_upto(&self, _region: &Region) -> u64 {
-        // ORDERING: (HY5) acquire pairs with the kernel's st.release.sys of direct_upto, which
-        // precedes its release of the mirror; bridge_step calls this after the mirror's acquire.
-        self.dma.mirror_word(DIRECT_UPTO_WORD).load(Ordering::Acquire)
+        // ORDERING: (HY5) relaxed: the kernel stores direct_upto before its st.release.sys of
+        // the mirror and bridge_step calls this after the mirror's acquire, which makes that
+        // store (or a later one) visible here; nothing is read on the strength of this load.
+        self.dma.mirror_word(DIRECT_UPTO_WORD).load(Ordering::Relaxed)
     }
 }
