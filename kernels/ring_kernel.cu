@@ -599,7 +599,8 @@ struct rb_poller {
   const uint64_t* dev_tail_addr;  ///< the bridge's copy of the input tail (hybrid input)
   const uint8_t* host_in;     ///< host input slots; null: input never direct
   uint8_t* host_out;          ///< host output slots; null: output never direct
-  uint64_t* direct_upto_addr; ///< where a direct round's end is recorded for the bridge
+  uint64_t* direct_upto_addr; ///< where the direct rounds' end is told to the bridge (HY4: just
+                              ///< before the next bridged round's mirror, or on exit)
   uint64_t cached_dev_tail;   ///< possibly stale bridge input tail
   uint64_t out_bridged_end;   ///< output end of the last round the bridge has to copy
   uint64_t direct_end;        ///< output end of the last direct round
@@ -673,6 +674,14 @@ RB_DEVICE void rb_poller_state(rb_control_block* cb, rb_poller& p, uint32_t stat
 /// @param p the poller
 /// @param op set to RB_OP_EXIT
 RB_DEVICE void rb_poller_exit(rb_control_block* cb, rb_poller& p, rb_block_op* op) {
+  if (p.host_out != nullptr && p.direct_end != p.direct_told) {
+    // Hybrid (§11.2, HY4 on exit): direct rounds came last, so the mirror is behind the output
+    // end. Tell the bridge where they ended, then move the mirror there: a kernel started on
+    // this region later resumes from the mirror (its delta), and the bridge copies nothing.
+    rb_st_relaxed_sys_u64(p.direct_upto_addr, p.direct_end);
+    p.direct_told = p.direct_end;
+    rb_st_release_sys_u64(p.out_tail_addr, p.direct_end);
+  }
   rb_st_release_gpu_u32(&rb_grid.exit, 1u);
   rb_poller_state(cb, p, RB_STATE_TERMINATED);
   op->kind = RB_OP_EXIT;

@@ -162,7 +162,7 @@ struct alignas(128) rb_control_block {
   uint32_t direct_max;          ///< hybrid: rounds up to this many may go direct (0: never)
   uint64_t host_input_buffer;   ///< hybrid: the host's input slots (0: input never direct)
   uint64_t host_output_buffer;  ///< hybrid: the host's output slots (0: output never direct)
-  uint64_t direct_upto_addr;    ///< hybrid: end of the last direct round, for the bridge
+  uint64_t direct_upto_addr;    ///< hybrid: end of the direct rounds before the latest bridged one, for the bridge
   uint8_t pad0[24];
   // line 1, commands: written by the host only (I1).
   uint32_t active;

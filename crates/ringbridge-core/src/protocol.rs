@@ -165,8 +165,9 @@ pub struct ControlBlock {
     /// `hybrid` (v4): the host's output slots as the kernel sees them; 0: output never direct
     /// (a route stage whose output feeds the next stage).
     pub host_output_buffer: AtomicU64,
-    /// `hybrid` (v4): where the kernel records the end of its last direct round before it
-    /// publishes the mirror, so the bridge never copies positions it wrote to the host itself.
+    /// `hybrid` (v4): where the kernel tells the bridge the end of its direct rounds (just
+    /// before the mirror of the next bridged round, or on exit), so the bridge never copies
+    /// positions it wrote to the host itself.
     pub direct_upto_addr: AtomicU64,
     _pad0: [u8; LINE_BYTES - 104],
     // line 1, commands: written by the host only.

@@ -472,13 +472,13 @@ struct HybridOut {
 
 impl HybridOut {
     /// One bridge step (HY5) with `bridge_step`'s conditions: the mirror (acquire), then
-    /// `direct_upto` (acquire), which may be ahead of the mirror; copies what is left and
+    /// `direct_upto` (relaxed, as `hybrid.rs` loads it), which may be ahead of the mirror; copies what is left and
     /// publishes `output_tail` after the copies. (The copy engine's write lands later than this
     /// store does; the kernel only reads the word, so landing later only delays a direct round.)
     fn bridge_step(&self, copied: &mut u64, honour_upto: bool) {
         let after = |a: u64, b: u64| (a.wrapping_sub(b) as i64) > 0;
         let done = self.mirror.load(Ordering::Acquire);
-        let upto = self.direct_upto.load(Ordering::Acquire);
+        let upto = self.direct_upto.load(Ordering::Relaxed);
         if honour_upto && after(upto, *copied) {
             *copied = upto;
         }

@@ -42,9 +42,12 @@ pub struct BridgeStats {
     pub max_out: u64,
     /// `hybrid`: input spans the kernel had read directly before the bridge saw them.
     pub skipped_in: u64,
-    /// `hybrid`: steps that left a shallow input backlog to the kernel's direct reads.
+    /// `hybrid`: steps that found a one-message input backlog and left it to the kernel's
+    /// direct read (steps, not messages: a bridge spinning on one waiting request counts each).
     pub left_in: u64,
-    /// `hybrid`: times the copy cursor moved over the kernel's direct output rounds.
+    /// `hybrid`: times the copy cursor moved over the kernel's direct output rounds, which the
+    /// bridge learns of only with the next bridged round (or the kernel's exit): a run of direct
+    /// rounds counts once, and a stream of direct rounds alone counts 0 until then.
     pub direct_out: u64,
 }
 
@@ -100,8 +103,8 @@ pub trait BridgeCopies {
     }
     /// `hybrid`: input backlogs of at most this many messages, which the kernel reads from the
     /// host's slots whatever its own cap on direct rounds (HY2), are left to it (HY1): no copy.
-    /// Never more than the smallest direct round the kernel takes, or it would wait for a copy
-    /// that is not coming.
+    /// Never more than the largest backlog the kernel reads directly (its capped `direct_max`),
+    /// or a kernel would wait for a copy that is not coming.
     fn direct_input_left(&self, _region: &Region) -> u64 {
         0
     }

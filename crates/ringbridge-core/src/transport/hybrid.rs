@@ -156,9 +156,12 @@ impl BridgeCopies for HybridLink {
         // direct_max is the rounds block 0 runs alone, never 0 when direct_max is not). None
         // where the kernel does not read the host's input (direct_max 0, a route's later stage).
         // Relaxed: setup fields, written before the launch.
+        // The kernel's own condition for reading host input (`host_in` in ring_kernel.cu):
+        // direct_max, a host input buffer, and the host as the producer.
         let cb = region.control();
         let host_fed = cb.input_producer.load(Ordering::Relaxed) == crate::protocol::PRODUCER_HOST;
-        u64::from(host_fed && cb.direct_max.load(Ordering::Relaxed) != 0)
+        let direct_in = cb.direct_max.load(Ordering::Relaxed) != 0 && cb.host_input_buffer.load(Ordering::Relaxed) != 0;
+        u64::from(host_fed && direct_in)
     }
 
     fn direct_upto(&self, _region: &Region) -> u64 {
