@@ -139,6 +139,28 @@ fn hybrid_leaves_a_lone_input_message_to_the_kernel_and_copies_a_deeper_backlog(
 }
 
 #[test]
+fn hybrid_leaves_input_only_where_the_kernel_reads_the_hosts_input() {
+    use ringbridge_core::protocol::{PRODUCER_HOST, PRODUCER_KERNEL};
+    use ringbridge_core::transport::hybrid::{direct_input_left, DirectView};
+    let r = region();
+    let view = DirectView { direct_max: 4, host_input_buffer: 0x1000, host_output_buffer: 0x2000, direct_upto_addr: 0x3000 };
+    r.set_direct_view(view);
+    assert_eq!(direct_input_left(&r), 1, "direct_max, a host input buffer, host-fed");
+    // Each missing condition makes the kernel read device slots only (it would wait for a copy
+    // of a lone request that the bridge left): nothing may be left then.
+    r.set_direct_view(DirectView { direct_max: 0, ..view });
+    assert_eq!(direct_input_left(&r), 0, "direct_max 0");
+    r.set_direct_view(DirectView { host_input_buffer: 0, ..view });
+    assert_eq!(direct_input_left(&r), 0, "no host input buffer");
+    r.set_direct_view(view);
+    r.control().input_producer.store(PRODUCER_KERNEL, Ordering::Relaxed);
+    assert_eq!(direct_input_left(&r), 0, "a route's later stage");
+    r.control().input_producer.store(PRODUCER_HOST, Ordering::Relaxed);
+    r.set_direct_view(DirectView::NONE);
+    assert_eq!(direct_input_left(&r), 0, "dma's view");
+}
+
+#[test]
 fn hybrid_does_not_copy_output_the_kernel_wrote_to_the_host_itself() {
     let r = region();
     let (mut cursor, mut rec) = (BridgeCursor::default(), Recorder { upto: Some(0), ..Recorder::default() });

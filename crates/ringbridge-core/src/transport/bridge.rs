@@ -168,18 +168,18 @@ pub fn bridge_step(region: &Region, cursor: &mut BridgeCursor, copies: &mut impl
         }
         if left {
             cursor.stats.left_in += 1;
-        } else if start != tail {
-            let size = l.input.slot_size as usize;
-            for run in slot_runs(start, tail, l.input.capacity) {
-                copies.copy_in(region, run.first * size, run.count * size)?;
-            }
-            copies.publish_in(region, tail)?;
-            cursor.stats.spans_in += 1;
-            cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(start));
-            cursor.sent = tail;
-            moved = true;
         } else {
-            cursor.stats.skipped_in += 1;
+            if start != tail {
+                let size = l.input.slot_size as usize;
+                for run in slot_runs(start, tail, l.input.capacity) {
+                    copies.copy_in(region, run.first * size, run.count * size)?;
+                }
+                copies.publish_in(region, tail)?;
+                cursor.stats.spans_in += 1;
+                cursor.stats.max_in = cursor.stats.max_in.max(tail.wrapping_sub(start));
+            } else {
+                cursor.stats.skipped_in += 1;
+            }
             cursor.sent = tail;
             moved = true;
         }

@@ -63,6 +63,19 @@ impl DirectView {
     pub const NONE: Self = Self { direct_max: 0, host_input_buffer: 0, host_output_buffer: 0, direct_upto_addr: 0 };
 }
 
+/// The input backlog the `hybrid` bridge leaves to the kernel's direct read (HY1): one message
+/// where the kernel reads the host's input at all, else none. One, because every direct round
+/// the kernel allows is at least that (it caps `direct_max` at the rounds block 0 runs alone,
+/// never 0 when `direct_max` is not). The condition is the kernel's own (`host_in` in
+/// `ring_kernel.cu`): `direct_max`, a host input buffer, and the host as the producer (not a
+/// route's later stage). Relaxed loads: setup fields, written before the launch.
+pub fn direct_input_left(region: &Region) -> u64 {
+    let cb = region.control();
+    let host_fed = cb.input_producer.load(Ordering::Relaxed) == crate::protocol::PRODUCER_HOST;
+    let direct_in = cb.direct_max.load(Ordering::Relaxed) != 0 && cb.host_input_buffer.load(Ordering::Relaxed) != 0;
+    u64::from(host_fed && direct_in)
+}
+
 /// `dma`'s link plus the direct path.
 pub struct HybridLink {
     dma: DmaLink,
@@ -152,16 +165,7 @@ impl BridgeCopies for HybridLink {
     }
 
     fn direct_input_left(&self, region: &Region) -> u64 {
-        // One message: every direct round the kernel allows is at least that (its cap on
-        // direct_max is the rounds block 0 runs alone, never 0 when direct_max is not). None
-        // where the kernel does not read the host's input (direct_max 0, a route's later stage).
-        // Relaxed: setup fields, written before the launch.
-        // The kernel's own condition for reading host input (`host_in` in ring_kernel.cu):
-        // direct_max, a host input buffer, and the host as the producer.
-        let cb = region.control();
-        let host_fed = cb.input_producer.load(Ordering::Relaxed) == crate::protocol::PRODUCER_HOST;
-        let direct_in = cb.direct_max.load(Ordering::Relaxed) != 0 && cb.host_input_buffer.load(Ordering::Relaxed) != 0;
-        u64::from(host_fed && direct_in)
+        direct_input_left(region)
     }
 
     fn direct_upto(&self, _region: &Region) -> u64 {
