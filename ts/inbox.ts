@@ -290,21 +290,13 @@ export class Inbox<TOut> {
     const ring = this.#out
     const pending = this.pending
     const claimed = pending.size === 0 ? undefined : (id: number) => pending.has(id)
-    let available = ring.available(max - out.length)
     let n = 0
-    while (available > 0 && out.length < max) {
-      const offset = ring.plainFrame(claimed)
-      if (offset < 0) break
-      let value: TOut
-      try {
-        value = this.#output.decode(ring.view, offset, ring.plainLength)
-      } catch {
-        break // the general path turns it into the error reply it is
-      }
-      out.push(value)
-      ring.advance()
-      n++
-      if (--available === 0 && out.length < max) available = ring.available(max - out.length)
+    for (;;) {
+      const want = Math.min(ring.available(max - out.length), max - out.length)
+      if (want <= 0) break
+      const took = ring.takePlain(this.#output, out, want, claimed)
+      n += took
+      if (took < want) break // a frame for the general path
     }
     if (n > 0) {
       this.replied += n

@@ -162,7 +162,7 @@ export class Outbox<TIn> {
     const firstId = this.nextId
     try {
       const path = new BatchPath()
-      for (let i = 0; i < staged; i++) this.stage(messages[i] as TIn, firstId + i, path.at(i))
+      this.#in.stageMany(this.#typeId, firstId, this.#input, messages, staged, path)
       // The rest, for the send queue: encoded now, so one bad message sends nothing.
       if (messages.length > staged) rest = this.#encodeFrames(messages, staged, firstId + staged, new BatchPath())
     } catch (e) {
