@@ -223,7 +223,7 @@ export class Outbox<TIn> {
       const length = this.#input.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, typeof path === 'string' ? path : path.at(from + i))
       writeFrameHeaderWords(words, at / 4, length, this.#typeId, firstId + i)
       const size = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + length)
-      out[i] = { id: firstId + i, frame, at, size }
+      out[i] = { id: firstId + i, frame, at, size, outcome: undefined } // one shape: `outcome` is set later under drop-oldest
       at += size
     }
     return out
