@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   const ringRate = STREAM / ((performance.now() - t) / 1000)
 
   // The same with a deep ring and big batches: what the struct path moves when batching is
-  // cheap; replies taken up to the whole ring at a time, and 8192 at a time.
+  // cheap; replies taken up to the whole ring at a time, 8192 at a time, and 1024 (the default).
   // A first pass of each, not timed, so the figures are the optimized code's rather than the
   // JIT's warm-up (the first million messages of a process ran at about half the rate).
   const bigBatch = Array.from({ length: 8192 }, (_, k) => ({ seq: k, pad: 0, value: k }))
@@ -70,6 +70,7 @@ async function main(): Promise<void> {
   await deepRate(8192, DEEP / 2)
   const deepWhole = await deepRate(65_536, DEEP)
   const deep8192 = await deepRate(8192, DEEP)
+  const deep1024 = await deepRate(1024, DEEP) // receiveBatch's default
 
   t = performance.now()
   await new Promise<void>((resolve) => {
@@ -118,6 +119,7 @@ async function main(): Promise<void> {
     [`${kernel.backend}_stream_echo_24B`, ringRate / 1e6, 'M_msg_per_s'],
     [`${kernel.backend}_stream_echo_24B_cap65536_batch8192`, deepWhole / 1e6, 'M_msg_per_s'],
     [`${kernel.backend}_stream_echo_24B_cap65536_batch8192_recv8192`, deep8192 / 1e6, 'M_msg_per_s'],
+    [`${kernel.backend}_stream_echo_24B_cap65536_batch8192_recv1024`, deep1024 / 1e6, 'M_msg_per_s'],
     ['worker_postmessage_stream_24B_batch512', workerRate / 1e6, 'M_msg_per_s'],
     ...raw,
     ['ratio_request_p50_vs_worker', rbP50 / wkP50, 'x'],
