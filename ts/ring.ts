@@ -126,6 +126,18 @@ abstract class RingEnd {
     return this.slots + (position % this.capacity) * this.slotSize
   }
 
+  /**
+   * A batch loop's walk over the slots, in 32-bit words: the word of `position`'s slot, the first
+   * slot's, one past the last slot's, and a slot's words. Slots are 16-aligned, so each is an
+   * exact integer; a loop steps its index by a slot and wraps it, where a byte offset computed
+   * from the position per frame costs a modulo and a float division.
+   */
+  protected slotWalk(position: number): [at: number, first: number, end: number, step: number] {
+    const step = this.slotSize / 4
+    const first = this.slots / 4
+    return [this.slotAt(position) / 4, first, first + this.capacity * step, step]
+  }
+
   /** Byte offset of the first slot (position 0 mod capacity). */
   get slotsOffset(): number {
     return this.slots
@@ -210,11 +222,8 @@ export class InputRing extends RingEnd {
     const view = this.view
     const u32 = this.u32
     const max = this.maxPayload
-    // Stepped in 32-bit words, as in OutputRing.takePlain.
-    const slotWords = this.slotSize / 4
-    const first = this.slots / 4
-    const end = first + this.capacity * slotWords
-    let w = this.slotAt(this.next) / 4
+    const [start, first, end, slotWords] = this.slotWalk(this.next)
+    let w = start
     for (let i = 0; i < count; i++) {
       const length = codec.encode(view, w * 4 + FRAME_HEADER_BYTES, messages[i] as T, max, path.at(i))
       writeFrameHeaderWords(u32, w, length, typeId, firstId + i)
@@ -425,12 +434,8 @@ export class OutputRing extends RingEnd {
     const u32 = this.u32
     const view = this.view
     const max = this.maxPayload
-    // Stepped in 32-bit words (slots are 16-aligned): an integer index, where a byte offset
-    // divided by 4 per frame is a float division and a checked conversion.
-    const slotWords = this.slotSize / 4
-    const first = this.slots / 4
-    const end = first + this.capacity * slotWords
-    let w = this.slotAt(this.next) / 4
+    const [start, first, end, slotWords] = this.slotWalk(this.next)
+    let w = start
     // `out` grown once to its largest length, then trimmed to what was taken: a push per reply
     // regrows and copies the array as it goes (about half of this loop on 8192 replies).
     const base = out.length
