@@ -65,6 +65,41 @@ test("send queue 'block': thousands of unawaited sends arrive in the order they 
   await assertNoMoreReplies(t, k)
 })
 
+// A batch's overflow waits in the send queue as runs of frames (send-queue.ts), one entry per
+// buffer: the queue's depth and capacity still count messages, a run longer than the room is
+// split (what fits is queued, the rest waits or is dropped), and what terminate hands back as
+// undelivered comes out of the runs message by message, in order.
+test('a batch overflow queued as runs: depth counts messages; split by the room under block and drop-newest; undelivered in order', async (t) => {
+  const block = await launch(t, { capacity: 4, sendQueue: { capacity: 10, policy: 'block' } })
+  await within(block.deactivate(), 5000, 'deactivate')
+  const batch = block.sendBatch(range(0, 30))
+  t.true(await pendingAfter(batch, 50), '16 messages wait behind the full queue')
+  t.is(block.stats().depth.sendQueue, 10)
+  t.is(block.stats().depth.inputRing, 4)
+  const after = block.send(30) // behind the batch's waiting rest
+  await within(block.activate(), 5000, 'activate')
+  t.deepEqual(await within(batch, 5000, 'batch'), { sent: 4, queued: 26, dropped: 0, undelivered: 0 })
+  t.is(await within(after, 5000, 'send after the batch'), 'queued')
+  t.deepEqual(await receiveAll(block, 31), range(0, 31))
+
+  const drop = await launch(t, { capacity: 4, sendQueue: { capacity: 10, policy: 'drop-newest' } })
+  await within(drop.deactivate(), 5000, 'deactivate')
+  t.deepEqual(await drop.sendBatch(range(0, 30)), { sent: 4, queued: 10, dropped: 16, undelivered: 0 })
+  t.is(drop.stats().dropped.send, 16)
+  t.deepEqual(await drop.sendBatch(range(30, 33)), { sent: 0, queued: 0, dropped: 3, undelivered: 0 })
+  t.is(drop.stats().depth.sendQueue, 10)
+  await within(drop.activate(), 5000, 'activate')
+  t.deepEqual(await receiveAll(drop, 14), range(0, 14))
+  await assertNoMoreReplies(t, drop)
+
+  const abandon = await launch(t, { capacity: 4, sendQueue: { capacity: 1000, policy: 'block' } })
+  await within(abandon.deactivate(), 5000, 'deactivate')
+  t.deepEqual(await abandon.sendBatch(range(0, 600)), { sent: 4, queued: 596, dropped: 0, undelivered: 0 })
+  t.is(await abandon.send(600), 'queued')
+  const report = await within(abandon.terminate({ mode: 'abandon' }), 10_000, 'terminate abandon')
+  t.deepEqual(report.undelivered, range(0, 601))
+})
+
 // Regression: sendBatch queued its overflow one message per microtask, so a send() made right
 // after it landed in the middle of the batch.
 test('a send made right after a sendBatch that overflows the ring arrives after the whole batch', async (t) => {
@@ -80,10 +115,11 @@ test('a send made right after a sendBatch that overflows the ring arrives after 
 })
 
 // The send queue holds a batch's overflow as frames a slot apart in one buffer and flushes runs
-// of them with one copy per contiguous span of the ring: random interleavings of batches, single
-// sends and requests over tiny rings (every run wraps), a small queue, and pauses that let the
-// ring fill. Every reply arrives once, in send order; under drop-newest what is missing is
-// exactly what the outcomes counted as dropped, and the rest keeps its order.
+// of them with one copy per contiguous span of the ring (one queue entry per run: send-queue.ts):
+// random interleavings of batches, single sends and requests over tiny rings (every run wraps),
+// a small queue, and pauses that let the ring fill. Every reply arrives once, in send order;
+// under the dropping policies what is missing is exactly what the outcomes counted as dropped,
+// and the rest keeps its order.
 test('random batches, sends and requests through a small send queue: nothing lost, duplicated or reordered', async (t) => {
   const op = fc.oneof(
     fc.record({ kind: fc.constant('batch' as const), n: fc.integer({ min: 1, max: 24 }) }),
@@ -94,7 +130,7 @@ test('random batches, sends and requests through a small send queue: nothing los
   )
   await fc.assert(
     // Slots of 64 B are queued whole (runs); slots of 1 KiB only as their frames' bytes.
-    fc.asyncProperty(fc.constantFrom(2, 4, 8), fc.constantFrom(64, 1024), fc.constantFrom(1, 5, 64), fc.constantFrom<Backpressure>('block', 'drop-newest'), fc.array(op, { minLength: 1, maxLength: 40 }), async (capacity, slotSize, queue, policy, ops) => {
+    fc.asyncProperty(fc.constantFrom(2, 4, 8), fc.constantFrom(64, 1024), fc.constantFrom(1, 5, 64), fc.constantFrom<Backpressure>('block', 'drop-newest', 'drop-oldest'), fc.array(op, { minLength: 1, maxLength: 40 }), async (capacity, slotSize, queue, policy, ops) => {
       const rt = await Runtime.open({ backend: 'cpu' })
       try {
         const k = await rt.launch({ handler: 'echo', input: u32, output: u32, capacity, slotSize, sendQueue: { capacity: queue, policy } })

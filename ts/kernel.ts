@@ -23,10 +23,11 @@ import { withModuleHandler, type WorkerRunner } from './handler'
 import { Host } from './host'
 import { Inbox } from './inbox'
 import { abortLaunch, checkLaunch, launchNativeAsync, mapKernel, stageBuffers, stageMemory, type NativeKernel, type SharedInput, type StageShape } from './launch'
-import { Outbox, type Queued } from './outbox'
+import { Outbox } from './outbox'
 import { producerHandle, sharedInputStats, type ProducerHandle } from './producer'
 import { ERROR_NAMES } from './protocol'
 import { MessageQueue, queueOptions } from './queue'
+import { SendQueue } from './send-queue'
 import type { InputRing, OutputRing } from './ring'
 import type { Runtime } from './runtime'
 import type { CommitOptions, KernelHostStatus, KernelState, KernelStats, LaunchOptions, RouteStageInfo, SendOutcome, TerminateMode, TerminateReport, WaitOptions } from './types'
@@ -166,7 +167,7 @@ export class RingKernel<TIn, TOut> implements AsyncDisposable {
     const { isolation, typeId, timeoutMs } = first
     const device = first.shape.device ?? 0
     const opts = list[0] as LaunchOptions<TIn, TOut>
-    const sendQueue = new MessageQueue<Queued>(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
+    const sendQueue = new SendQueue(queueOptions('sendQueue', opts.sendQueue, { capacity: 4096, policy: 'block' }))
     const replyQueue = new MessageQueue<Entry<TOut>>(queueOptions('replyQueue', opts.replyQueue, { capacity: 65536, policy: 'block' }))
     this.#native = launched.native
     let buffers: ArrayBufferLike[]

@@ -11,26 +11,11 @@ import { BatchPath, type Schema } from './codec'
 import { RingbridgeError, RingbridgeRangeError } from './errors'
 import type { Host } from './host'
 import { FRAME_HEADER_BYTES, isSkipFrame, writeFrameHeaderWords } from './protocol'
-import { Fifo, MessageQueue } from './queue'
+import { Fifo } from './queue'
 import type { InputRing } from './ring'
+import { messagesIn, run, splitRun, type Queued, type SendQueue } from './send-queue'
 import type { SendOutcome } from './types'
 import { abortedError, bound, type WaitLimit, type Waiter } from './wait'
-
-/**
- * A message that did not fit the ring, encoded as the frame it will be: header and payload, the
- * `size` bytes at `at` in `frame`. The messages of one batch share buffers. With slots of up to
- * {@link SLOTTED_MAX} bytes each takes a whole slot (`size` is the slot size), so consecutive ones
- * are laid out as in the ring and the flush copies a run of them with one copy per contiguous span
- * of the ring; with larger slots each takes only its frame's bytes (rounded up to 16).
- */
-export interface Queued {
-  id: number
-  frame: Uint8Array
-  at: number
-  size: number
-  /** Under a dropping policy: settles its sender's promise once the outcome is final. */
-  outcome?: (o: SendOutcome) => void
-}
 
 /** Slots up to this size are queued whole (runs copy at once); larger ones only their frame's bytes, which may be far fewer. */
 const SLOTTED_MAX = 512
@@ -48,14 +33,14 @@ function roundUp16(n: number): number {
 
 /**
  * Messages waiting for room in a full send queue under `block`, in send order: one (a send, a
- * request) or the rest of a batch, with one promise for all of them (a batch of thousands makes
- * no promise per message). `items[next..]` still wait; `what` names the caller.
+ * request) or the rest of a batch as runs, with one promise for all of them (a batch of thousands
+ * makes no promise per message). `items[next..]` still wait; `what` names the caller.
  */
 type Blocked = Waiter<SendOutcome> & { items: Queued[]; next: number; what: string }
 
 /** The input ring's producer, with the send queue in front of it. */
 export class Outbox<TIn> {
-  readonly queue: MessageQueue<Queued>
+  readonly queue: SendQueue
   readonly #blocked = new Fifo<Blocked>()
   readonly #host: Host
   readonly #in: InputRing
@@ -72,7 +57,7 @@ export class Outbox<TIn> {
   /** Messages published into the ring. */
   sent = 0
 
-  constructor(host: Host, input: InputRing, schema: Schema<TIn>, typeId: number, queue: MessageQueue<Queued>, checkOpen: (what: string) => void, onDropped: (id: number, error: Error) => void) {
+  constructor(host: Host, input: InputRing, schema: Schema<TIn>, typeId: number, queue: SendQueue, checkOpen: (what: string) => void, onDropped: (id: number, error: Error) => void) {
     this.#host = host
     this.#in = input
     this.#input = schema
@@ -180,13 +165,33 @@ export class Outbox<TIn> {
     for (let i = 0; i < rest.length; i++) {
       if (this.#blocked.length > 0 || (this.queue.full && this.queue.policy === 'block')) {
         // The rest waits for room behind a full queue, in order, as one.
-        const left = rest.length - i
+        const left = messagesIn(rest, i)
         waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
         break
       }
-      const o = this.#offer(rest[i]!, 'sendBatch')
-      if (typeof o === 'string') counts[o]++
-      else waiting.push(o.then((outcome) => counts[outcome]++))
+      const run = rest[i]!
+      if (run.count > 1 && run.count > this.queue.room && this.queue.policy !== 'reject') {
+        // A run (runs are never made under drop-oldest; under reject the batch was refused
+        // above unless all of it fits) longer than the room: what fits is queued, and the rest
+        // is dropped (drop-newest) or waits behind the now full queue (block).
+        const room = this.queue.room
+        if (room > 0) {
+          this.queue.push(splitRun(run, room))
+          counts.queued += room
+        }
+        if (this.queue.policy === 'drop-newest') {
+          this.queue.countDropped(run.count)
+          counts.dropped += run.count
+          continue
+        }
+        const left = messagesIn(rest, i)
+        waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
+        break
+      }
+      const count = run.count // the flush may split a queued run later
+      const o = this.#offer(run, 'sendBatch')
+      if (typeof o === 'string') counts[o] += count
+      else waiting.push(o.then((outcome) => (counts[outcome] += count)))
     }
     this.#host.pump()
     if (waiting.length === 0) return Promise.resolve(counts)
@@ -198,33 +203,37 @@ export class Outbox<TIn> {
     const n = messages.length - from
     const slot = this.#in.slotSize
     const max = this.#in.maxPayload
+    const codec = this.#input
+    const typeId = this.#typeId
+    const names = typeof path === 'string' ? { at: () => path } : path
     const slotted = slot <= SLOTTED_MAX
     // What a frame is expected to take: a whole slot, or its header and the schema's largest
     // payload (a hint only: a custom schema may understate it or leave it out). Room for a
     // whole slot is kept before each encode, so any payload the slot allows fits.
-    const hint = this.#input.maxSize
+    const hint = codec.maxSize
     const expected = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + (Number.isFinite(hint) && hint >= 0 ? Math.min(max, hint) : max))
-    const out: Queued[] = new Array(n)
-    let frame = new Uint8Array(0)
-    let view = new DataView(frame.buffer)
-    let words = new Uint32Array(frame.buffer)
-    let at = 0
+    // The slotted frames of one buffer are one run, unless each needs its own outcome (drop-oldest).
+    const runs = slotted && this.queue.policy !== 'drop-oldest'
+    const out: Queued[] = []
     // Buffers grow from 256 KiB to QUEUE_BUFFER_BYTES: a variable-size schema's frames may be far
     // smaller than expected, and a small overflow should not hold a large buffer.
     let grow = 256 << 10
-    for (let i = 0; i < n; i++) {
-      if (at + slot > frame.length) {
-        frame = new Uint8Array(Math.max(slot, Math.min(grow, (n - i - 1) * expected + slot)))
-        view = new DataView(frame.buffer)
-        words = new Uint32Array(frame.buffer)
-        at = 0
-        grow = Math.min(grow * 2, QUEUE_BUFFER_BYTES)
+    let i = 0
+    while (i < n) {
+      const frame = new Uint8Array(Math.max(slot, Math.min(grow, (n - i - 1) * expected + slot)))
+      grow = Math.min(grow * 2, QUEUE_BUFFER_BYTES)
+      const view = new DataView(frame.buffer)
+      const words = new Uint32Array(frame.buffer)
+      const first = i
+      let at = 0
+      for (; i < n && at + slot <= frame.length; i++) {
+        const length = codec.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, names.at(from + i))
+        writeFrameHeaderWords(words, at >> 2, length, typeId, firstId + i) // a buffer is at most 16 MiB: `>>` is exact
+        const size = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + length)
+        if (!runs) out.push(run(firstId + i, frame, at, size, 1))
+        at += size
       }
-      const length = this.#input.encode(view, at + FRAME_HEADER_BYTES, messages[from + i] as TIn, max, typeof path === 'string' ? path : path.at(from + i))
-      writeFrameHeaderWords(words, at / 4, length, this.#typeId, firstId + i)
-      const size = slotted ? slot : roundUp16(FRAME_HEADER_BYTES + length)
-      out[i] = { id: firstId + i, frame, at, size, outcome: undefined } // one shape: `outcome` is set later under drop-oldest
-      at += size
+      if (runs) out.push(run(firstId + first, frame, 0, slot, i - first))
     }
     return out
   }
@@ -264,10 +273,23 @@ export class Outbox<TIn> {
       // offer decides it now.
       let decided: Promise<SendOutcome> | undefined
       if (this.queue.policy === 'drop-oldest') decided = new Promise<SendOutcome>((resolve) => (item.outcome = resolve))
-      const r = this.queue.offer(item)
-      if (r.status === 'dropped-oldest' || r.status === 'dropped-newest') this.#dropped(r.dropped)
-      if (r.status === 'dropped-newest') return 'dropped'
-      if (r.status !== 'full') return decided ?? 'queued'
+      // `item` fits whole here unless it is one message (a longer run was split by sendBatch).
+      if (item.count <= this.queue.room) {
+        this.queue.push(item)
+        return decided ?? 'queued'
+      }
+      if (this.queue.policy === 'drop-newest') {
+        this.queue.countDropped(item.count)
+        this.#dropped(item)
+        return 'dropped'
+      }
+      if (this.queue.policy === 'drop-oldest') {
+        const oldest = this.queue.take(1) as Queued
+        this.queue.countDropped(1)
+        this.#dropped(oldest)
+        this.queue.push(item)
+        return decided as Promise<SendOutcome>
+      }
       if (this.queue.policy === 'reject') {
         return Promise.reject(
           new RingbridgeError('ERR_RINGBRIDGE_FULL', `${what}: the input ring and the send queue are full (${this.queue.capacity} queued, policy 'reject'); not sent`, {
@@ -287,12 +309,12 @@ export class Outbox<TIn> {
   /** Takes a message that has not reached the ring out of the send queue or the blocked line. */
   withdraw(id: number): boolean {
     // Only a single message can be withdrawn (a batch has no time limit).
-    const blocked = this.#blocked.remove((b) => b.items.length === 1 && b.items[0]!.id === id)
+    const blocked = this.#blocked.remove((b) => b.items.length === 1 && b.items[0]!.count === 1 && b.items[0]!.id === id)
     if (blocked) {
       blocked.resolve('queued') // its send() promise is settled by the caller's rejection instead
       return true
     }
-    return this.queue.remove((q) => q.id === id) !== undefined
+    return this.queue.remove((q) => q.count === 1 && q.id === id) !== undefined
   }
 
   /** A message the send queue's dropping policy discarded: its sender learns it, and a request fails. */
@@ -309,15 +331,17 @@ export class Outbox<TIn> {
       const slot = this.#in.slotSize
       let room = queue.length > 0 ? this.#in.free(queue.length) : 0
       while (room > 0 && queue.length > 0) {
-        // A run: the next messages of one batch, whole slots a slot apart in its buffer, copied at once.
-        const first = queue.shift() as Queued
+        // The next messages of one batch, whole slots a slot apart in its buffer, copied at
+        // once: the front run (as much of it as fits), and the runs or single messages after it
+        // that continue it in the same buffer (a batch's messages under drop-oldest are singles).
+        const first = queue.take(room) as Queued
         first.outcome?.('sent')
-        let count = 1
+        let count = first.count
         if (first.size === slot) {
           for (let q = queue.peek(); q !== undefined && count < room && q.frame === first.frame && q.at === first.at + count * slot && q.size === slot; q = queue.peek()) {
-            queue.shift()
-            q.outcome?.('sent')
-            count++
+            const next = queue.take(room - count) as Queued
+            next.outcome?.('sent')
+            count += next.count
           }
         }
         this.#in.stageFrames(first.frame, first.at, count, count === 1 ? first.size : slot)
@@ -325,10 +349,17 @@ export class Outbox<TIn> {
         room -= count
       }
       if (this.#blocked.length === 0 || this.queue.full) break
-      // Blocked messages take the room in the order they were sent.
+      // Blocked messages take the room in the order they were sent (only under `block`: the
+      // other policies never block). A run longer than the room leaves its rest in line.
       while (this.#blocked.length > 0 && !this.queue.full) {
         const b = this.#blocked.peek() as Blocked
-        while (b.next < b.items.length && !this.queue.full) this.queue.offer(b.items[b.next++]!)
+        while (b.next < b.items.length && !this.queue.full) {
+          const item = b.items[b.next]!
+          if (item.count <= this.queue.room) {
+            this.queue.push(item)
+            b.next++
+          } else this.queue.push(splitRun(item, this.queue.room))
+        }
         if (b.next < b.items.length) break
         this.#blocked.shift()
         b.resolve('queued')
@@ -371,8 +402,10 @@ export class Outbox<TIn> {
       undelivered.push(this.#input.decode(this.#in.view, f.offset, f.length))
     }
     for (const q of this.queue.drain()) {
-      const view = new DataView(q.frame.buffer, q.frame.byteOffset + q.at)
-      undelivered.push(this.#input.decode(view, FRAME_HEADER_BYTES, view.getUint32(0, true)))
+      for (let i = 0; i < q.count; i++) {
+        const view = new DataView(q.frame.buffer, q.frame.byteOffset + q.at + i * q.size)
+        undelivered.push(this.#input.decode(view, FRAME_HEADER_BYTES, view.getUint32(0, true)))
+      }
       q.outcome?.('undelivered')
     }
     return undelivered
