@@ -118,7 +118,7 @@ export interface LaunchOptions<TIn, TOut> {
   outputSlotSize?: number
   /** Message type id written in every frame, 0..65535 (default 1). */
   typeId?: number
-  /** Host queue in front of the input ring, used when the ring is full (default 4096, `block`). */
+  /** Host queue in front of the input ring, used when the ring is full (default 4096 messages, `block`). Its capacity counts messages; a batch that overflows the ring waits in it as runs of frames. */
   sendQueue?: QueueOptions
   /** Host queue of replies not yet received (default 65536, `block`: a full queue stops draining the ring, which stops the kernel). */
   replyQueue?: QueueOptions
