@@ -1,12 +1,14 @@
 // The host's ring ends on their own (ts/ring.ts), over a SharedArrayBuffer laid out as a region:
 // the batch paths of the struct stream (InputRing.stageMany, OutputRing.takePlain) against the
-// per-message path they replace, at positions past 2^32 and near 2^53, across the wrap.
+// per-message path they replace, at positions past 2^32 and near 2^53, across the wrap; and the
+// send queue of runs in front of the input ring (ts/send-queue.ts) against a list of messages.
 import test from 'ava'
 import fc from 'fast-check'
 
 import { BatchPath, bool, f64, i16, struct, u32, u8, type Schema } from '../ts/codec'
 import { CONTROL_BLOCK_BYTES, FLAG, FRAME_HEADER_BYTES, readFrameHeader, writeFrameHeader } from '../ts/protocol'
 import { ControlBlockView, InputRing, OutputRing } from '../ts/ring'
+import { SendQueue, run, type Queued } from '../ts/send-queue'
 import { codeOf } from './helpers'
 
 const Msg = struct({ seq: u32, pad: u8, neg: i16, value: f64, ok: bool })
@@ -134,4 +136,53 @@ test('takePlain takes a whole ring in one call, wrapping past 2^32', (t) => {
   t.is(output.takePlain(Msg, out, capacity, undefined), capacity)
   t.deepEqual(out, Array.from({ length: capacity }, (_, i) => message(5 + i)))
   t.is(output.next, 2 ** 32 - 10 + capacity)
+})
+
+test('the send queue of runs: length, room, take and remove agree with a list of its messages', (t) => {
+  const SIZE = 32
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant('push' as const), count: fc.integer({ min: 1, max: 9 }) }),
+    fc.record({ kind: fc.constant('take' as const), n: fc.integer({ min: 1, max: 12 }) }),
+    fc.record({ kind: fc.constant('remove' as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant('drain' as const) }),
+  )
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 20 }), fc.array(op, { maxLength: 60 }), (capacity, ops) => {
+      const q = new SendQueue({ capacity, policy: 'block' })
+      const model: number[] = [] // ids, oldest first
+      const frame = new Uint8Array(0)
+      let nextId = 1
+      // The messages of a run, as ids, checked against the frame offsets they claim.
+      const ids = (r: Queued) => Array.from({ length: r.count }, (_, i) => {
+        t.is(r.at + i * r.size, (r.id + i) * SIZE, 'frame i of a run is i frames after its first')
+        return r.id + i
+      })
+      for (const o of ops) {
+        if (o.kind === 'push') {
+          const count = Math.min(o.count, q.room)
+          if (count === 0) continue
+          q.push(run(nextId, frame, nextId * SIZE, SIZE, count))
+          for (let i = 0; i < count; i++) model.push(nextId++)
+        } else if (o.kind === 'take') {
+          const r = q.take(o.n)
+          if (model.length === 0) t.is(r, undefined)
+          else {
+            t.true(r!.count >= 1 && r!.count <= o.n)
+            t.deepEqual(ids(r!), model.splice(0, r!.count))
+          }
+        } else if (o.kind === 'remove') {
+          // Only single messages are withdrawn (a send or a request): remove by id.
+          const id = model.length === 0 ? -1 : model[o.pick % model.length]!
+          const r = q.remove((x) => x.count === 1 && x.id === id)
+          if (r !== undefined) model.splice(model.indexOf(id), 1)
+        } else {
+          t.deepEqual(q.drain().flatMap(ids), model.splice(0))
+        }
+        t.is(q.length, model.length)
+        t.is(q.room, Math.max(0, capacity - model.length))
+        t.is(q.full, model.length >= capacity)
+      }
+    }),
+    { numRuns: 300 },
+  )
 })
