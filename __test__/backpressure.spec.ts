@@ -100,6 +100,43 @@ test('a batch overflow queued as runs: depth counts messages; split by the room 
   t.deepEqual(report.undelivered, range(0, 601))
 })
 
+// Runs that span several queue buffers (8192 frames of 32 B fill the first), through a queue
+// smaller than one run: a request that times out while blocked behind a split batch is withdrawn;
+// terminate drains every message in order, or under abandon hands back the ring and the queue and
+// rejects what still waits. Under reject, a batch that fits the queue exactly is queued whole.
+test('runs across buffers through a small queue: a withdrawn request between them, terminate drain and abandon, reject at the exact fit', async (t) => {
+  const N = 20_000
+  for (const mode of ['drain', 'abandon'] as const) {
+    const k = await launch(t, { capacity: 4, slotSize: 32, sendQueue: { capacity: 7, policy: 'block' } })
+    await within(k.deactivate(), 5000, 'deactivate')
+    const batch = k.sendBatch(range(0, N))
+    const timedOut = t.throwsAsync(k.request(999_999, { timeoutMs: 30 }))
+    const after = k.send(N)
+    t.is(codeOf(await within(timedOut, 5000, 'request timeout')), 'ERR_RINGBRIDGE_TIMEOUT')
+    t.is(k.stats().depth.sendQueue, 7)
+    if (mode === 'drain') {
+      const report = within(k.terminate({ mode }), 20_000, 'terminate drain (of a paused kernel: it resumes it)')
+      t.deepEqual(await within(batch, 20_000, 'batch'), { sent: 4, queued: N - 4, dropped: 0, undelivered: 0 })
+      t.is(await within(after, 5000, 'send after the batch'), 'queued')
+      t.deepEqual((await report).undelivered, [])
+      const got = await receiveAll(k, N + 1)
+      const wrong = got.findIndex((v, i) => v !== i)
+      t.is(wrong, -1, `reply ${wrong} is ${got[wrong]}`)
+    } else {
+      const report = await within(k.terminate({ mode }), 10_000, 'terminate abandon')
+      t.deepEqual(report.undelivered, range(0, 11), 'the ring (4) and the queue (7), in order')
+      t.is(codeOf(await t.throwsAsync(within(batch, 5000, 'blocked batch'))), 'ERR_RINGBRIDGE_CLOSED')
+      t.is(codeOf(await t.throwsAsync(within(after, 5000, 'blocked send'))), 'ERR_RINGBRIDGE_CLOSED')
+    }
+  }
+  const reject = await launch(t, { capacity: 4, slotSize: 32, sendQueue: { capacity: 10, policy: 'reject' } })
+  await within(reject.deactivate(), 5000, 'deactivate')
+  t.deepEqual(await reject.sendBatch(range(0, 14)), { sent: 4, queued: 10, dropped: 0, undelivered: 0 })
+  t.is(codeOf(await t.throwsAsync(reject.sendBatch([14]))), 'ERR_RINGBRIDGE_FULL')
+  await within(reject.activate(), 5000, 'activate')
+  t.deepEqual(await receiveAll(reject, 14), range(0, 14))
+})
+
 // Regression: sendBatch queued its overflow one message per microtask, so a send() made right
 // after it landed in the middle of the batch.
 test('a send made right after a sendBatch that overflows the ring arrives after the whole batch', async (t) => {

@@ -436,8 +436,9 @@ export class OutputRing extends RingEnd {
     const max = this.maxPayload
     const [start, first, end, slotWords] = this.slotWalk(this.next)
     let w = start
-    // `out` grown once to its largest length, then trimmed to what was taken: a push per reply
-    // regrows and copies the array as it goes (about half of this loop on 8192 replies).
+    // `out` given its largest length first, then trimmed to what was taken (V8 marks it holey;
+    // no hole is left): a push per reply regrew and copied the array as it filled, which
+    // measured 9–12 ns a reply against 5.5 ns (decode included, 8192 replies, 3-field struct).
     const base = out.length
     out.length = base + count
     let n = 0
