@@ -13,7 +13,7 @@ import type { Host } from './host'
 import { FRAME_HEADER_BYTES, isSkipFrame, writeFrameHeaderWords } from './protocol'
 import { Fifo } from './queue'
 import type { InputRing } from './ring'
-import { messagesIn, run, splitRun, type Queued, type SendQueue } from './send-queue'
+import { messagesIn, run, type Queued, type SendQueue } from './send-queue'
 import type { SendOutcome } from './types'
 import { abortedError, bound, type WaitLimit, type Waiter } from './wait'
 
@@ -162,11 +162,14 @@ export class Outbox<TIn> {
     // made meanwhile slip into the middle of the batch. Outcomes decided now are counted now;
     // only messages that wait (blocked, or displaceable under drop-oldest) get a promise.
     const waiting: Promise<unknown>[] = []
+    // The rest (`rest[i..]`) waits for room behind a full queue, in order, as one.
+    const waitFrom = (i: number) => {
+      const left = messagesIn(rest, i)
+      waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
+    }
     for (let i = 0; i < rest.length; i++) {
       if (this.#blocked.length > 0 || (this.queue.full && this.queue.policy === 'block')) {
-        // The rest waits for room behind a full queue, in order, as one.
-        const left = messagesIn(rest, i)
-        waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
+        waitFrom(i)
         break
       }
       const run = rest[i]!
@@ -174,18 +177,15 @@ export class Outbox<TIn> {
         // A run (runs are never made under drop-oldest; under reject the batch was refused
         // above unless all of it fits) longer than the room: what fits is queued, and the rest
         // is dropped (drop-newest) or waits behind the now full queue (block).
-        const room = this.queue.room
-        if (room > 0) {
-          this.queue.push(splitRun(run, room))
-          counts.queued += room
-        }
+        const before = run.count
+        this.queue.pushFitting(run)
+        counts.queued += before - run.count
         if (this.queue.policy === 'drop-newest') {
           this.queue.countDropped(run.count)
           counts.dropped += run.count
           continue
         }
-        const left = messagesIn(rest, i)
-        waiting.push(this.#block(rest, i, 'sendBatch').then(() => (counts.queued += left)))
+        waitFrom(i)
         break
       }
       const count = run.count // the flush may split a queued run later
@@ -353,13 +353,7 @@ export class Outbox<TIn> {
       // other policies never block). A run longer than the room leaves its rest in line.
       while (this.#blocked.length > 0 && !this.queue.full) {
         const b = this.#blocked.peek() as Blocked
-        while (b.next < b.items.length && !this.queue.full) {
-          const item = b.items[b.next]!
-          if (item.count <= this.queue.room) {
-            this.queue.push(item)
-            b.next++
-          } else this.queue.push(splitRun(item, this.queue.room))
-        }
+        while (b.next < b.items.length && !this.queue.full) if (this.queue.pushFitting(b.items[b.next]!)) b.next++
         if (b.next < b.items.length) break
         this.#blocked.shift()
         b.resolve('queued')

@@ -52,8 +52,8 @@ export type OfferResult<T> =
   | { readonly status: 'dropped-newest'; readonly dropped: T }
   | { readonly status: 'full' }
 
-// The outcomes that carry no item, shared: `offer` runs once per message of a send queue's
-// batch, and an object per call was a measurable part of it.
+// The outcomes that carry no item, shared: `offer` runs once per queued item (every reply the
+// pump queues, for a kernel's reply queue), and an object per call is garbage per message.
 const QUEUED: OfferResult<never> = Object.freeze({ status: 'queued' })
 const FULL: OfferResult<never> = Object.freeze({ status: 'full' })
 

@@ -10,6 +10,7 @@
  * @internal
  * @module
  */
+import type { Schema } from './codec'
 import { RingbridgeError } from './errors'
 import { CONTROL_BLOCK_BYTES, FLAG, FRAME_HEADER_BYTES, TERMINATE, FRAME_WORD, fieldOffset, frameFlagsOfWords, readFrameHeader, writeFrameHeader, writeFrameHeaderWords, type FrameHeader } from './protocol'
 
@@ -23,15 +24,11 @@ function positionLimit(): never {
 /** What made chunks reserved before a per-message write stale (the stale-chunk error names it). */
 const STAGED = 'a message sent on this kernel (send, trySend, request, sendBatch or the send queue)'
 
-/** What stages a message: a schema's encoder (see `Schema.encode` in codec.ts). */
-export interface Encoder<T> {
-  encode(view: DataView, offset: number, value: T, capacity: number, path?: string): number
-}
+/** What stages a message: a schema's encoder. */
+type Encoder<T> = Pick<Schema<T>, 'encode'>
 
-/** What reads a reply: a schema's decoder (see `Schema.decode` in codec.ts). */
-export interface Decoder<T> {
-  decode(view: DataView, offset: number, length: number): T
-}
+/** What reads a reply: a schema's decoder. */
+type Decoder<T> = Pick<Schema<T>, 'decode'>
 
 /** 32-bit and 64-bit atomic views of one control block. */
 export class ControlBlockView {

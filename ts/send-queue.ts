@@ -95,6 +95,20 @@ export class SendQueue {
     this.#length += run.count
   }
 
+  /**
+   * Queues as much of `run` as the room takes: all of it (true), or its first `room` messages
+   * split off (false; `run` keeps the rest, and nothing is queued when the queue is full).
+   */
+  pushFitting(run: Queued): boolean {
+    const room = this.room
+    if (run.count <= room) {
+      this.push(run)
+      return true
+    }
+    if (room > 0) this.push(splitRun(run, room))
+    return false
+  }
+
   /** The oldest run, left in place. */
   peek(): Queued | undefined {
     return this.#runs.peek()
