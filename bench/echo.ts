@@ -5,8 +5,10 @@
  */
 import { Worker } from 'node:worker_threads'
 import { performance } from 'node:perf_hooks'
+import * as lib from '../index'
 import { Runtime, bytes, f64, struct, u32 } from '../index'
 import { streamChunks } from './gpu'
+import { structStream } from './struct-stream'
 
 const Msg = struct({ seq: u32, pad: u32, value: f64 })
 const STREAM = 200_000
@@ -57,20 +59,8 @@ async function main(): Promise<void> {
   // cheap; replies taken up to the whole ring at a time, 8192 at a time, and 1024 (the default).
   // A first pass of each, not timed, so the figures are the optimized code's rather than the
   // JIT's warm-up (the first million messages of a process ran at about half the rate).
-  const bigBatch = Array.from({ length: 8192 }, (_, k) => ({ seq: k, pad: 0, value: k }))
-  const deepRate = async (receiveMax: number, count: number): Promise<number> => {
-    const deep = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: 65_536 })
-    const started = performance.now()
-    const deepSender = (async () => { for (let s = 0; s < count; s += bigBatch.length) await deep.sendBatch(bigBatch) })()
-    for (let got = 0; got < count; ) {
-      const replies = await deep.receiveBatch(receiveMax, { timeoutMs: 10_000 })
-      for (const r of replies) if (r.seq !== (got++ & 8191)) throw new Error(`deep struct stream: reply ${got - 1} out of order`)
-    }
-    await deepSender
-    const rate = count / ((performance.now() - started) / 1000)
-    await deep.terminate()
-    return rate
-  }
+  const deepRate = async (receiveMax: number, count: number): Promise<number> =>
+    (await structStream(lib, runtime, { batch: 8192, receiveMax, capacity: 65_536, count })).rate
   const DEEP = 2_048_000 // a multiple of the batch
   await deepRate(65_536, DEEP / 2)
   await deepRate(8192, DEEP / 2)

@@ -20,42 +20,60 @@ const env = (name: string, fallback: number): number => {
   return n
 }
 
+type Runtime = Awaited<ReturnType<Lib['Runtime']['open']>>
+
+/** What one pass of the stream is: batch size, replies per `receiveBatch`, ring capacity, messages. */
+export interface StructStream {
+  batch: number
+  receiveMax: number
+  capacity: number
+  count: number
+}
+
+/**
+ * One pass on a fresh echo kernel of `runtime` (from the library `lib`): `count` messages sent
+ * in `sendBatch`es of `batch` while `receiveBatch(receiveMax)` takes the replies, each checked
+ * for order. Returns messages per second and the backend. Also `npm run bench`'s deep struct rows.
+ */
+export async function structStream(lib: Lib, runtime: Runtime, o: StructStream): Promise<{ rate: number; backend: string }> {
+  const Msg = lib.struct({ seq: lib.u32, pad: lib.u32, value: lib.f64 })
+  const batch = Array.from({ length: o.batch }, (_, k) => ({ seq: k, pad: 0, value: k }))
+  const kernel = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: o.capacity })
+  const started = performance.now()
+  const sender = (async () => {
+    for (let sent = 0; sent < o.count; sent += o.batch) await kernel.sendBatch(sent + o.batch <= o.count ? batch : batch.slice(0, o.count - sent))
+  })()
+  for (let got = 0; got < o.count; ) {
+    for (const r of await kernel.receiveBatch(o.receiveMax, { timeoutMs: 10_000 })) {
+      if (r.seq !== got % o.batch) throw new Error(`struct stream: reply ${got} has seq ${r.seq}, expected ${got % o.batch}: out of order`)
+      got++
+    }
+  }
+  await sender
+  const rate = o.count / ((performance.now() - started) / 1000)
+  await kernel.terminate()
+  return { rate, backend: kernel.backend }
+}
+
 async function main(): Promise<void> {
   const dir = process.argv[2]
   const lib = (dir === undefined ? await import('../index') : await import(resolve(dir, 'index.js'))) as Lib
-  const { Runtime, f64, struct, u32 } = lib
-  const Msg = struct({ seq: u32, pad: u32, value: f64 })
-  const B = env('B', 8192)
-  const R = env('R', 8192)
-  const CAP = env('CAP', 65_536)
-  const N = env('N', 2_048_000)
-  const PASSES = env('PASSES', 4)
-  const batch = Array.from({ length: B }, (_, k) => ({ seq: k, pad: 0, value: k }))
-  const runtime = await Runtime.open()
+  const o: StructStream = { batch: env('B', 8192), receiveMax: env('R', 8192), capacity: env('CAP', 65_536), count: env('N', 2_048_000) }
+  const passes = env('PASSES', 4)
+  const runtime = await lib.Runtime.open()
   try {
-    for (let pass = 0; pass < PASSES; pass++) {
-      const kernel = await runtime.launch({ handler: 'echo', input: Msg, output: Msg, capacity: CAP })
-      const started = performance.now()
-      const sender = (async () => {
-        for (let sent = 0; sent < N; sent += B) await kernel.sendBatch(sent + B <= N ? batch : batch.slice(0, N - sent))
-      })()
-      for (let got = 0; got < N; ) {
-        for (const r of await kernel.receiveBatch(R, { timeoutMs: 10_000 })) {
-          if (r.seq !== got % B) throw new Error(`reply ${got} has seq ${r.seq}, expected ${got % B}: out of order`)
-          got++
-        }
-      }
-      await sender
-      const rate = N / ((performance.now() - started) / 1000)
-      await kernel.terminate()
-      if (pass > 0) console.log(`${kernel.backend}_struct_stream_B${B}_R${R}_cap${CAP} ${(rate / 1e6).toFixed(3)} M_msg_per_s`)
+    for (let pass = 0; pass < passes; pass++) {
+      const { rate, backend } = await structStream(lib, runtime, o)
+      if (pass > 0) console.log(`${backend}_struct_stream_B${o.batch}_R${o.receiveMax}_cap${o.capacity} ${(rate / 1e6).toFixed(3)} M_msg_per_s`)
     }
   } finally {
     await runtime.close()
   }
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exitCode = 1
-})
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err)
+    process.exitCode = 1
+  })
+}
